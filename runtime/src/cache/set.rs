@@ -1,0 +1,114 @@
+//! A scope's set of caches (the runtime's global one, or one session's): created on first use,
+//! swept by maintenance, closed as a whole when the scope ends.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
+
+use tokio::time::Instant;
+
+use super::{BoxFuture, CacheConfig, ReleaseTracker, ResourceCache};
+use crate::error::{Error, ReleaseReport};
+use crate::stats::{RemovalCause, StatsSnapshot};
+
+/// What the runtime needs of a cache without knowing its key and value types.
+pub(crate) trait ErasedCache: Send + Sync + 'static {
+    fn as_any(&self) -> &dyn Any;
+    fn sweep(&self, now: Instant) -> BoxFuture<'_, ()>;
+    fn close(&self, cause: RemovalCause, reason: Error) -> BoxFuture<'_, ReleaseReport>;
+    fn stats(&self) -> StatsSnapshot;
+}
+
+impl<K, V> ErasedCache for ResourceCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn sweep(&self, now: Instant) -> BoxFuture<'_, ()> {
+        Box::pin(ResourceCache::sweep(self, now))
+    }
+    fn close(&self, cause: RemovalCause, reason: Error) -> BoxFuture<'_, ReleaseReport> {
+        Box::pin(ResourceCache::close(self, cause, reason))
+    }
+    fn stats(&self) -> StatsSnapshot {
+        ResourceCache::stats(self)
+    }
+}
+
+/// The caches of one scope, keyed by a resource id.
+#[derive(Default)]
+pub(crate) struct CacheSet {
+    caches: RwLock<HashMap<CacheKey, Arc<dyn ErasedCache>>>,
+}
+
+/// Identifies a cache inside a scope: a resource id plus its settings, so two resources with
+/// different ttl / max_entries never share (or clear) one cache.
+pub type CacheKey = (u64, Option<std::time::Duration>, Option<u64>);
+
+impl CacheSet {
+    /// The cache for `key`, created with `config` on first use.
+    pub(crate) fn get_or_create<K, V>(
+        &self,
+        key: CacheKey,
+        tracker: &Arc<ReleaseTracker>,
+        config: impl FnOnce() -> CacheConfig<V>,
+    ) -> ResourceCache<K, V>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        if let Some(cache) = self.read().get(&key) {
+            return downcast(&**cache);
+        }
+        let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
+        let cache = caches
+            .entry(key)
+            .or_insert_with(|| Arc::new(ResourceCache::<K, V>::new(config(), Arc::clone(tracker))));
+        downcast(&**cache)
+    }
+
+    /// Every cache, for maintenance and reporting.
+    pub(crate) fn all(&self) -> Vec<Arc<dyn ErasedCache>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Sum of the statistics of the caches of resource `id`.
+    pub(crate) fn stats_of(&self, id: u64) -> StatsSnapshot {
+        let mut total = StatsSnapshot::default();
+        for (key, cache) in self.read().iter() {
+            if key.0 == id {
+                total.add(&cache.stats());
+            }
+        }
+        total
+    }
+
+    /// Closes every cache: releases all values (awaiting their hooks) and refuses new loads.
+    pub(crate) async fn close(&self, cause: RemovalCause, reason: Error) -> ReleaseReport {
+        let mut report = ReleaseReport::default();
+        for cache in self.all() {
+            report.merge(cache.close(cause, reason.clone()).await);
+        }
+        report
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<CacheKey, Arc<dyn ErasedCache>>> {
+        self.caches.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn downcast<K, V>(cache: &dyn ErasedCache) -> ResourceCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    match cache.as_any().downcast_ref::<ResourceCache<K, V>>() {
+        Some(c) => c.clone(),
+        // Resource ids are unique per (resource, types): a mismatch is a bug in connscope.
+        None => unreachable!("connscope: cache registered with other key/value types"),
+    }
+}

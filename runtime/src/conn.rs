@@ -1,0 +1,352 @@
+//! `Conn<P>`: the handle an app holds. Connects lazily, shares the live client with many tasks
+//! at once, checks it per the health-check policy, reconnects a global connection found closed,
+//! and closes a retired client only after its last in-flight user let go.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::provider::{HealthCheck, Provider};
+use crate::runtime::DEFAULT_GRACE_PERIOD;
+use crate::stats::CacheStats;
+
+/// A cached connection handle for provider `P`. Cheap to clone; clones share one live client.
+///
+/// ```
+/// use connscope::{Conn, Provider};
+///
+/// struct Echo;
+/// impl Provider for Echo {
+///     type Raw = String;
+///     type Error = std::io::Error;
+///     async fn connect(&self) -> Result<String, std::io::Error> { Ok("hello".into()) }
+///     async fn is_open(&self, _raw: &String) -> bool { true }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let conn = Conn::new("echo", Echo);
+/// assert_eq!(conn.counters().connects, 0);      // lazy
+/// assert_eq!(&*conn.get().await.unwrap(), "hello");
+/// conn.close().await;                            // closes and resets
+/// assert_eq!(&*conn.get().await.unwrap(), "hello"); // reconnects
+/// assert_eq!(conn.counters().connects, 2);
+/// # }
+/// ```
+pub struct Conn<P: Provider> {
+    inner: Arc<ConnInner<P>>,
+}
+
+impl<P: Provider> Clone for Conn<P> {
+    fn clone(&self) -> Self {
+        Conn { inner: Arc::clone(&self.inner) }
+    }
+}
+
+struct ConnInner<P: Provider> {
+    name: Arc<str>,
+    provider: P,
+    health: HealthCheck,
+    /// False for a connection made from a user's login: its credentials are gone, so a closed
+    /// client means "log in again", not "reconnect".
+    can_reconnect: bool,
+    grace: Duration,
+    live: RwLock<Option<Arc<Live<P::Raw>>>>,
+    connect_lock: tokio::sync::Mutex<()>,
+    released: AtomicBool,
+    pending_reconnect: AtomicBool,
+    counters: Counters,
+    cache_stats: Mutex<Option<Arc<CacheStats>>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    connects: AtomicU64,
+    reconnects: AtomicU64,
+    closes: AtomicU64,
+    health_checks: AtomicU64,
+}
+
+/// What a connection handle has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCounters {
+    /// Successful `connect` calls.
+    pub connects: u64,
+    /// Live clients found closed and replaced.
+    pub reconnects: u64,
+    /// Live clients closed (each exactly once).
+    pub closes: u64,
+    /// `is_open` calls.
+    pub health_checks: u64,
+}
+
+struct Live<R> {
+    raw: R,
+    users: AtomicUsize,
+    drained: Notify,
+    born: Instant,
+    /// Milliseconds after `born` of the last successful health check.
+    checked_at: AtomicU64,
+    broken: AtomicBool,
+}
+
+/// Shared access to a live client; derefs to `P::Raw`. Many may exist at once. A client being
+/// closed waits for its `ConnRef`s to be dropped (up to the grace period).
+pub struct ConnRef<P: Provider> {
+    live: Arc<Live<P::Raw>>,
+}
+
+impl<P: Provider> Deref for ConnRef<P> {
+    type Target = P::Raw;
+    fn deref(&self) -> &P::Raw {
+        &self.live.raw
+    }
+}
+
+impl<P: Provider> ConnRef<P> {
+    /// Tells the handle this client failed: the next use runs `is_open` whatever the policy.
+    pub fn report_broken(&self) {
+        self.live.broken.store(true, Ordering::Release);
+    }
+}
+
+impl<P: Provider> Drop for ConnRef<P> {
+    fn drop(&mut self) {
+        if self.live.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.live.drained.notify_waiters();
+        }
+    }
+}
+
+impl<P: Provider> fmt::Debug for Conn<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the settings: they may hold secrets.
+        f.debug_struct("Conn")
+            .field("name", &self.inner.name)
+            .field("provider", &std::any::type_name::<P>())
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl<P: Provider> Conn<P> {
+    /// A handle for provider settings `provider`, named `name` (used in errors and logs).
+    /// Nothing connects until the first [`get`](Self::get).
+    pub fn new(name: impl Into<Arc<str>>, provider: P) -> Self {
+        Self::with_policy(name, provider, HealthCheck::DEFAULT, true, DEFAULT_GRACE_PERIOD)
+    }
+
+    /// A handle with an explicit health-check policy, reconnect rule and grace period.
+    pub fn with_policy(
+        name: impl Into<Arc<str>>,
+        provider: P,
+        health: HealthCheck,
+        can_reconnect: bool,
+        grace: Duration,
+    ) -> Self {
+        Conn {
+            inner: Arc::new(ConnInner {
+                name: name.into(),
+                provider,
+                health,
+                can_reconnect,
+                grace,
+                live: RwLock::new(None),
+                connect_lock: tokio::sync::Mutex::new(()),
+                released: AtomicBool::new(false),
+                pending_reconnect: AtomicBool::new(false),
+                counters: Counters::default(),
+                cache_stats: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The connection's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The provider settings this handle connects with.
+    pub fn provider(&self) -> &P {
+        &self.inner.provider
+    }
+
+    /// Whether a live client is held right now.
+    pub fn is_connected(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// What this handle has done so far.
+    pub fn counters(&self) -> ConnCounters {
+        let c = &self.inner.counters;
+        ConnCounters {
+            connects: c.connects.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            closes: c.closes.load(Ordering::Relaxed),
+            health_checks: c.health_checks.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn attach_stats(&self, stats: Arc<CacheStats>) {
+        *self.inner.cache_stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+    }
+
+    fn current(&self) -> Option<Arc<Live<P::Raw>>> {
+        self.inner.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Shared access to the live client, connecting first if there is none. Runs `is_open`
+    /// per the health-check policy; a client found closed is closed and, for a connection that
+    /// can reconnect, replaced transparently (else [`Error::LoginRequired`]).
+    pub async fn get(&self) -> Result<ConnRef<P>, Error> {
+        if let Some(live) = self.current() {
+            if !self.needs_check(&live) {
+                return Ok(ConnRef::new(live));
+            }
+            self.inner.counters.health_checks.fetch_add(1, Ordering::Relaxed);
+            if self.inner.provider.is_open(&live.raw).await {
+                live.broken.store(false, Ordering::Release);
+                live.checked_at.store(millis_since(live.born), Ordering::Relaxed);
+                return Ok(ConnRef::new(live));
+            }
+            tracing::warn!(connection = %self.inner.name, "connscope: connection found closed");
+            self.retire(live).await;
+            if !self.inner.can_reconnect {
+                return Err(Error::LoginRequired {
+                    connection: self.inner.name.to_string(),
+                    reason: "the connection was found closed; log in again",
+                });
+            }
+            self.inner.pending_reconnect.store(true, Ordering::Release);
+        }
+        self.connect().await
+    }
+
+    fn needs_check(&self, live: &Live<P::Raw>) -> bool {
+        match self.inner.health {
+            HealthCheck::EveryUse => true,
+            HealthCheck::OnError => live.broken.load(Ordering::Acquire),
+            HealthCheck::Interval(every) => {
+                live.broken.load(Ordering::Acquire)
+                    || millis_since(live.born).saturating_sub(live.checked_at.load(Ordering::Relaxed))
+                        >= every.as_millis() as u64
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<ConnRef<P>, Error> {
+        let _guard = self.inner.connect_lock.lock().await;
+        if self.inner.released.load(Ordering::Acquire) {
+            return Err(self.released_error());
+        }
+        // Someone else connected while we waited for the lock.
+        if let Some(live) = self.current() {
+            return Ok(ConnRef::new(live));
+        }
+        let raw = self.inner.provider.connect().await.map_err(|e| Error::connect(&*self.inner.name, e))?;
+        let live = Arc::new(Live {
+            raw,
+            users: AtomicUsize::new(0),
+            drained: Notify::new(),
+            born: Instant::now(),
+            checked_at: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
+        });
+        *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&live));
+        self.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
+        if self.inner.pending_reconnect.swap(false, Ordering::AcqRel) {
+            self.inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            if let Some(stats) = &*self.inner.cache_stats.lock().unwrap_or_else(|p| p.into_inner()) {
+                stats.reconnect();
+            }
+            tracing::info!(connection = %self.inner.name, "connscope: reconnected");
+        } else {
+            tracing::info!(connection = %self.inner.name, "connscope: connected");
+        }
+        Ok(ConnRef::new(live))
+    }
+
+    /// Takes `live` out of the slot (if it is still there) and closes it: now if nobody else
+    /// uses it, else in the background once its users let go.
+    async fn retire(&self, live: Arc<Live<P::Raw>>) {
+        {
+            let mut slot = self.inner.live.write().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some(cur) if Arc::ptr_eq(cur, &live) => *slot = None,
+                // Already retired by someone else, who closes it.
+                _ => return,
+            }
+        }
+        if live.users.load(Ordering::Acquire) == 0 {
+            self.close_live(live).await;
+        } else {
+            let this = self.clone();
+            tokio::spawn(async move { this.close_live(live).await });
+        }
+    }
+
+    /// Closes the live client, if any, and resets the handle: the next `get` reconnects. Never
+    /// connects just to close; idempotent; waits (up to the grace period) for in-flight users.
+    pub async fn close(&self) {
+        let live = self.inner.live.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(live) = live {
+            self.close_live(live).await;
+        }
+    }
+
+    /// Closes for good: what a cache's release hook does. A connect in progress is waited for
+    /// and closed too; later `get`s fail with a message saying to fetch a fresh handle.
+    pub(crate) async fn release(&self) {
+        self.inner.released.store(true, Ordering::Release);
+        let _guard = self.inner.connect_lock.lock().await;
+        self.close().await;
+    }
+
+    fn released_error(&self) -> Error {
+        Error::LoginRequired {
+            connection: self.inner.name.to_string(),
+            reason: "this handle was released (ttl, eviction, session end or shutdown); \
+                     get a fresh one with `Runtime::connection`",
+        }
+    }
+
+    async fn close_live(&self, live: Arc<Live<P::Raw>>) {
+        let drained = async {
+            loop {
+                let notified = live.drained.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if live.users.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(self.inner.grace, drained).await.is_err() {
+            tracing::warn!(
+                connection = %self.inner.name,
+                grace = ?self.inner.grace,
+                "connscope: closing a connection still in use after the grace period"
+            );
+        }
+        self.inner.provider.close(&live.raw).await;
+        self.inner.counters.closes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(connection = %self.inner.name, "connscope: closed");
+    }
+}
+
+impl<P: Provider> ConnRef<P> {
+    fn new(live: Arc<Live<P::Raw>>) -> Self {
+        live.users.fetch_add(1, Ordering::AcqRel);
+        ConnRef { live }
+    }
+}
+
+fn millis_since(t: Instant) -> u64 {
+    Instant::now().saturating_duration_since(t).as_millis() as u64
+}

@@ -1,0 +1,32 @@
+//! The runtime of connscope: scopes, sessions, caches that release each value exactly once,
+//! and self-healing connections. Use it through the `connscope` facade crate.
+
+#![warn(missing_docs)]
+
+mod cache;
+mod conn;
+mod error;
+mod named;
+mod provider;
+mod resource;
+mod runtime;
+mod scope;
+mod secrets;
+mod session;
+mod stats;
+
+pub use cache::{BoxFuture, CacheConfig, HookError, LoadError, ReleaseHook, ResourceCache};
+pub use conn::{Conn, ConnCounters, ConnRef};
+pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
+pub use provider::{Connection, FieldKind, FormField, HealthCheck, Provider};
+pub use resource::{ReleaseFn, Resource};
+pub use runtime::{DEFAULT_GRACE_PERIOD, DEFAULT_MAINTENANCE_INTERVAL, Runtime, RuntimeBuilder};
+pub use scope::{GlobalScope, Scope, ScopeKind, SessionScope};
+pub use secrets::{ENV_PREFIX, SECRETS_FILE_VAR, Secret};
+pub use session::{Session, SessionId};
+pub use stats::{CacheStats, RemovalCause, StatsSnapshot};
+
+#[doc(hidden)]
+pub use serde as __serde;
+#[doc(hidden)]
+pub use toml as __toml;

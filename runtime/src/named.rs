@@ -1,0 +1,80 @@
+//! Connections by name: `Runtime::connection::<P>("warehouse")` resolves `[connections.warehouse]`
+//! and hands out the cached `Conn<P>` of the right scope, keyed by (type, name, settings).
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::de::DeserializeOwned;
+
+use crate::cache::{CacheConfig, ReleaseHook, ResourceCache};
+use crate::conn::Conn;
+use crate::error::Error;
+use crate::provider::Connection;
+use crate::resource::next_resource_id;
+use crate::runtime::Runtime;
+use crate::scope::Scope;
+use crate::session::Session;
+
+type ConnKey = (Arc<str>, u64);
+
+/// The resource id of provider type `P`'s connection caches.
+fn provider_id<P: 'static>() -> u64 {
+    static IDS: OnceLock<Mutex<HashMap<TypeId, u64>>> = OnceLock::new();
+    let ids = IDS.get_or_init(Default::default);
+    *ids.lock().unwrap_or_else(|p| p.into_inner()).entry(TypeId::of::<P>()).or_insert_with(next_resource_id)
+}
+
+impl Runtime {
+    /// The cached connection `name` of provider `P`, in `P`'s scope (the current session for a
+    /// session-scoped provider). Settings come from `[connections.<name>]` in the secrets file,
+    /// overridden by environment variables, overridden by settings given in code. Nothing
+    /// connects until the handle is used.
+    pub async fn connection<P>(&self, name: &str) -> Result<Conn<P>, Error>
+    where
+        P: Connection + DeserializeOwned,
+    {
+        let (settings, fingerprint) = self.shared.config.settings::<P>(name)?;
+        let cache = self.connection_cache::<P>(name)?;
+        let key: ConnKey = (Arc::from(name), fingerprint);
+        let grace = self.grace_period();
+        let stats = Arc::clone(cache.stats_handle());
+        cache
+            .get_with(key, async move {
+                let conn = Conn::with_policy(name, settings, P::HEALTH_CHECK, true, grace);
+                conn.attach_stats(stats);
+                conn
+            })
+            .await
+    }
+
+    fn connection_cache<P: Connection>(&self, name: &str) -> Result<ResourceCache<ConnKey, Conn<P>>, Error> {
+        let key = (provider_id::<P>(), P::TTL, P::MAX_ENTRIES);
+        let config = || {
+            let mut c = CacheConfig::new(format!("connection<{}>", std::any::type_name::<P>()));
+            c.ttl = P::TTL;
+            c.max_entries = P::MAX_ENTRIES;
+            let hook: ReleaseHook<Conn<P>> = Arc::new(|conn: Conn<P>| {
+                Box::pin(async move {
+                    conn.release().await;
+                    Ok(())
+                })
+            });
+            c.on_release = Some(hook);
+            c
+        };
+        match P::scope() {
+            Scope::Global => {
+                if self.is_shut_down() {
+                    return Err(Error::RuntimeShutDown);
+                }
+                Ok(self.global_cache(key, config))
+            }
+            Scope::Session => Session::with_current(|s| {
+                let s = s.ok_or_else(|| Error::NoActiveSession { what: format!("connection `{name}`") })?;
+                s.check_active()?;
+                Ok(s.inner.caches.get_or_create(key, &self.shared.tracker, config))
+            }),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The provider contract (`connect`, `is_open`, optional `close`) and the `Connection` trait the
+//! derive implements (scope, ttl, max_entries, name, health-check policy).
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::scope::{Scope, ScopeKind};
+
+/// What a provider author implements by hand: how to open a live client and how to tell
+/// whether it is still open.
+///
+/// ```
+/// use connscope::Provider;
+///
+/// struct Echo { greeting: String }
+///
+/// impl Provider for Echo {
+///     type Raw = String;
+///     type Error = std::io::Error;
+///     async fn connect(&self) -> Result<String, std::io::Error> { Ok(self.greeting.clone()) }
+///     async fn is_open(&self, _raw: &String) -> bool { true }
+/// }
+/// ```
+pub trait Provider: Send + Sync + 'static {
+    /// The live client: a pool, a connection, an HTTP client…
+    type Raw: Send + Sync + 'static;
+    /// The provider's own error type; connscope keeps it intact inside [`Error::Connect`](crate::Error).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens a live client from the settings in `self`.
+    fn connect(&self) -> impl Future<Output = Result<Self::Raw, Self::Error>> + Send;
+
+    /// Tells whether `raw` can still be used. Called according to the [`HealthCheck`] policy.
+    fn is_open(&self, raw: &Self::Raw) -> impl Future<Output = bool> + Send;
+
+    /// Closes `raw` gracefully. Called exactly once per live client, after its last user let go
+    /// (or after the grace period). The default does nothing and lets `Drop` clean up.
+    fn close(&self, raw: &Self::Raw) -> impl Future<Output = ()> + Send {
+        let _ = raw;
+        async {}
+    }
+}
+
+/// How often [`Provider::is_open`] runs before a live client is handed out.
+///
+/// Health checks cost a round trip on most backends, so this is a policy. The default is
+/// [`HealthCheck::Interval`] of 5 seconds: a client is checked when it was last checked more
+/// than 5 seconds ago, and always after a user reported an error with
+/// [`ConnRef::report_broken`](crate::ConnRef::report_broken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// Check before every use.
+    EveryUse,
+    /// Check at most once per interval (and after a reported error).
+    Interval(Duration),
+    /// Check only after a user reported an error.
+    OnError,
+}
+
+impl HealthCheck {
+    /// The default policy: at most every 5 seconds, and after a reported error.
+    pub const DEFAULT: HealthCheck = HealthCheck::Interval(Duration::from_secs(5));
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One field of a provider's login form (derived from the settings struct).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FormField {
+    /// The struct field's name, also the form input's name.
+    pub name: &'static str,
+    /// The human label.
+    pub label: &'static str,
+    /// Text or password input.
+    pub kind: FieldKind,
+    /// The default value shown in the form, if any.
+    pub default: Option<&'static str>,
+    /// Whether the form must supply it.
+    pub required: bool,
+}
+
+/// The kind of input a login-form field needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A plain text input.
+    Text,
+    /// A password input: the value is a [`Secret`](crate::Secret).
+    Password,
+}
+
+/// The caching policy of a provider type; `#[derive(Connection)]` implements it from
+/// `#[connection(scope = "...", ttl = "...", max_entries = N, name = "...")]`.
+pub trait Connection: Provider {
+    /// `GlobalScope` or `SessionScope`: the scope, as a type, for compile-time checks.
+    type Scope: ScopeKind;
+    /// The default connection name (the `[connections.<name>]` section).
+    const NAME: &'static str;
+    /// How long a cached connection lives before it is closed and released (`None`: forever).
+    const TTL: Option<Duration> = None;
+    /// How many connections of this type a scope keeps (least recently used goes first).
+    const MAX_ENTRIES: Option<u64> = None;
+    /// When `is_open` runs.
+    const HEALTH_CHECK: HealthCheck = HealthCheck::DEFAULT;
+    /// The login-form description of the settings fields.
+    const FORM: &'static [FormField] = &[];
+
+    /// The scope as a value.
+    fn scope() -> Scope {
+        <Self::Scope as ScopeKind>::SCOPE
+    }
+}

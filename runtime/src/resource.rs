@@ -1,0 +1,194 @@
+//! Cached resources: a `static` description of a cached function (name, scope, ttl,
+//! max_entries, release hook) that finds the right cache for the current scope. This is what
+//! `#[cached_resource]` expands to, and it can be used by hand.
+
+use std::hash::Hash;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::cache::{BoxFuture, CacheConfig, HookError, LoadError, ResourceCache};
+use crate::error::{Error, ReleaseReport};
+use crate::runtime::Runtime;
+use crate::scope::Scope;
+use crate::session::Session;
+use crate::stats::StatsSnapshot;
+
+static NEXT_RESOURCE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A new id for a resource, unique in the process.
+pub(crate) fn next_resource_id() -> u64 {
+    NEXT_RESOURCE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A release hook as a plain function pointer, so it fits in a `static`.
+pub type ReleaseFn<V> = fn(V) -> BoxFuture<'static, Result<(), HookError>>;
+
+/// A cached resource: one cache per scope instance (the runtime for `global`, each session for
+/// `session`), all with the same settings. Declare it as a `static`.
+///
+/// ```
+/// use connscope::{Resource, Scope};
+/// use std::time::Duration;
+///
+/// static SQUARES: Resource<u64, u64> =
+///     Resource::new("squares", Scope::Global, Some(Duration::from_secs(60)), None, None);
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let v = SQUARES.get_with(7, async { 49 }).await.unwrap();
+/// assert_eq!(v, 49);
+/// assert_eq!(SQUARES.stats().loads, 1);
+/// # }
+/// ```
+pub struct Resource<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    name: &'static str,
+    scope: Scope,
+    ttl: Option<Duration>,
+    max_entries: Option<u64>,
+    on_release: Option<ReleaseFn<V>>,
+    id: OnceLock<u64>,
+    /// The global cache of the first runtime that used this resource: a hit on it needs no
+    /// map lookup and no reference-count traffic.
+    fast: OnceLock<(u64, ResourceCache<K, V>)>,
+}
+
+impl<K, V> Resource<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Describes a resource. `ttl` and `max_entries` apply to each scope instance separately.
+    pub const fn new(
+        name: &'static str,
+        scope: Scope,
+        ttl: Option<Duration>,
+        max_entries: Option<u64>,
+        on_release: Option<ReleaseFn<V>>,
+    ) -> Self {
+        Resource { name, scope, ttl, max_entries, on_release, id: OnceLock::new(), fast: OnceLock::new() }
+    }
+
+    /// The resource's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The resource's scope.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    fn id(&self) -> u64 {
+        *self.id.get_or_init(next_resource_id)
+    }
+
+    fn config(&self) -> CacheConfig<V> {
+        let mut config = CacheConfig::new(self.name);
+        config.ttl = self.ttl;
+        config.max_entries = self.max_entries;
+        config.on_release = self.on_release.map(|f| std::sync::Arc::new(f) as crate::cache::ReleaseHook<V>);
+        config
+    }
+
+    /// The cache of the current scope: the current session's (session scope), or the current
+    /// runtime's (global scope; the session's runtime inside a session, else the default one).
+    pub fn cache(&'static self) -> Result<ResourceCache<K, V>, Error> {
+        self.with_cache(|c| c.clone())
+    }
+
+    fn with_cache<R>(&'static self, f: impl FnOnce(&ResourceCache<K, V>) -> R) -> Result<R, Error> {
+        let key = (self.id(), self.ttl, self.max_entries);
+        Session::with_current(|session| match (self.scope, session) {
+            (Scope::Session, None) => Err(Error::NoActiveSession { what: self.name.to_owned() }),
+            (Scope::Session, Some(s)) => {
+                s.check_active()?;
+                let rt = s.runtime();
+                rt.ensure_maintainer();
+                Ok(f(&s.inner.caches.get_or_create(key, &rt.shared.tracker, || self.config())))
+            }
+            (Scope::Global, s) => {
+                let rt = match s {
+                    Some(s) => s.runtime(),
+                    None => Runtime::global(),
+                };
+                if let Some((id, cache)) = self.fast.get()
+                    && *id == rt.id()
+                {
+                    return Ok(f(cache));
+                }
+                if rt.is_shut_down() {
+                    return Err(Error::RuntimeShutDown);
+                }
+                let cache = rt.global_cache(key, || self.config());
+                let _ = self.fast.set((rt.id(), cache.clone()));
+                Ok(f(&cache))
+            }
+        })
+    }
+
+    /// The fast path: the first runtime's global cache, borrowed for `'static`.
+    fn fast_cache(&'static self) -> Option<&'static ResourceCache<K, V>> {
+        if self.scope != Scope::Global {
+            return None;
+        }
+        let (id, cache) = self.fast.get()?;
+        let rt_id = Session::with_current(|s| s.map_or_else(|| Runtime::global().id(), |s| s.runtime().id()));
+        (*id == rt_id).then_some(cache)
+    }
+
+    /// The value for `key` in the current scope, loading it on a miss (single flight). Only
+    /// `Ok` is cached.
+    pub async fn try_get_with<E, F>(&'static self, key: K, loader: F) -> Result<V, LoadError<E>>
+    where
+        F: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        if let Some(cache) = self.fast_cache() {
+            return cache.try_get_with(key, loader).await;
+        }
+        let cache = self.cache().map_err(LoadError::Scope)?;
+        cache.try_get_with(key, loader).await
+    }
+
+    /// The value for `key` in the current scope, loading it on a miss (single flight).
+    pub async fn get_with<F>(&'static self, key: K, loader: F) -> Result<V, Error>
+    where
+        F: Future<Output = V>,
+    {
+        if let Some(cache) = self.fast_cache() {
+            return cache.get_with(key, loader).await;
+        }
+        self.cache()?.get_with(key, loader).await
+    }
+
+    /// Removes `key` from the current scope's cache, awaiting its release hook. Returns whether
+    /// a value was there (false also when there is no current session for a session resource).
+    pub async fn invalidate(&'static self, key: &K) -> bool {
+        match self.cache() {
+            Ok(cache) => cache.invalidate(key).await,
+            Err(_) => false,
+        }
+    }
+
+    /// Clears the current scope's cache, awaiting every release hook.
+    pub async fn clear(&'static self) -> ReleaseReport {
+        match self.cache() {
+            Ok(cache) => cache.clear().await,
+            Err(_) => ReleaseReport::default(),
+        }
+    }
+
+    /// Statistics of the current scope's cache (zero when there is none yet).
+    pub fn stats(&'static self) -> StatsSnapshot {
+        self.with_cache(|c| c.stats()).unwrap_or_default()
+    }
+
+    /// Statistics summed over the global scope and every live session of `rt`.
+    pub fn stats_in(&'static self, rt: &Runtime) -> StatsSnapshot {
+        rt.resource_stats(self.id())
+    }
+}

@@ -1,0 +1,25 @@
+//! # connscope
+//!
+//! Scoped, cached, self-healing connections and resources for Rust applications that serve many
+//! users at once. Provider authors write a settings struct plus `connect` and `is_open`;
+//! `#[derive(Connection)]` and `#[cached_resource]` generate the caching, the per-user scoping,
+//! the eviction and the close hooks against a small runtime.
+//!
+//! See the README for a tour; the main types are [`Runtime`], [`Session`], [`Conn`],
+//! [`Provider`] and [`Connection`].
+
+pub use connscope_runtime::{
+    BoxFuture, CacheConfig, CacheKey, CacheStats, Conn, ConnCounters, ConnRef, Connection,
+    DEFAULT_GRACE_PERIOD, DEFAULT_MAINTENANCE_INTERVAL, ENV_PREFIX, Error, FieldKind, FormField, GlobalScope,
+    HealthCheck, HookError, LoadError, Provider, ReleaseFailure, ReleaseFn, ReleaseHook, ReleaseReport,
+    RemovalCause, Resource, ResourceCache, Runtime, RuntimeBuilder, SECRETS_FILE_VAR, Scope, ScopeKind,
+    Secret, Session, SessionId, SessionScope, SharedError, StatsSnapshot,
+};
+
+/// What generated code names. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use connscope_runtime::*;
+    pub use core;
+    pub use std;
+}
