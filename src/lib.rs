@@ -9,11 +9,11 @@
 //! [`Provider`] and [`Connection`].
 
 pub use connscope_runtime::{
-    BoxFuture, CacheConfig, CacheKey, CacheStats, Conn, ConnCounters, ConnRef, Connection,
-    DEFAULT_GRACE_PERIOD, DEFAULT_MAINTENANCE_INTERVAL, ENV_PREFIX, Error, FieldKind, FormField, GlobalScope,
-    HealthCheck, HookError, LoadError, Provider, ReleaseFailure, ReleaseFn, ReleaseHook, ReleaseReport,
-    RemovalCause, Resource, ResourceCache, Runtime, RuntimeBuilder, SECRETS_FILE_VAR, Scope, ScopeKind,
-    Secret, Session, SessionId, SessionScope, SharedError, StatsSnapshot,
+    BoxFuture, CacheConfig, CacheStats, Conn, ConnCounters, ConnRef, Connection, DEFAULT_GRACE_PERIOD,
+    DEFAULT_MAINTENANCE_INTERVAL, ENV_PREFIX, Error, FieldKind, FormField, GlobalScope, HealthCheck,
+    HookError, LoadError, Provider, ReleaseFailure, ReleaseFn, ReleaseHook, ReleaseReport, RemovalCause,
+    Resource, ResourceCache, Runtime, RuntimeBuilder, SECRETS_FILE_VAR, Scope, ScopeKind, Secret, Session,
+    SessionId, SessionScope, SharedError, StatsSnapshot,
 };
 
 /// What generated code names. Not a public API: it may change in any release.

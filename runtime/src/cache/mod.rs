@@ -30,7 +30,8 @@ use tokio::time::Instant;
 
 pub use release::{BoxFuture, HookError, ReleaseHook};
 pub(crate) use release::{ReleaseTracker, Releaser};
-pub use set::CacheKey;
+#[allow(unused_imports)]
+pub(crate) use set::CacheKey;
 pub(crate) use set::CacheSet;
 
 use crate::error::{Error, ReleaseReport};

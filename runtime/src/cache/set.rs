@@ -47,7 +47,7 @@ pub(crate) struct CacheSet {
 
 /// Identifies a cache inside a scope: a resource id plus its settings, so two resources with
 /// different ttl / max_entries never share (or clear) one cache.
-pub type CacheKey = (u64, Option<std::time::Duration>, Option<u64>);
+pub(crate) type CacheKey = (u64, Option<std::time::Duration>, Option<u64>);
 
 impl CacheSet {
     /// The cache for `key`, created with `config` on first use.
