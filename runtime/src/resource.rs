@@ -165,6 +165,41 @@ where
         self.cache()?.get_with(key, loader).await
     }
 
+    /// Like [`try_get_with`](Self::try_get_with), returning the caller's own error type: the
+    /// caller whose loader failed gets its error untouched; callers that waited for it, and
+    /// scope errors (no session, session ended, shut down), arrive through `E: From<Error>`.
+    /// This is what a `#[cached_resource]` function returning `Result<T, E>` calls.
+    pub async fn try_get<E, F>(&'static self, key: K, loader: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>>,
+        E: From<Error> + std::fmt::Display,
+    {
+        if let Some(cache) = self.fast_cache() {
+            return cache.try_get_with_own_error(key, loader).await;
+        }
+        match self.cache() {
+            Ok(cache) => cache.try_get_with_own_error(key, loader).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The value for `key` in the current scope, loading it on a miss (single flight). Where
+    /// there is no usable scope (no session for a session resource, runtime shut down), the
+    /// loader runs uncached. This is what a `#[cached_resource]` function returning a plain
+    /// `T` calls.
+    pub async fn get_or_run<F>(&'static self, key: K, loader: F) -> V
+    where
+        F: Future<Output = V>,
+    {
+        if let Some(cache) = self.fast_cache() {
+            return cache.get_or_run(key, loader).await;
+        }
+        match self.cache() {
+            Ok(cache) => cache.get_or_run(key, loader).await,
+            Err(_) => loader.await,
+        }
+    }
+
     /// Removes `key` from the current scope's cache, awaiting its release hook. Returns whether
     /// a value was there (false also when there is no current session for a session resource).
     pub async fn invalidate(&'static self, key: &K) -> bool {

@@ -190,7 +190,7 @@ where
         if let Some(v) = self.get(&key).await {
             return Ok(v);
         }
-        self.load(key, loader).await
+        self.load(key, loader, Closed::Release).await
     }
 
     /// Like [`try_get_with`](Self::try_get_with) for a loader that cannot fail.
@@ -205,7 +205,60 @@ where
         }
     }
 
-    async fn load<E, F>(&self, key: K, loader: F) -> Result<V, LoadError<E>>
+    /// For cached functions that return the caller's own error type `E`: the caller whose
+    /// loader failed gets its error back untouched; callers that waited for that load get
+    /// [`Error::SharedLoadFailed`] (with the message) through `E: From<Error>`, as do scope
+    /// errors (no session, session ended, shut down).
+    pub async fn try_get_with_own_error<E, F>(&self, key: K, loader: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>>,
+        E: From<Error> + std::fmt::Display,
+    {
+        if let Some(v) = self.get(&key).await {
+            return Ok(v);
+        }
+        let mut own: Option<E> = None;
+        let own_slot = &mut own;
+        let shared = async {
+            loader.await.map_err(|e| {
+                let failure = SharedFailure(e.to_string());
+                *own_slot = Some(e);
+                failure
+            })
+        };
+        match self.load(key, shared, Closed::Release).await {
+            Ok(v) => Ok(v),
+            Err(LoadError::Scope(e)) => Err(e.into()),
+            Err(LoadError::Failed(failure)) => Err(match own {
+                Some(e) => e,
+                None => Error::SharedLoadFailed { resource: self.name().to_owned(), source: failure }.into(),
+            }),
+        }
+    }
+
+    /// For cached functions that cannot report an error: the value for `key`, loading it on a
+    /// miss; when the scope is closed (runtime shut down) the loader simply runs uncached.
+    pub async fn get_or_run<F>(&self, key: K, loader: F) -> V
+    where
+        F: Future<Output = V>,
+    {
+        if let Some(v) = self.get(&key).await {
+            return v;
+        }
+        if self.inner.closed.get().is_some() {
+            return loader.await;
+        }
+        let loader = async { Ok::<V, std::convert::Infallible>(loader.await) };
+        match self.load(key, loader, Closed::HandBack).await {
+            Ok(v) => v,
+            Err(LoadError::Failed(never)) => match *never {},
+            // `HandBack` never reports a closed scope after loading, and the check above
+            // ran before: only a close in between lands here, and then the value was handed back.
+            Err(LoadError::Scope(_)) => unreachable!("connscope: closed scope reported after hand-back"),
+        }
+    }
+
+    async fn load<E, F>(&self, key: K, loader: F, on_closed: Closed) -> Result<V, LoadError<E>>
     where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
@@ -214,6 +267,7 @@ where
         if let Some(e) = inner.closed.get() {
             return Err(LoadError::Scope(e.clone()));
         }
+        let _ = on_closed;
         let my_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let init = async {
             inner.stats.load();
@@ -237,11 +291,14 @@ where
                 inner.deadlines.lock().unwrap_or_else(|p| p.into_inner()).insert((at, my_id), key.clone());
             }
             // A load that finished after the scope was closed must not leave a value behind.
-            if let Some(e) = inner.closed.get() {
-                if let Some(slot) = inner.moka.remove(&key).await {
-                    let _ =
-                        Arc::clone(&inner.releaser).release(slot.value.clone(), RemovalCause::Shutdown).await;
+            if let Some(e) = inner.closed.get()
+                && let Some(removed) = inner.moka.remove(&key).await
+            {
+                if on_closed == Closed::HandBack {
+                    return Ok(removed.value.clone());
                 }
+                let _ =
+                    Arc::clone(&inner.releaser).release(removed.value.clone(), RemovalCause::Shutdown).await;
                 return Err(LoadError::Scope(e.clone()));
             }
         }
@@ -356,6 +413,27 @@ where
         report
     }
 }
+
+/// What a load that finishes after its scope closed does with its value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// Release it and report the closed scope.
+    Release,
+    /// Hand it to the caller uncached.
+    HandBack,
+}
+
+/// A loader's failure as seen by callers that waited for it.
+#[derive(Debug)]
+struct SharedFailure(String);
+
+impl std::fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SharedFailure {}
 
 /// Counts a load failure if the loader unwinds (panics).
 struct FailureOnUnwind<'a>(&'a CacheStats);
