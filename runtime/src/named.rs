@@ -34,8 +34,8 @@ impl Runtime {
     where
         P: Connection + DeserializeOwned,
     {
-        let (settings, fingerprint) = self.shared.config.settings::<P>(name)?;
         let cache = self.connection_cache::<P>(name)?;
+        let (settings, fingerprint) = self.shared.config.settings::<P>(name)?;
         let key: ConnKey = (Arc::from(name), fingerprint);
         let grace = self.grace_period();
         let stats = Arc::clone(cache.stats_handle());
