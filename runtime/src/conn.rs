@@ -115,6 +115,12 @@ impl<P: Provider> ConnRef<P> {
     }
 }
 
+impl<P: Provider> fmt::Debug for ConnRef<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnRef").field("provider", &std::any::type_name::<P>()).finish_non_exhaustive()
+    }
+}
+
 impl<P: Provider> Drop for ConnRef<P> {
     fn drop(&mut self) {
         if self.live.users.fetch_sub(1, Ordering::AcqRel) == 1 {
