@@ -54,7 +54,8 @@ async fn a_connection_found_closed_is_closed_and_replaced() {
 #[tokio::test]
 async fn a_login_connection_found_closed_asks_to_log_in_again() {
     let probe = Probe::new();
-    let c = Conn::with_policy("user", ProbeProvider(probe.clone()), HealthCheck::EveryUse, false, Duration::ZERO);
+    let c =
+        Conn::with_policy("user", ProbeProvider(probe.clone()), HealthCheck::EveryUse, false, Duration::ZERO);
     c.get().await.unwrap();
     probe.set_open(false);
     let err = c.get().await.unwrap_err();

@@ -116,10 +116,8 @@ async fn a_panicking_loader_does_not_poison_the_key() {
     let rt = support::runtime().build();
     let s = rt.session();
     let s2 = s.clone();
-    let crashed = tokio::spawn(async move {
-        s2.run(RES.get_with(1, async { panic!("loader exploded") })).await
-    })
-    .await;
+    let crashed =
+        tokio::spawn(async move { s2.run(RES.get_with(1, async { panic!("loader exploded") })).await }).await;
     assert!(crashed.unwrap_err().is_panic());
     let v = s.run(RES.get_with(1, async { 5 })).await.unwrap();
     assert_eq!(v, 5, "the next call loads again");
@@ -190,7 +188,10 @@ async fn a_panicking_release_hook_does_not_stop_the_others() {
     assert_eq!(RELEASED.load(SeqCst), 2, "hooks of 1 and 4 ran despite 2 and 3");
     let mut failures: Vec<_> = report.failures.iter().map(|f| (f.panicked, f.message.clone())).collect();
     failures.sort();
-    assert_eq!(failures, vec![(false, "hook failed on 3".to_owned()), (true, "hook exploded on 2".to_owned())]);
+    assert_eq!(
+        failures,
+        vec![(false, "hook failed on 3".to_owned()), (true, "hook exploded on 2".to_owned())]
+    );
     // Nothing is left behind, and the cache keeps working.
     assert!(s.run(async { RES.cache().unwrap().is_empty().await }).await);
     assert_eq!(s.run(RES.get_with(2, async { 22 })).await.unwrap(), 22);

@@ -150,9 +150,11 @@ impl Connection for UserDb {
 
 /// A runtime that reads no file and no process environment.
 pub fn runtime() -> connscope::RuntimeBuilder {
-    connscope::Runtime::builder()
-        .secrets_file("/nonexistent/connscope-test-secrets.toml")
-        .env_vars(Vec::<(String, String)>::new())
+    connscope::Runtime::builder().secrets_file("/nonexistent/connscope-test-secrets.toml").env_vars(Vec::<(
+        String,
+        String,
+    )>::new(
+    ))
 }
 
 /// Records each released value and when; tests wait on it instead of sleeping.
@@ -207,10 +209,17 @@ impl ReleaseLog {
 macro_rules! tracked_resource {
     ($res:ident, $log:ident, $scope:expr, $ttl:expr, $max:expr) => {
         static $log: support::ReleaseLog = support::ReleaseLog::new();
-        static $res: connscope::Resource<u32, u32> =
-            connscope::Resource::new(stringify!($res), $scope, $ttl, $max, Some(|v| Box::pin(async move {
-                $log.record(v);
-                Ok(())
-            })));
+        static $res: connscope::Resource<u32, u32> = connscope::Resource::new(
+            stringify!($res),
+            $scope,
+            $ttl,
+            $max,
+            Some(|v| {
+                Box::pin(async move {
+                    $log.record(v);
+                    Ok(())
+                })
+            }),
+        );
     };
 }
