@@ -6,6 +6,7 @@
 mod cache;
 mod conn;
 mod error;
+mod form;
 mod named;
 mod provider;
 mod resource;
@@ -15,9 +16,13 @@ mod secrets;
 mod session;
 mod stats;
 
+#[doc(hidden)]
+pub mod macro_support;
+
 pub use cache::{BoxFuture, CacheConfig, HookError, LoadError, ReleaseHook, ResourceCache};
 pub use conn::{Conn, ConnCounters, ConnRef};
 pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
+pub use form::{FieldError, FieldProblem, FormError, FormValue, FormValues};
 pub use provider::{Connection, FieldKind, FormField, HealthCheck, Provider};
 pub use resource::{ReleaseFn, Resource};
 pub use runtime::{DEFAULT_GRACE_PERIOD, DEFAULT_MAINTENANCE_INTERVAL, Runtime, RuntimeBuilder};

@@ -4,6 +4,7 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -18,11 +19,14 @@ use crate::session::Session;
 
 type ConnKey = (Arc<str>, u64);
 
-/// The resource id of provider type `P`'s connection caches.
-fn provider_id<P: 'static>() -> u64 {
-    static IDS: OnceLock<Mutex<HashMap<TypeId, u64>>> = OnceLock::new();
+/// The resource id of provider type `P`'s connection caches with these settings: different
+/// ttl / max_entries get different caches, which never clear each other's entries.
+fn provider_id<P: Connection>() -> u64 {
+    type Settings = (TypeId, Option<Duration>, Option<u64>);
+    static IDS: OnceLock<Mutex<HashMap<Settings, u64>>> = OnceLock::new();
     let ids = IDS.get_or_init(Default::default);
-    *ids.lock().unwrap_or_else(|p| p.into_inner()).entry(TypeId::of::<P>()).or_insert_with(next_resource_id)
+    let key = (TypeId::of::<P>(), P::TTL, P::MAX_ENTRIES);
+    *ids.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert_with(next_resource_id)
 }
 
 impl Runtime {
@@ -49,7 +53,7 @@ impl Runtime {
     }
 
     fn connection_cache<P: Connection>(&self, name: &str) -> Result<ResourceCache<ConnKey, Conn<P>>, Error> {
-        let key = (provider_id::<P>(), P::TTL, P::MAX_ENTRIES);
+        let key = provider_id::<P>();
         let config = || {
             let mut c = CacheConfig::new(format!("connection<{}>", std::any::type_name::<P>()));
             c.ttl = P::TTL;

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::form::{FormError, FormValues};
 use crate::scope::{Scope, ScopeKind};
 
 /// What a provider author implements by hand: how to open a live client and how to tell
@@ -111,5 +112,16 @@ pub trait Connection: Provider {
     /// The scope as a value.
     fn scope() -> Scope {
         <Self::Scope as ScopeKind>::SCOPE
+    }
+
+    /// Builds the settings from a submitted login form (see [`FORM`](Self::FORM)), naming every
+    /// missing or malformed field. `#[derive(Connection)]` implements it; the default says the
+    /// provider has no login form.
+    fn from_form(values: &FormValues) -> Result<Self, FormError>
+    where
+        Self: Sized,
+    {
+        let _ = values;
+        Err(FormError::NoForm { provider: std::any::type_name::<Self>() })
     }
 }

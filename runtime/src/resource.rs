@@ -101,14 +101,17 @@ where
     }
 
     fn with_cache<R>(&'static self, f: impl FnOnce(&ResourceCache<K, V>) -> R) -> Result<R, Error> {
-        let key = (self.id(), self.ttl, self.max_entries);
+        let key = self.id();
         Session::with_current(|session| match (self.scope, session) {
             (Scope::Session, None) => Err(Error::NoActiveSession { what: self.name.to_owned() }),
             (Scope::Session, Some(s)) => {
                 s.check_active()?;
                 let rt = s.runtime();
-                rt.ensure_maintainer();
-                Ok(f(&s.inner.caches.get_or_create(key, &rt.shared.tracker, || self.config())))
+                let config = || {
+                    rt.ensure_maintainer();
+                    self.config()
+                };
+                Ok(f(&s.inner.caches.get_or_create(key, &rt.shared.tracker, config)))
             }
             (Scope::Global, s) => {
                 let rt = match s {

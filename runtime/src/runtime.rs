@@ -264,7 +264,10 @@ impl Runtime {
         K: Hash + Eq + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        self.ensure_maintainer();
+        let config = || {
+            self.ensure_maintainer();
+            config()
+        };
         self.shared.global.get_or_create(key, &self.shared.tracker, config)
     }
 

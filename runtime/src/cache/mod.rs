@@ -67,8 +67,9 @@ struct Slot<V> {
 }
 
 impl<V> Slot<V> {
-    fn live_at(&self, now: Instant) -> bool {
-        self.expires_at.is_none_or(|t| now < t)
+    /// Reads the clock only for values that can expire.
+    fn is_live(&self) -> bool {
+        self.expires_at.is_none_or(|t| Instant::now() < t)
     }
 }
 
@@ -168,7 +169,7 @@ where
     pub async fn get(&self, key: &K) -> Option<V> {
         let inner = &*self.inner;
         if let Some(slot) = inner.moka.get(key).await {
-            if slot.live_at(Instant::now()) {
+            if slot.is_live() {
                 inner.stats.hit();
                 return Some(slot.value.clone());
             }

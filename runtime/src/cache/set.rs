@@ -42,12 +42,33 @@ where
 /// The caches of one scope, keyed by a resource id.
 #[derive(Default)]
 pub(crate) struct CacheSet {
-    caches: RwLock<HashMap<CacheKey, Arc<dyn ErasedCache>>>,
+    caches: RwLock<Map>,
 }
 
-/// Identifies a cache inside a scope: a resource id plus its settings, so two resources with
-/// different ttl / max_entries never share (or clear) one cache.
-pub(crate) type CacheKey = (u64, Option<std::time::Duration>, Option<u64>);
+/// Identifies a cache inside a scope: a resource id. Ids are unique per resource and settings
+/// (a connection type's id covers its ttl and max_entries), so two resources with different
+/// settings never share (or clear) one cache.
+pub(crate) type CacheKey = u64;
+
+/// Resource ids are small sequential integers: hash them as themselves.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map = HashMap<CacheKey, Arc<dyn ErasedCache>, std::hash::BuildHasherDefault<IdHasher>>;
 
 impl CacheSet {
     /// The cache for `key`, created with `config` on first use.
@@ -80,7 +101,7 @@ impl CacheSet {
     pub(crate) fn stats_of(&self, id: u64) -> StatsSnapshot {
         let mut total = StatsSnapshot::default();
         for (key, cache) in self.read().iter() {
-            if key.0 == id {
+            if *key == id {
                 total.add(&cache.stats());
             }
         }
@@ -96,7 +117,7 @@ impl CacheSet {
         report
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<CacheKey, Arc<dyn ErasedCache>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
         self.caches.read().unwrap_or_else(|p| p.into_inner())
     }
 }
