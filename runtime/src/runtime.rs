@@ -236,8 +236,15 @@ impl Runtime {
         let sessions: Vec<Session> =
             shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let mut report = ReleaseReport::default();
+        // End sessions concurrently: each may wait up to the grace period for its users.
+        let mut ends = tokio::task::JoinSet::new();
         for s in sessions {
-            report.merge(s.end_with(Error::RuntimeShutDown, "runtime shutdown").await);
+            ends.spawn(async move { s.end_with(Error::RuntimeShutDown, "runtime shutdown").await });
+        }
+        while let Some(ended) = ends.join_next().await {
+            if let Ok(r) = ended {
+                report.merge(r);
+            }
         }
         report.merge(shared.global.close(RemovalCause::Shutdown, Error::RuntimeShutDown).await);
         shared.tracker.wait_idle(shared.settings.grace_period).await;
