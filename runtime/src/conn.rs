@@ -172,6 +172,21 @@ impl<P: Provider> Conn<P> {
         }
     }
 
+    /// A handle around a client that is already connected (a login): it never reconnects, so
+    /// a client found closed gives [`Error::LoginRequired`].
+    pub(crate) fn connected(
+        name: impl Into<Arc<str>>,
+        provider: P,
+        raw: P::Raw,
+        health: HealthCheck,
+        grace: Duration,
+    ) -> Self {
+        let conn = Self::with_policy(name, provider, health, false, grace);
+        *conn.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Live::new(raw)));
+        conn.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
+        conn
+    }
+
     /// The connection's name.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -255,14 +270,7 @@ impl<P: Provider> Conn<P> {
             return Ok(ConnRef::new(live));
         }
         let raw = self.inner.provider.connect().await.map_err(|e| Error::connect(&*self.inner.name, e))?;
-        let live = Arc::new(Live {
-            raw,
-            users: AtomicUsize::new(0),
-            drained: Notify::new(),
-            born: Instant::now(),
-            checked_at: AtomicU64::new(0),
-            broken: AtomicBool::new(false),
-        });
+        let live = Arc::new(Live::new(raw));
         *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&live));
         self.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
         if self.inner.pending_reconnect.swap(false, Ordering::AcqRel) {
@@ -343,6 +351,19 @@ impl<P: Provider> Conn<P> {
         self.inner.provider.close(&live.raw).await;
         self.inner.counters.closes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(connection = %self.inner.name, "connscope: closed");
+    }
+}
+
+impl<R> Live<R> {
+    fn new(raw: R) -> Self {
+        Live {
+            raw,
+            users: AtomicUsize::new(0),
+            drained: Notify::new(),
+            born: Instant::now(),
+            checked_at: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod cache;
 mod conn;
 mod error;
 mod form;
+mod login;
 mod named;
 mod provider;
 mod resource;

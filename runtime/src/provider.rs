@@ -124,4 +124,9 @@ pub trait Connection: Provider {
         let _ = values;
         Err(FormError::NoForm { provider: std::any::type_name::<Self>() })
     }
+
+    /// Wipes the secret fields (zeroized) once a login connection is open, so a user's
+    /// credentials do not outlive the connect. `#[derive(Connection)]` implements it for
+    /// `#[connection(secret)]` fields; the default wipes nothing.
+    fn forget_secrets(&mut self) {}
 }

@@ -40,6 +40,16 @@ impl Secret {
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
+
+    /// Wipes the value: the old bytes are zeroized and the secret becomes empty.
+    pub fn forget(&mut self) {
+        self.0 = SecretString::from(String::new());
+    }
+
+    /// Whether the value is empty (never set, or forgotten).
+    pub fn is_empty(&self) -> bool {
+        self.0.expose_secret().is_empty()
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -1,0 +1,88 @@
+//! Per-user login on a session: connect with the user's credentials now, keep only the live
+//! connection (secrets wiped), hand it out until it is found closed or the user logs out.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::cache::{CacheConfig, ReleaseHook, ResourceCache};
+use crate::conn::Conn;
+use crate::error::Error;
+use crate::provider::Connection;
+use crate::resource::next_resource_id;
+use crate::session::Session;
+
+/// The resource id of the login connections of provider `P` in a session.
+fn login_id<P: 'static>() -> u64 {
+    static IDS: OnceLock<Mutex<HashMap<TypeId, u64>>> = OnceLock::new();
+    let ids = IDS.get_or_init(Default::default);
+    *ids.lock().unwrap_or_else(|p| p.into_inner()).entry(TypeId::of::<P>()).or_insert_with(next_resource_id)
+}
+
+impl Session {
+    fn logins<P: Connection>(&self) -> Result<ResourceCache<Arc<str>, Conn<P>>, Error> {
+        self.check_active()?;
+        let config = || {
+            let mut c = CacheConfig::new(format!("login<{}>", std::any::type_name::<P>()));
+            c.ttl = P::TTL;
+            let hook: ReleaseHook<Conn<P>> = Arc::new(|conn: Conn<P>| {
+                Box::pin(async move {
+                    conn.release().await;
+                    Ok(())
+                })
+            });
+            c.on_release = Some(hook);
+            c
+        };
+        Ok(self.inner.caches.get_or_create(login_id::<P>(), &self.runtime().shared.tracker, config))
+    }
+
+    /// Logs this session in to connection `name` with the user's `settings`: connects now. On
+    /// failure nothing is stored and the error says why. On success the secret fields of the
+    /// settings are wiped, the connection is kept for this session only (replacing, and
+    /// closing, an earlier login of the same name) and returned.
+    pub async fn login<P: Connection>(&self, name: &str, mut settings: P) -> Result<Conn<P>, Error> {
+        let logins = self.logins::<P>()?;
+        let raw = settings.connect().await.map_err(|e| Error::connect(name, e));
+        settings.forget_secrets();
+        let conn = Conn::connected(name, settings, raw?, P::HEALTH_CHECK, self.runtime().grace_period());
+        conn.attach_stats(Arc::clone(logins.stats_handle()));
+        if logins.invalidate(&Arc::from(name)).await {
+            tracing::info!(session = %self.id(), connection = name, "connscope: replaced an earlier login");
+        }
+        logins.insert(Arc::from(name), conn.clone()).await;
+        tracing::info!(session = %self.id(), connection = name, "connscope: logged in");
+        Ok(conn)
+    }
+
+    /// The connection this session logged in to as `name`, checked per its health-check
+    /// policy. [`Error::LoginRequired`] when there is none, or when it was found closed (it is
+    /// closed and removed first, so the next step is the login form).
+    pub async fn logged_in<P: Connection>(&self, name: &str) -> Result<Conn<P>, Error> {
+        let logins = self.logins::<P>()?;
+        let key: Arc<str> = Arc::from(name);
+        let Some(conn) = logins.get(&key).await else {
+            return Err(Error::LoginRequired { connection: name.to_owned(), reason: "not logged in" });
+        };
+        match conn.get().await {
+            Ok(_) => Ok(conn),
+            Err(e) => {
+                logins.invalidate(&key).await;
+                tracing::info!(session = %self.id(), connection = name, "connscope: login lost: {e}");
+                Err(Error::LoginRequired {
+                    connection: name.to_owned(),
+                    reason: "the connection was found closed; log in again",
+                })
+            }
+        }
+    }
+
+    /// Logs out of `name`: closes the connection (after its in-flight users) and forgets it.
+    /// Returns whether there was a login.
+    pub async fn logout<P: Connection>(&self, name: &str) -> bool {
+        match self.logins::<P>() {
+            Ok(logins) => logins.invalidate(&Arc::from(name)).await,
+            Err(_) => false,
+        }
+    }
+}
