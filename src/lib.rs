@@ -8,13 +8,7 @@
 //! See the README for a tour; the main types are [`Runtime`], [`Session`], [`Conn`],
 //! [`Provider`] and [`Connection`].
 
-pub use connscope_runtime::{
-    BoxFuture, CacheConfig, CacheStats, Conn, ConnCounters, ConnRef, Connection, DEFAULT_GRACE_PERIOD,
-    DEFAULT_MAINTENANCE_INTERVAL, ENV_PREFIX, Error, FieldKind, FormField, GlobalScope, HealthCheck,
-    HookError, LoadError, Provider, ReleaseFailure, ReleaseFn, ReleaseHook, ReleaseReport, RemovalCause,
-    Resource, ResourceCache, Runtime, RuntimeBuilder, SECRETS_FILE_VAR, Scope, ScopeKind, Secret, Session,
-    SessionId, SessionScope, SharedError, StatsSnapshot,
-};
+pub use connscope_runtime::*;
 
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]

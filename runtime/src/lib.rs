@@ -16,6 +16,8 @@ mod scope;
 mod secrets;
 mod session;
 mod stats;
+#[cfg(feature = "axum")]
+pub mod web;
 
 #[doc(hidden)]
 pub mod macro_support;
