@@ -8,6 +8,7 @@
 //! See the README for a tour; the main types are [`Runtime`], [`Session`], [`Conn`],
 //! [`Provider`] and [`Connection`].
 
+pub use connscope_macros::{Connection, cached_resource};
 pub use connscope_runtime::*;
 
 /// What generated code names. Not a public API: it may change in any release.

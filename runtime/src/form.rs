@@ -18,24 +18,25 @@ use crate::secrets::Secret;
 ///
 /// * Submitted values ([`submitted`](Self::submitted), [`set`](Self::set)) fill the fields shown
 ///   in the form. An empty value counts as not submitted (HTML forms send `""` for empty inputs).
-/// * App values ([`fix`](Self::fix)) are the only source of fields marked
-///   `#[connection(fixed)]` (a user cannot override them by submitting a field of that name), and
-///   fill form fields the user left empty.
+/// * App values ([`fix`](Self::fix), [`fix_all`](Self::fix_all)) are the only source of fields
+///   marked `#[connection(fixed)]`: a user cannot override them by submitting a field of that
+///   name. They are typed TOML values (a `[connections.<name>]` table fits as is) and are read
+///   with the field's `Deserialize`, so a fixed field can be of any deserializable type.
 ///
-/// `Debug` shows field names only, never values; values are wiped from memory on drop.
+/// `Debug` shows field names only, never values; submitted values are wiped from memory on drop.
 ///
 /// ```
 /// use connscope::FormValues;
 ///
 /// let values = FormValues::submitted([("user", "ada"), ("password", "hunter2")]).fix("host", "db.internal");
 /// assert_eq!(values.get("user"), Some("ada"));
-/// assert_eq!(values.get_fixed("host"), Some("db.internal"));
+/// assert_eq!(values.get_fixed("host").and_then(|v| v.as_str()), Some("db.internal"));
 /// assert!(!format!("{values:?}").contains("hunter2"));
 /// ```
 #[derive(Clone, Default)]
 pub struct FormValues {
     submitted: HashMap<String, String>,
-    app: HashMap<String, String>,
+    app: toml::Table,
 }
 
 impl FormValues {
@@ -60,11 +61,18 @@ impl FormValues {
         self
     }
 
-    /// Adds an app value: the value of a `fixed` field, or a fallback for a form field the user
-    /// left empty.
+    /// Sets the value of a field fixed by the app (`#[connection(fixed)]`).
     #[must_use]
-    pub fn fix(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn fix(mut self, name: impl Into<String>, value: impl Into<toml::Value>) -> Self {
         self.app.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the values of fields fixed by the app from a table, e.g. the provider's
+    /// `[connections.<name>]` section; entries for form fields are ignored.
+    #[must_use]
+    pub fn fix_all(mut self, table: toml::Table) -> Self {
+        self.app.extend(table);
         self
     }
 
@@ -73,16 +81,16 @@ impl FormValues {
         self.submitted.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
-    /// The app value of `name`, if any.
-    pub fn get_fixed(&self, name: &str) -> Option<&str> {
-        self.app.get(name).map(String::as_str)
+    /// The app's value of `name`, if any.
+    pub fn get_fixed(&self, name: &str) -> Option<&toml::Value> {
+        self.app.get(name)
     }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for FormValues {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let submitted = iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        FormValues { submitted, app: HashMap::new() }
+        FormValues { submitted, app: toml::Table::new() }
     }
 }
 
@@ -100,7 +108,7 @@ impl fmt::Debug for FormValues {
 impl Drop for FormValues {
     fn drop(&mut self) {
         use zeroize::Zeroize;
-        for value in self.submitted.values_mut().chain(self.app.values_mut()) {
+        for value in self.submitted.values_mut() {
             value.zeroize();
         }
     }
@@ -113,9 +121,10 @@ impl Drop for FormValues {
 /// addresses, and `Option<T>` (an optional field). Implement it for your own field types.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be read from a login-form value",
-    label = "the type of a `#[derive(Connection)]` field",
-    note = "implement `connscope::FormValue` for `{Self}` (`fn from_form_value(text: &str) -> Result<Self, String>`), \
-            or use a field type that has it: `String`, `Secret`, `bool`, integers, floats, `Option<T>`"
+    label = "a login-form field, typed in as text",
+    note = "if the app sets this field (from configuration) rather than the user, mark it `#[connection(fixed)]`; \
+            otherwise implement `connscope::FormValue` for `{Self}` \
+            (`fn from_form_value(text: &str) -> Result<Self, String>`)"
 )]
 pub trait FormValue: Sized {
     /// The input kind: text, or password for [`Secret`].
@@ -207,7 +216,8 @@ impl FormValue for std::path::PathBuf {
 
 impl FormValue for std::time::Duration {
     fn from_form_value(text: &str) -> Result<Self, String> {
-        humantime::parse_duration(text.trim()).map_err(|e| format!("expected a duration like 30s or 5m ({e})"))
+        humantime::parse_duration(text.trim())
+            .map_err(|e| format!("expected a duration like 30s or 5m ({e})"))
     }
 }
 
@@ -218,7 +228,7 @@ pub enum FieldProblem {
     /// The form did not supply a required field.
     Missing,
     /// A field fixed by the app (`#[connection(fixed)]`) was not supplied with
-    /// [`FormValues::fix`].
+    /// [`FormValues::fix`] and has no default.
     MissingFixed,
     /// The value could not be read; the text says why (never the value itself).
     Invalid(String),

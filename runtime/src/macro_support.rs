@@ -10,64 +10,45 @@ use std::fmt::Display;
 use std::future::Future;
 use std::hash::Hash;
 
+use serde::de::DeserializeOwned;
+use serde::de::value::UnitDeserializer;
+
 use crate::cache::{BoxFuture, HookError};
 use crate::error::Error;
-use crate::form::{FieldError, FieldProblem, FormError, FormValue, FormValues};
+use crate::form::{FieldError, FieldProblem, FormError, FormValues};
 use crate::provider::Connection;
-use crate::resource::Resource;
 use crate::scope::GlobalScope;
+use crate::secrets::Secret;
 
 // ---------------------------------------------------------------------------------------------
 // #[cached_resource]: keys, values, errors, scopes, release hooks
 // ---------------------------------------------------------------------------------------------
 
-/// A key argument taken by value: the key holds a clone.
+/// A cache key part: what a key argument's type must be.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of the cache key of a `#[cached_resource]` function",
-    label = "this argument is part of the cache key, so its type must be `Hash + Eq + Clone + Send + Sync + 'static`",
+    label = "this argument is part of the cache key, so `{Self}` must be `Hash + Eq + Clone + Send + Sync + 'static`",
     note = "to leave an argument out of the key, start its name with `_` (like `_conn`); \
             to keep it in, derive `Hash, PartialEq, Eq, Clone` for its type"
 )]
-pub trait KeyArg {
-    /// The type stored in the key.
-    type Key;
-    /// The key part of this argument.
-    fn key(&self) -> Self::Key;
+pub trait KeyArg: Hash + Eq + Clone + Send + Sync + 'static {}
+
+impl<T: Hash + Eq + Clone + Send + Sync + 'static> KeyArg for T {}
+
+/// The key part of an argument taken by value: a clone.
+#[inline]
+pub fn key_arg<T: KeyArg>(arg: &T) -> T {
+    arg.clone()
 }
 
-impl<T: Hash + Eq + Clone + Send + Sync + 'static> KeyArg for T {
-    type Key = T;
-    #[inline]
-    fn key(&self) -> T {
-        self.clone()
-    }
-}
-
-/// A key argument taken by reference (`&str`, `&T`): the key holds an owned copy.
-#[diagnostic::on_unimplemented(
-    message = "`&{Self}` cannot be part of the cache key of a `#[cached_resource]` function",
-    label = "this argument is part of the cache key: the key holds an owned copy of it \
-             (`ToOwned`), which must be `Hash + Eq + Send + Sync + 'static`",
-    note = "to leave an argument out of the key, start its name with `_` (like `_conn`); \
-            to keep it in, derive `Hash, PartialEq, Eq, Clone` for its type"
-)]
-pub trait KeyRefArg {
-    /// The owned type stored in the key.
-    type Key;
-    /// The key part of this argument.
-    fn key(&self) -> Self::Key;
-}
-
-impl<T> KeyRefArg for T
+/// The key part of an argument taken by reference (`&str`, `&T`): an owned copy.
+#[inline]
+pub fn key_ref<T>(arg: &T) -> T::Owned
 where
     T: ?Sized + ToOwned,
-    T::Owned: Hash + Eq + Send + Sync + 'static,
+    T::Owned: KeyArg,
 {
-    type Key = T::Owned;
-    #[inline]
-    fn key(&self) -> T::Owned {
-        self.to_owned()
-    }
+    arg.to_owned()
 }
 
 /// The value a cached function returns (the `T` of `Result<T, E>`).
@@ -76,14 +57,13 @@ where
     label = "a cached value is handed to every caller, so it must be `Clone + Send + Sync + 'static`",
     note = "wrap it in `std::sync::Arc` (return `Arc<{Self}>`): clones are then cheap and shared"
 )]
-pub trait CachedValue {
-    /// The value stored in the cache.
-    type Value;
-}
+pub trait CachedValue: Clone + Send + Sync + 'static {}
 
-impl<T: Clone + Send + Sync + 'static> CachedValue for T {
-    type Value = T;
-}
+impl<T: Clone + Send + Sync + 'static> CachedValue for T {}
+
+/// Checks (at compile time only) a cached function's value type.
+#[inline(always)]
+pub const fn cached_value<T: CachedValue>() {}
 
 /// The error type of a cached function returning `Result<T, E>`.
 #[diagnostic::on_unimplemented(
@@ -117,29 +97,6 @@ where
     P: Connection,
     P::Scope: GlobalOnly<P>,
 {
-}
-
-/// A session-scoped or global cached function returning `Result<T, E>`: only `Ok` is cached.
-#[inline]
-pub async fn try_get<K, V, E, F>(resource: &'static Resource<K, V>, key: K, loader: F) -> Result<V, E>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    E: CacheError,
-    F: Future<Output = Result<V, E>>,
-{
-    resource.try_get(key, loader).await
-}
-
-/// A global cached function returning a plain `T`.
-#[inline]
-pub async fn get_or_run<K, V, F>(resource: &'static Resource<K, V>, key: K, loader: F) -> V
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    F: Future<Output = V>,
-{
-    resource.get_or_run(key, loader).await
 }
 
 /// What a release hook may return: `()` or `Result<(), E>`.
@@ -202,13 +159,36 @@ pub fn release<V, H: OnRelease<V>>(hook: &H, value: V) -> BoxFuture<'static, Res
 // #[derive(Connection)]: the login-form constructor
 // ---------------------------------------------------------------------------------------------
 
-/// Where a field's value comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// A login-form field: the submitted value, else the app's value, else the default.
-    Form,
-    /// A field fixed by the app: the app's value, else the default.
-    Fixed,
+/// A secret field's value, wiped once a login connection is open
+/// ([`Connection::forget_secrets`]).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be wiped after login",
+    label = "a `#[connection(secret)]` field",
+    note = "use `connscope::Secret` (or `String`) for a secret field: it is wiped once a login connection is open"
+)]
+pub trait Forget {
+    /// Wipes the value.
+    fn forget(&mut self);
+}
+
+impl Forget for Secret {
+    fn forget(&mut self) {
+        Secret::forget(self);
+    }
+}
+
+impl Forget for String {
+    fn forget(&mut self) {
+        zeroize::Zeroize::zeroize(self);
+    }
+}
+
+impl<T: Forget> Forget for Option<T> {
+    fn forget(&mut self) {
+        if let Some(value) = self {
+            value.forget();
+        }
+    }
 }
 
 /// Reads the fields of a provider from submitted values, collecting every problem.
@@ -224,27 +204,55 @@ impl<'a> FormReader<'a> {
         FormReader { values, provider, errors: Vec::new() }
     }
 
-    /// Reads one field; `None` when it is missing or malformed (the problem is recorded).
-    pub fn field<T: FormValue>(
+    /// Reads a login-form field: the submitted text, else `default`, else `absent()` (for an
+    /// optional field). `None` when it is missing or malformed (the problem is recorded).
+    /// Takes `FormValue`'s functions rather than a `T: FormValue` bound, so that a field type
+    /// without it is reported once, at the field.
+    pub fn field<T>(
         &mut self,
         name: &'static str,
         label: &'static str,
-        source: Source,
         default: Option<&'static str>,
+        parse: fn(&str) -> Result<T, String>,
+        absent: fn() -> Option<T>,
     ) -> Option<T> {
-        let text = match source {
-            Source::Form => self.values.get(name).or_else(|| self.values.get_fixed(name)),
-            Source::Fixed => self.values.get_fixed(name),
-        };
-        let problem = match text.or(default) {
-            Some(text) => match T::from_form_value(text) {
+        let problem = match self.values.get(name).or(default) {
+            Some(text) => match parse(text) {
                 Ok(v) => return Some(v),
                 Err(why) => FieldProblem::Invalid(why),
             },
-            None => match T::absent() {
+            None => match absent() {
                 Some(v) => return Some(v),
-                None if source == Source::Fixed => FieldProblem::MissingFixed,
                 None => FieldProblem::Missing,
+            },
+        };
+        self.errors.push(FieldError { name, label, problem });
+        None
+    }
+
+    /// Reads a field fixed by the app: its value from [`FormValues::fix`], else `default` (a
+    /// TOML literal), else nothing if the type allows it (`Option<T>`).
+    pub fn fixed<T: DeserializeOwned>(
+        &mut self,
+        name: &'static str,
+        label: &'static str,
+        default: Option<&'static str>,
+    ) -> Option<T> {
+        let value = match self.values.get_fixed(name) {
+            Some(v) => Some(v.clone()),
+            None => default.and_then(|literal| {
+                let mut doc = format!("v = {literal}").parse::<toml::Table>().ok()?;
+                doc.remove("v")
+            }),
+        };
+        let problem = match value {
+            Some(value) => match value.try_into::<T>() {
+                Ok(v) => return Some(v),
+                Err(e) => FieldProblem::Invalid(e.message().trim().to_owned()),
+            },
+            None => match T::deserialize(UnitDeserializer::<serde::de::value::Error>::new()) {
+                Ok(v) => return Some(v),
+                Err(_) => FieldProblem::MissingFixed,
             },
         };
         self.errors.push(FieldError { name, label, problem });

@@ -1,0 +1,287 @@
+//! Generates a cached function from a validated [`Plan`]:
+//!
+//! ```text
+//! <user's attributes> <vis> async fn name(<args>) -> <ret> {
+//!     <checks: cached_value::<T>(), global_conn::<P>() ...>   // no run-time cost
+//!     name::__load(<key>, async move { <body> }).await           // the runtime's hit path
+//! }
+//!
+//! #[doc = "Cache controls of ..."]
+//! <vis> mod name {                      // the type namespace: it coexists with `fn name`
+//!     use super::*;                     // the user's types, as written in the signature
+//!     static __RESOURCE: Resource<K, V> = Resource::new(module_path!(), scope, ttl, ...);
+//!     fn __load(..) -> impl Future      // `try_get` (Result) or `get_or_run` (plain T)
+//!     fn resource(), async fn clear(), async fn invalidate(<key args>), fn stats()
+//! }
+//! ```
+//!
+//! Type requirements are checked by calls to `macro_support` functions whose bounds carry
+//! `#[diagnostic::on_unimplemented]` messages, spanned at the user's type (key argument, value,
+//! return type, provider), so a mistake is reported there and says what to do.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, Visibility};
+
+use super::valid::{Key, Plan};
+use crate::attr::scope::Scope;
+use crate::attr::ttl;
+use crate::paths;
+
+pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
+    let private = paths::private(plan.args.krate.as_ref());
+    let support = quote!(#private::macro_support);
+    // The same, as named from inside `mod name`.
+    let inner_private = paths::private(plan.args.krate.as_ref().map(from_child_module).as_ref());
+    let item = plan.item;
+    let ident = &item.sig.ident;
+    let vis = &item.vis;
+
+    let (_, key_expr) = key(plan, &private);
+    let value = &plan.output.value;
+
+    // Checks spanned at the user's types, so that a mistake is reported there.
+    let mut checks = quote_spanned!(value.span()=> #support::cached_value::<#value>(););
+    if plan.args.scope() == Scope::Global {
+        for p in &plan.providers {
+            checks.extend(quote_spanned!(p.span()=> #support::global_conn::<#p>();));
+        }
+    }
+    // For a `Result`, the call of `__load` (whose bound is `E: CacheError`) is spanned at the
+    // return type, where an error type without `From<connscope::Error>` is then reported.
+    let load = match &plan.output.result {
+        Some(ty) => {
+            let mut module = ident.clone();
+            module.set_span(ty.span());
+            quote_spanned!(ty.span()=> #module::__load)
+        }
+        None => quote!(#ident::__load),
+    };
+
+    // The wrapper: the user's signature (destructuring patterns replaced by plain bindings) and
+    // body, run as the loader of a cache miss.
+    let outer_attrs = item.attrs.iter().filter(|a| matches!(a.style, syn::AttrStyle::Outer));
+    let inner_attrs = item.attrs.iter().filter(|a| !matches!(a.style, syn::AttrStyle::Outer));
+    let sig = &item.sig;
+    let (constness, asyncness, safety, fn_token, generics) =
+        (&sig.constness, &sig.asyncness, &sig.safety, &sig.fn_token, &sig.generics);
+    let where_clause = &sig.generics.where_clause;
+    let output = &sig.output;
+    let params = plan.inputs.iter().map(|a| {
+        let (attrs, param, ty) = (a.attrs, &a.param, a.ty);
+        quote!(#(#attrs)* #param: #ty)
+    });
+    let destructure = plan.inputs.iter().filter_map(|a| {
+        let pat = a.destructure?;
+        let binding = &a.binding;
+        Some(quote!(let #pat = #binding;))
+    });
+    let block = &item.block;
+    let loader = quote! {
+        async move {
+            #(#destructure)*
+            #block
+        }
+    };
+    let call = match &plan.output.result {
+        Some(ty) => quote_spanned!(ty.span()=> #load(#key_expr, #loader)),
+        None => quote!(#load(#key_expr, #loader)),
+    };
+    let wrapper = quote! {
+        #(#outer_attrs)*
+        #vis #constness #asyncness #safety #fn_token #ident #generics (#(#params),*) #output #where_clause {
+            #(#inner_attrs)*
+            #checks
+            #call.await
+        }
+    };
+
+    // The companion module.
+    let private = inner_private;
+    let support = quote!(#private::macro_support);
+    let (key_type, key_expr) = key(plan, &private);
+    let value_type = quote!(#value);
+    let scope = plan.args.scope().variant();
+    let none = quote!(#private::core::option::Option::None);
+    let some = quote!(#private::core::option::Option::Some);
+    let ttl = plan.args.ttl.as_ref().map_or_else(
+        || none.clone(),
+        |d| {
+            let d = ttl::tokens(**d, &private);
+            quote!(#some(#d))
+        },
+    );
+    let max_entries = plan.args.max_entries.as_ref().map_or_else(
+        || none.clone(),
+        |n| {
+            let n = **n;
+            quote!(#some(#n))
+        },
+    );
+    let inner_vis = inner_visibility(vis);
+    let release = Ident::new("__release", Span::mixed_site());
+    let (on_release, release_fn) = match &plan.args.on_release {
+        None => (none.clone(), TokenStream::new()),
+        Some(path) => {
+            let path = from_child_module(path);
+            let adapt = quote_spanned!(path.span()=> #support::release::<#value_type, _>(&#path, value));
+            (
+                quote!(#some(#release)),
+                quote! {
+                    fn #release(value: #value_type)
+                        -> #private::BoxFuture<'static, #private::core::result::Result<(), #private::HookError>>
+                    {
+                        #adapt
+                    }
+                },
+            )
+        }
+    };
+    let future = quote!(#private::core::future::Future);
+    // `__load` returns the runtime's future itself: no extra state machine on the hit path.
+    let load_fn = match &plan.output.result {
+        Some(_) => quote! {
+            #[doc(hidden)]
+            #[inline]
+            pub(super) fn __load<__E, __F>(key: #key_type, loader: __F)
+                -> impl #future<Output = #private::core::result::Result<#value, __E>>
+            where
+                __E: #support::CacheError,
+                __F: #future<Output = #private::core::result::Result<#value, __E>>,
+            {
+                __RESOURCE.try_get(key, loader)
+            }
+        },
+        None => quote! {
+            #[doc(hidden)]
+            #[inline]
+            pub(super) fn __load<__F>(key: #key_type, loader: __F) -> impl #future<Output = #value_type>
+            where
+                __F: #future<Output = #value_type>,
+            {
+                __RESOURCE.get_or_run(key, loader)
+            }
+        },
+    };
+    let key_params = plan.inputs.iter().filter(|a| a.key.is_some()).map(|a| {
+        let (binding, ty) = (&a.binding, a.ty);
+        quote!(#binding: #ty)
+    });
+    let cfgs = item.attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let fn_name = ident.to_string();
+    let mod_doc = format!(
+        "Cache controls of the `#[cached_resource]` function `{fn_name}`: `invalidate`, `clear`, `stats`, \
+         `resource`. They act on the cache of the current scope."
+    );
+    let invalidate_doc = format!(
+        "Removes the value cached by `{fn_name}` for these arguments from the current scope (its release \
+         hook runs). Returns whether there was one."
+    );
+    let companion = quote! {
+        #(#cfgs)*
+        #[doc = #mod_doc]
+        #[allow(dead_code)]
+        #vis mod #ident {
+            #[allow(unused_imports)]
+            use super::*;
+
+            static __RESOURCE: #private::Resource<#key_type, #value_type> = #private::Resource::new(
+                #private::core::module_path!(),
+                #private::Scope::#scope,
+                #ttl,
+                #max_entries,
+                #on_release,
+            );
+
+            #release_fn
+
+            #load_fn
+
+            /// The cached resource behind the function (for `stats_in`, `cache`, ...).
+            #[inline]
+            #inner_vis fn resource() -> &'static #private::Resource<#key_type, #value_type> {
+                &__RESOURCE
+            }
+
+            /// Removes every value of the current scope (their release hooks run).
+            #inner_vis async fn clear() -> #private::ReleaseReport {
+                __RESOURCE.clear().await
+            }
+
+            #[doc = #invalidate_doc]
+            #inner_vis async fn invalidate #generics (#(#key_params),*) -> bool #where_clause {
+                __RESOURCE.invalidate(&#key_expr).await
+            }
+
+            /// Statistics of the current scope's cache.
+            #inner_vis fn stats() -> #private::StatsSnapshot {
+                __RESOURCE.stats()
+            }
+        }
+    };
+
+    quote!(#wrapper #companion)
+}
+
+/// The key type (named at the attribute) and the key expression (each part checked at the
+/// argument's type, where a type that cannot be a key is reported).
+fn key(plan: &Plan<'_>, private: &TokenStream) -> (TokenStream, TokenStream) {
+    let support = quote!(#private::macro_support);
+    let (types, exprs): (Vec<TokenStream>, Vec<TokenStream>) = plan
+        .inputs
+        .iter()
+        .filter_map(|a| {
+            let binding = &a.binding;
+            Some(match a.key.as_ref()? {
+                Key::Owned(ty) => {
+                    (quote!(#ty), quote_spanned!(ty.span()=> #support::key_arg::<#ty>(&#binding)))
+                }
+                Key::Borrowed(ty) => (
+                    quote!(<#ty as #private::std::borrow::ToOwned>::Owned),
+                    quote_spanned!(a.ty.span()=> #support::key_ref::<#ty>(#binding)),
+                ),
+            })
+        })
+        .unzip();
+    // One key argument is the key itself; several make a tuple.
+    if let ([ty], [expr]) = (&types[..], &exprs[..]) {
+        return (ty.clone(), expr.clone());
+    }
+    (quote!((#(#types,)*)), quote!((#(#exprs,)*)))
+}
+
+/// The visibility, inside `mod name`, of items as visible as the function outside it.
+fn inner_visibility(vis: &Visibility) -> TokenStream {
+    match vis {
+        Visibility::Public(p) => quote!(#p),
+        Visibility::Inherited => quote!(pub(super)),
+        Visibility::Restricted(r) => {
+            let path = &*r.path;
+            let first = path.segments.first().map(|s| s.ident.to_string());
+            match first.as_deref() {
+                Some("crate") => quote!(#vis),
+                Some("self") if path.segments.len() == 1 => quote!(pub(super)),
+                Some("super") => quote!(pub(in super::#path)),
+                _ => quote!(#vis),
+            }
+        }
+    }
+}
+
+/// A path written next to the function, as seen from inside `mod name` (one level down).
+fn from_child_module(path: &syn::Path) -> syn::Path {
+    let mut path = path.clone();
+    match path.segments.first().map(|s| s.ident.to_string()).as_deref() {
+        Some("self") => {
+            let first = &mut path.segments[0];
+            first.ident = Ident::new("super", first.ident.span());
+        }
+        Some("super") if path.leading_colon.is_none() => {
+            let span = path.segments[0].ident.span();
+            path.segments.insert(0, syn::PathSegment::from(Ident::new("super", span)));
+        }
+        _ => {}
+    }
+    path
+}

@@ -1,0 +1,262 @@
+//! Generates the `Connection` impl from a validated input: scope, name, ttl, max_entries,
+//! health-check policy, the login-form description and the form constructor. No user-input
+//! checks happen here.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, Type};
+
+use super::ast::{HealthCheck, Input};
+use crate::attr::scope::Scope;
+use crate::attr::ttl;
+use crate::paths;
+
+/// The `Connection` impl, wrapped in `const _: () = { ... };`.
+pub(crate) fn expand(input: &Input<'_>) -> TokenStream {
+    let private = paths::private(input.args.krate.as_ref());
+    let fields = input.fields.as_deref().unwrap_or_default();
+    let items = policy_items(input, &private);
+
+    let form_fields = fields.iter().filter(|f| f.fixed.is_none()).map(|f| {
+        let ty = f.ty;
+        let name = field_name(f.ident);
+        let label = f.label.as_ref().map_or_else(|| label_for(&name), |l| l.value());
+        let kind = match f.secret {
+            Some(_) => quote!(#private::FieldKind::Password),
+            None => quote_spanned!(ty.span()=> <#ty as #private::FormValue>::KIND),
+        };
+        let default = option_str(f.default.as_ref().map(|d| d.text.as_str()), &private);
+        let required = match f.default {
+            Some(_) => quote!(false),
+            None => quote_spanned!(ty.span()=> <#ty as #private::FormValue>::REQUIRED),
+        };
+        quote! {
+            #private::FormField { name: #name, label: #label, kind: #kind, default: #default, required: #required }
+        }
+    });
+
+    let from_form = from_form(input, &private);
+    let forget = forget_secrets(input, &private);
+    let ident = input.ident;
+    let mut generics = input.generics.clone();
+    if generics.type_params().next().is_some() {
+        // A field type that mentions a type parameter needs the bound on the impl.
+        let where_clause = generics.make_where_clause();
+        for f in fields {
+            let ty = f.ty;
+            where_clause.predicates.push(match f.fixed {
+                None => syn::parse_quote!(#ty: #private::FormValue),
+                Some(_) => syn::parse_quote!(#ty: #private::__serde::de::DeserializeOwned),
+            });
+        }
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics #private::Connection for #ident #ty_generics #where_clause {
+                #items
+                const FORM: &'static [#private::FormField] = &[#(#form_fields),*];
+                #from_form
+                #forget
+            }
+        };
+    }
+}
+
+/// `fn forget_secrets`: wipes every secret field (by attribute or by type) after a login.
+fn forget_secrets(input: &Input<'_>, private: &TokenStream) -> TokenStream {
+    let fields = input.fields.as_deref().unwrap_or_default();
+    let wipes: Vec<TokenStream> = fields
+        .iter()
+        .filter(|f| f.secret.is_some() || f.secret_type)
+        .map(|f| {
+            let (ident, ty) = (f.ident, f.ty);
+            let forget = quote_spanned!(ty.span()=> <#ty as #private::macro_support::Forget>::forget);
+            quote!(#forget(&mut self.#ident);)
+        })
+        .collect();
+    if wipes.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        fn forget_secrets(&mut self) {
+            #(#wipes)*
+        }
+    }
+}
+
+/// Scope, name and caching policy; only what differs from the trait's defaults.
+fn policy_items(input: &Input<'_>, private: &TokenStream) -> TokenStream {
+    let args = &input.args;
+    let scope = match args.scope.as_deref().copied().unwrap_or(Scope::Global) {
+        Scope::Global => quote!(#private::GlobalScope),
+        Scope::Session => quote!(#private::SessionScope),
+    };
+    let name = args.name.as_ref().map_or_else(|| snake_case(&input.ident.to_string()), |n| n.value());
+    let mut items = quote! {
+        type Scope = #scope;
+        const NAME: &'static str = #name;
+    };
+    if let Some(d) = &args.ttl {
+        let d = ttl::tokens(**d, private);
+        items.extend(quote! {
+            const TTL: #private::core::option::Option<#private::core::time::Duration> =
+                #private::core::option::Option::Some(#d);
+        });
+    }
+    if let Some(n) = &args.max_entries {
+        let n = **n;
+        items.extend(quote! {
+            const MAX_ENTRIES: #private::core::option::Option<u64> = #private::core::option::Option::Some(#n);
+        });
+    }
+    if let Some(h) = args.health_check {
+        let h = match h {
+            HealthCheck::EveryUse => quote!(#private::HealthCheck::EveryUse),
+            HealthCheck::OnError => quote!(#private::HealthCheck::OnError),
+            HealthCheck::Interval(d) => {
+                let d = ttl::tokens(d, private);
+                quote!(#private::HealthCheck::Interval(#d))
+            }
+        };
+        items.extend(quote!(const HEALTH_CHECK: #private::HealthCheck = #h;));
+    }
+    items
+}
+
+/// `fn from_form`: reads every field, then builds `Self` or reports all problems at once.
+fn from_form(input: &Input<'_>, private: &TokenStream) -> TokenStream {
+    let fields = input.fields.as_deref().unwrap_or_default();
+    let support = quote!(#private::macro_support);
+    // Locals with mixed-site spans cannot clash with anything the user named.
+    let values = Ident::new("__values", Span::mixed_site());
+    let form = Ident::new("__form", Span::mixed_site());
+    let locals: Vec<Ident> =
+        (0..fields.len()).map(|i| format_ident!("__f{}", i, span = Span::mixed_site())).collect();
+    let reads = fields.iter().zip(&locals).map(|(f, local)| {
+        let ty: &Type = f.ty;
+        let name = field_name(f.ident);
+        let label = f.label.as_ref().map_or_else(|| label_for(&name), |l| l.value());
+        let read = match f.fixed {
+            // Fixed by the app: deserialized from its TOML value.
+            Some(_) => {
+                let default = option_str(f.default.as_ref().map(|d| d.toml.as_str()), private);
+                let fixed = quote_spanned!(ty.span()=> #form.fixed::<#ty>);
+                quote!(#fixed(#name, #label, #default))
+            }
+            // In the form: parsed from the submitted text.
+            None => {
+                let default = option_str(f.default.as_ref().map(|d| d.text.as_str()), private);
+                let parse = quote_spanned!(ty.span()=> <#ty as #private::FormValue>::from_form_value);
+                let absent = quote_spanned!(ty.span()=> <#ty as #private::FormValue>::absent);
+                quote!(#form.field(#name, #label, #default, #parse, #absent))
+            }
+        };
+        quote!(let #local = #read;)
+    });
+    let idents = fields.iter().map(|f| f.ident);
+    let result = quote!(#private::core::result::Result);
+    let body = if fields.is_empty() {
+        quote! {
+            let _ = #values;
+            #result::Ok(Self {})
+        }
+    } else {
+        quote! {
+            let mut #form = #support::FormReader::new(#values, #private::core::any::type_name::<Self>());
+            #(#reads)*
+            match (#(#locals,)*) {
+                (#(#private::core::option::Option::Some(#locals),)*) => #result::Ok(Self { #(#idents: #locals),* }),
+                _ => #result::Err(#form.into_error()),
+            }
+        }
+    };
+    quote! {
+        fn from_form(#values: &#private::FormValues) -> #result<Self, #private::FormError> {
+            #body
+        }
+    }
+}
+
+/// What the derive emits next to its errors, so that uses of the type do not fail too.
+pub(crate) fn fallback(input: &Input<'_>) -> TokenStream {
+    let private = paths::private(input.args.krate.as_ref());
+    let ident = input.ident;
+    let name = snake_case(&ident.to_string());
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics #private::Connection for #ident #ty_generics #where_clause {
+                type Scope = #private::GlobalScope;
+                const NAME: &'static str = #name;
+            }
+        };
+    }
+}
+
+fn option_str(s: Option<&str>, private: &TokenStream) -> TokenStream {
+    match s {
+        Some(s) => quote!(#private::core::option::Option::Some(#s)),
+        None => quote!(#private::core::option::Option::None),
+    }
+}
+
+/// The field's name as written in config and forms (`r#type` is `type`).
+fn field_name(ident: &Ident) -> String {
+    let s = ident.to_string();
+    s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
+}
+
+/// `db_host` -> `Db host`.
+fn label_for(name: &str) -> String {
+    let spaced = name.trim_matches('_').replace('_', " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => name.to_owned(),
+    }
+}
+
+/// `WarehouseDB` -> `warehouse_db`, `HTTPClient` -> `http_client`.
+fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.trim_start_matches("r#").chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1);
+            let boundary = match prev {
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                _ => false,
+            };
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{label_for, snake_case};
+
+    #[test]
+    fn names() {
+        assert_eq!(snake_case("Warehouse"), "warehouse");
+        assert_eq!(snake_case("WarehouseDB"), "warehouse_db");
+        assert_eq!(snake_case("HTTPClient"), "http_client");
+        assert_eq!(snake_case("Pg2Pool"), "pg2_pool");
+        assert_eq!(snake_case("already_snake"), "already_snake");
+        assert_eq!(label_for("db_host"), "Db host");
+        assert_eq!(label_for("password"), "Password");
+    }
+}

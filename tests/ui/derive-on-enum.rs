@@ -1,0 +1,9 @@
+use connscope::Connection;
+
+#[derive(Connection)]
+enum Backend {
+    Postgres { url: String },
+    Sqlite { path: String },
+}
+
+fn main() {}

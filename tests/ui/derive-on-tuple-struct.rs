@@ -1,0 +1,6 @@
+use connscope::Connection;
+
+#[derive(Connection)]
+struct Warehouse(String, u16);
+
+fn main() {}

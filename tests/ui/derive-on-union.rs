@@ -1,0 +1,9 @@
+use connscope::Connection;
+
+#[derive(Connection)]
+union Raw {
+    port: u16,
+    flags: u32,
+}
+
+fn main() {}

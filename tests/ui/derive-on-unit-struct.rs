@@ -1,0 +1,6 @@
+use connscope::Connection;
+
+#[derive(Connection)]
+struct Memory;
+
+fn main() {}

@@ -1,0 +1,8 @@
+use connscope::cached_resource;
+
+#[cached_resource(ttl = "5m")]
+struct Report {
+    year: u16,
+}
+
+fn main() {}

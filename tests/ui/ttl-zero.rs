@@ -1,0 +1,8 @@
+use connscope::cached_resource;
+
+#[cached_resource(ttl = "0s")]
+async fn report(year: u16) -> u64 {
+    year.into()
+}
+
+fn main() {}
