@@ -66,7 +66,10 @@ pub async fn login_submit<P: Connection>(
     let settings = match P::from_form(&values) {
         Ok(settings) => settings,
         Err(e) => {
-            return (StatusCode::UNPROCESSABLE_ENTITY, Html(render::<P>(&web, Some(&e.to_string()), &values)))
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Html(render::<P>(&web, Some(&e.to_string()), &values)),
+            )
                 .into_response();
         }
     };

@@ -21,7 +21,8 @@ use crate::session::Session;
 type MiddlewareFn = fn(State<WebSessions>, Request, Next) -> crate::cache::BoxFuture<'static, Response>;
 
 /// The layer returned by [`WebSessions::layer`].
-pub type SessionLayer = axum::middleware::FromFnLayer<MiddlewareFn, WebSessions, (State<WebSessions>, Request)>;
+pub type SessionLayer =
+    axum::middleware::FromFnLayer<MiddlewareFn, WebSessions, (State<WebSessions>, Request)>;
 
 /// Maps session cookies to connscope sessions. Cheap to clone.
 #[derive(Clone)]
