@@ -16,6 +16,11 @@ pub use connscope_runtime::{
     SessionId, SessionScope, SharedError, StatsSnapshot,
 };
 
+/// SQL providers on sqlx: SQLite (feature `sqlite`, on by default), PostgreSQL (`postgres`) and
+/// MySQL / MariaDB (`mysql`), with cached queries. See [`sql::SqlDb`] and [`sql::SqlLogin`].
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use connscope_runtime::sql;
+
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {

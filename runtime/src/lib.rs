@@ -14,6 +14,8 @@ mod runtime;
 mod scope;
 mod secrets;
 mod session;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod sql;
 mod stats;
 
 #[doc(hidden)]
