@@ -110,8 +110,8 @@ pub enum SqlError {
         source: sqlx::Error,
     },
     /// The connection dropped while the statement ran. A query is retried once on a fresh
-    /// connection first (`retried`); a write (`execute`) is not, because it may or may not have
-    /// been applied.
+    /// connection first (`retried`); a write (`execute`) that was already sent is not, because
+    /// it may or may not have been applied.
     #[error(
         "connection `{connection}` dropped during the statement{}: {source}",
         if *retried { " and again on a fresh connection" } else { " (writes are not retried: it may or may not have been applied)" }

@@ -13,9 +13,9 @@
 //! let rt = Runtime::builder().connection_setting("shop", "url", "sqlite::memory:").build();
 //! let conn = rt.connection::<SqliteDb>("shop").await?;           // [connections.shop]
 //! conn.execute("create table products (name text, price real)").await?;
-//! conn.execute("insert into products values ($1, $2)").bind("tea").bind(3.5).invalidates("products").await?;
+//! conn.execute("insert into products values (?, ?)").bind("tea").bind(3.5).invalidates("products").await?;
 //! let cheap = conn
-//!     .query("select name, price from products where price < $1")
+//!     .query("select name, price from products where price < ?")
 //!     .bind(5.0)
 //!     .ttl(Duration::from_secs(60))
 //!     .tag("products")

@@ -12,7 +12,7 @@ use sqlx::{Connection as _, FromRow, SqlSafeStr, SqlStr};
 use super::backend::Backend;
 use super::cache::{Cached, QueryKey, Shape, clear_connection, generation, identity, query_cache};
 use super::client::{SqlStats, connect_direct};
-use super::error::{ConnectCause, ConnectError, SqlError, connect_cause, is_connection_lost};
+use super::error::{ConnectError, SqlError, connect_cause, is_connection_lost};
 use super::settings::SqlProvider;
 use super::value::SqlValue;
 use crate::cache::BoxFuture;
@@ -42,7 +42,7 @@ impl<P: SqlProvider> Conn<P> {
     /// struct Customer { id: i64, name: String }
     ///
     /// let rows = conn
-    ///     .query("select id, name from customers where region = $1")
+    ///     .query("select id, name from customers where region = ?")
     ///     .bind("emea")
     ///     .ttl(std::time::Duration::from_secs(60))
     ///     .fetch_all::<Customer>()
@@ -53,8 +53,9 @@ impl<P: SqlProvider> Conn<P> {
         Query { conn: self, sql: sql.into_sql_str(), binds: Vec::new(), ttl: None, cached: true, tags: Vec::new() }
     }
 
-    /// A write (`insert`, `update`, DDL…): never cached, not retried (it may or may not have been
-    /// applied when a connection drops), and able to invalidate cached queries by tag.
+    /// A write (`insert`, `update`, DDL…): never cached, and able to invalidate cached queries by
+    /// tag. Retried on a fresh connection only when its connection dropped before the statement
+    /// was sent; once sent, a dropped connection is an error (it may or may not have applied).
     /// Await it for the number of rows affected.
     pub fn execute(&self, sql: impl SqlSafeStr) -> Execute<'_, P> {
         Execute { conn: self, sql: sql.into_sql_str(), binds: Vec::new(), invalidates: Vec::new() }
@@ -262,26 +263,33 @@ async fn run_once_or_twice<P: SqlProvider, R>(
 ) -> Result<R, SqlError> {
     let counters = &conn.provider().state().counters;
     let connection = || conn.name().to_owned();
+    let lost = |e: &sqlx::Error| is_connection_lost(e, <P::Db as Backend>::connection_lost);
     let client = conn.get().await?;
-    let mut pooled = match client.pool().acquire().await {
-        Ok(c) => c,
+    let error = match client.pool().acquire().await {
+        Ok(mut pooled) => {
+            counters.statements.fetch_add(1, Relaxed);
+            match op(&mut pooled, st).await {
+                Ok(r) => return Ok(r),
+                Err(e) if lost(&e) => {
+                    // Never hand this one out again.
+                    pooled.close_on_drop();
+                    counters.connections_lost.fetch_add(1, Relaxed);
+                    if !retry {
+                        return Err(SqlError::ConnectionLost { connection: connection(), retried: false, source: e });
+                    }
+                    e
+                }
+                Err(e) => return Err(SqlError::Database { connection: connection(), source: e }),
+            }
+        }
+        // A connection the pool was opening got cut: the statement was never sent, so even a
+        // write can run on a fresh connection.
+        Err(e) if lost(&e) => {
+            counters.connections_lost.fetch_add(1, Relaxed);
+            e
+        }
         Err(e) => return Err(acquire_failed(conn, &client, e).await),
     };
-    counters.statements.fetch_add(1, Relaxed);
-    let error = match op(&mut pooled, st).await {
-        Ok(r) => return Ok(r),
-        Err(e) => e,
-    };
-    if !is_connection_lost(&error, <P::Db as Backend>::connection_lost) {
-        return Err(SqlError::Database { connection: connection(), source: error });
-    }
-    // Never hand this one out again.
-    pooled.close_on_drop();
-    drop(pooled);
-    counters.connections_lost.fetch_add(1, Relaxed);
-    if !retry {
-        return Err(SqlError::ConnectionLost { connection: connection(), retried: false, source: error });
-    }
     tracing::info!(connection = %conn.name(), %error, "connscope: connection dropped; retrying on a fresh one");
     let options = client.pool().connect_options();
     let timeout = conn.provider().pool_settings().connect_timeout;
@@ -302,7 +310,7 @@ async fn run_once_or_twice<P: SqlProvider, R>(
     });
     match second {
         Ok(r) => Ok(r),
-        Err(e) if is_connection_lost(&e, <P::Db as Backend>::connection_lost) => {
+        Err(e) if lost(&e) => {
             // Twice in a row: the server itself may be gone; check the pool on next use.
             client.report_broken();
             Err(SqlError::ConnectionLost { connection: connection(), retried: true, source: e })
@@ -331,11 +339,7 @@ async fn acquire_failed<P: SqlProvider>(conn: &Conn<P>, client: &ConnRef<P>, e: 
         e => ConnectError {
             backend: <P::Db as Backend>::KIND,
             target: <P::Db as Backend>::target(&options),
-            cause: if matches!(e, sqlx::Error::PoolClosed) {
-                ConnectCause::Other
-            } else {
-                connect_cause(&e, <P::Db as Backend>::connect_cause)
-            },
+            cause: connect_cause(&e, <P::Db as Backend>::connect_cause),
             timeout: None,
             source: Some(e),
         },
