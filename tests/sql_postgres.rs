@@ -87,13 +87,21 @@ mod pg {
         runtime(&settings)
     }
 
+    /// Waits (bounded) until the pool's connection is back in its idle queue (sqlx returns it,
+    /// after a ping, in a background task).
+    async fn idle_in_pool(conn: &Conn<PostgresDb>) {
+        let client = conn.get().await.unwrap();
+        assert!(eventually(Duration::from_secs(5), async || client.pool().num_idle() == 1).await);
+    }
+
     async fn one(conn: &Conn<PostgresDb>) -> Result<i64, SqlError> {
         Ok(conn.query("select 1::int8").uncached().fetch_one::<(i64,)>().await?.0)
     }
 
     #[tokio::test]
     async fn a_killed_backend_is_replaced_transparently_and_counted() {
-        let Some(url) = server_url("DATABASE_URL", "a_killed_backend_is_replaced_transparently_and_counted") else {
+        let Some(url) = server_url("DATABASE_URL", "a_killed_backend_is_replaced_transparently_and_counted")
+        else {
             return;
         };
         let mut admin = admin(&url).await;
@@ -102,8 +110,11 @@ mod pg {
         let rt = pg_rt("pg", &tagged(&url, &app), &[("check_idle_after", "1h".into())]);
         let conn = rt.connection::<PostgresDb>("pg").await.unwrap();
         assert_eq!(one(&conn).await.unwrap(), 1);
+        idle_in_pool(&conn).await;
         assert!(kill_backends(&mut admin, &app).await >= 1);
-        assert!(eventually(Duration::from_secs(5), async || backends(&mut admin, &app, None).await == 0).await);
+        assert!(
+            eventually(Duration::from_secs(5), async || backends(&mut admin, &app, None).await == 0).await
+        );
         assert_eq!(one(&conn).await.unwrap(), 1, "the next query succeeds");
         let s = conn.sql_stats();
         assert_eq!((s.connections_lost, s.retries, s.reconnects), (1, 1, 1), "{s:?}");
@@ -114,8 +125,11 @@ mod pg {
         let rt2 = pg_rt("pg", &tagged(&url, &app), &[("check_idle_after", "0s".into())]);
         let conn = rt2.connection::<PostgresDb>("pg").await.unwrap();
         assert_eq!(one(&conn).await.unwrap(), 1);
+        idle_in_pool(&conn).await;
         kill_backends(&mut admin, &app).await;
-        assert!(eventually(Duration::from_secs(5), async || backends(&mut admin, &app, None).await == 0).await);
+        assert!(
+            eventually(Duration::from_secs(5), async || backends(&mut admin, &app, None).await == 0).await
+        );
         assert_eq!(one(&conn).await.unwrap(), 1);
         let s = conn.sql_stats();
         assert_eq!((s.connections_lost, s.retries, s.reconnects), (1, 0, 1), "{s:?}");
@@ -126,7 +140,8 @@ mod pg {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_load_with_backends_killed_every_few_hundred_ms_no_query_fails() {
-        let Some(url) = server_url("DATABASE_URL", "under_load_with_backends_killed_every_few_hundred_ms_no_query_fails")
+        let Some(url) =
+            server_url("DATABASE_URL", "under_load_with_backends_killed_every_few_hundred_ms_no_query_fails")
         else {
             return;
         };
@@ -135,16 +150,17 @@ mod pg {
         let conn = rt.connection::<PostgresDb>("pg").await.unwrap();
         let killer_url = url.clone();
         let killer_app = app.clone();
-        let figures = load_under_kills(&conn, "select $1::int8 + 1", 8, 500, Duration::from_millis(200), move || {
-            let (url, app) = (killer_url.clone(), killer_app.clone());
-            async move {
-                let mut admin = admin(&url).await;
-                let n = kill_backends(&mut admin, &app).await;
-                let _ = admin.close().await;
-                n
-            }
-        })
-        .await;
+        let figures =
+            load_under_kills(&conn, "select $1::int8 + 1", 8, 500, Duration::from_millis(200), move || {
+                let (url, app) = (killer_url.clone(), killer_app.clone());
+                async move {
+                    let mut admin = admin(&url).await;
+                    let n = kill_backends(&mut admin, &app).await;
+                    let _ = admin.close().await;
+                    n
+                }
+            })
+            .await;
         assert_eq!(figures.failed, 0);
         assert!(figures.kill_rounds >= 2 && figures.backends_killed > 0, "faults were injected: {figures:?}");
         assert!(figures.connections_lost > 0, "and met: {figures:?}");
@@ -267,7 +283,8 @@ mod pg {
 
     #[tokio::test]
     async fn a_half_open_connection_cannot_hang_the_health_check() {
-        let Some(url) = server_url("DATABASE_URL", "a_half_open_connection_cannot_hang_the_health_check") else {
+        let Some(url) = server_url("DATABASE_URL", "a_half_open_connection_cannot_hang_the_health_check")
+        else {
             return;
         };
         let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
@@ -297,7 +314,8 @@ mod pg {
 
     #[tokio::test]
     async fn the_query_cache_is_checked_by_the_servers_own_count() {
-        let Some(url) = server_url("DATABASE_URL", "the_query_cache_is_checked_by_the_servers_own_count") else {
+        let Some(url) = server_url("DATABASE_URL", "the_query_cache_is_checked_by_the_servers_own_count")
+        else {
             return;
         };
         let mut admin = admin(&url).await;

@@ -22,11 +22,20 @@ struct Hit {
 const PROBE: &str = "insert into hits (k) values (?) returning k";
 
 async fn probes(conn: &Conn<SqliteDb>, k: i64) -> i64 {
-    conn.query("select count(*) from hits where k = ?").bind(k).uncached().fetch_one::<(i64,)>().await.unwrap().0
+    conn.query("select count(*) from hits where k = ?")
+        .bind(k)
+        .uncached()
+        .fetch_one::<(i64,)>()
+        .await
+        .unwrap()
+        .0
 }
 
 async fn memory_db() -> (connscope::Runtime, Conn<SqliteDb>) {
-    let rt = runtime(&[("mem", "url", "sqlite::memory:".into()), ("mem", "max_connections", toml::Value::Integer(4))]);
+    let rt = runtime(&[
+        ("mem", "url", "sqlite::memory:".into()),
+        ("mem", "max_connections", toml::Value::Integer(4)),
+    ]);
     let conn = rt.connection::<SqliteDb>("mem").await.unwrap();
     conn.execute("create table hits (id integer primary key, k integer not null)").await.unwrap();
     (rt, conn)
@@ -132,7 +141,9 @@ async fn a_rejected_statement_returns_the_database_message_at_once_and_caches_no
     assert!(dup.code().is_some(), "the database's error code is kept");
     let none = conn.query("select id from once where id = 2").fetch_one::<(i64,)>().await.unwrap_err();
     assert!(matches!(none, SqlError::Database { source: sqlx::Error::RowNotFound, .. }), "{none:?}");
-    assert!(conn.query("select id from once where id = 2").fetch_optional::<(i64,)>().await.unwrap().is_none());
+    assert!(
+        conn.query("select id from once where id = 2").fetch_optional::<(i64,)>().await.unwrap().is_none()
+    );
     let _ = rt.shutdown().await;
 }
 
@@ -219,10 +230,14 @@ async fn settings_come_from_the_secrets_file_and_never_show_the_password() {
          [connections.typo]\nurl = \"sqlite::memory:\"\nmax_conections = 3\n",
     )
     .unwrap();
-    let rt = connscope::Runtime::builder().secrets_file(&path).env_vars(Vec::<(String, String)>::new()).build();
+    let rt =
+        connscope::Runtime::builder().secrets_file(&path).env_vars(Vec::<(String, String)>::new()).build();
     let conn = rt.connection::<SqliteDb>("app").await.unwrap();
     let p = conn.provider();
-    assert_eq!((p.query_ttl, p.max_connections, p.connect_timeout), (Duration::from_millis(250), 3, Duration::from_secs(2)));
+    assert_eq!(
+        (p.query_ttl, p.max_connections, p.connect_timeout),
+        (Duration::from_millis(250), 3, Duration::from_secs(2))
+    );
     use connscope::sql::SqlProvider;
     assert_eq!(p.pool_settings().idle_timeout, None, "0s means never");
     let debug = format!("{p:?}");

@@ -207,7 +207,8 @@ impl FormValue for std::path::PathBuf {
 
 impl FormValue for std::time::Duration {
     fn from_form_value(text: &str) -> Result<Self, String> {
-        humantime::parse_duration(text.trim()).map_err(|e| format!("expected a duration like 30s or 5m ({e})"))
+        humantime::parse_duration(text.trim())
+            .map_err(|e| format!("expected a duration like 30s or 5m ({e})"))
     }
 }
 

@@ -122,8 +122,8 @@ where
     K: Fn() -> F + Send + 'static,
     F: std::future::Future<Output = usize> + Send,
 {
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
     let before = conn.sql_stats();
     let done = Arc::new(AtomicBool::new(false));
     let killer_done = Arc::clone(&done);
@@ -171,7 +171,12 @@ where
         elapsed,
     };
     eprintln!("load under faults ({}): {figures:?}", std::any::type_name::<P::Db>());
-    assert!(failures.is_empty(), "{} failed queries, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed queries, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
     figures
 }
 

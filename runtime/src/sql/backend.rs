@@ -23,8 +23,11 @@ pub trait Backend: Database + sealed::Sealed {
 
     /// Parses `url` and applies `user` / `password` over what it says.
     #[doc(hidden)]
-    fn options(url: &str, user: Option<&str>, password: Option<&str>)
-    -> Result<ConnectOptionsOf<Self>, sqlx::Error>;
+    fn options(
+        url: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<ConnectOptionsOf<Self>, sqlx::Error>;
 
     /// Whether `url` names an in-memory database (one per connect options, shared by the pool).
     #[doc(hidden)]
@@ -158,7 +161,11 @@ impl sealed::Sealed for sqlx::Sqlite {}
 impl Backend for sqlx::Sqlite {
     const KIND: &'static str = "sqlite";
 
-    fn options(url: &str, _user: Option<&str>, _password: Option<&str>) -> Result<ConnectOptionsOf<Self>, sqlx::Error> {
+    fn options(
+        url: &str,
+        _user: Option<&str>,
+        _password: Option<&str>,
+    ) -> Result<ConnectOptionsOf<Self>, sqlx::Error> {
         url.parse()
     }
 
@@ -195,7 +202,11 @@ impl sealed::Sealed for sqlx::Postgres {}
 impl Backend for sqlx::Postgres {
     const KIND: &'static str = "postgres";
 
-    fn options(url: &str, user: Option<&str>, password: Option<&str>) -> Result<ConnectOptionsOf<Self>, sqlx::Error> {
+    fn options(
+        url: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<ConnectOptionsOf<Self>, sqlx::Error> {
         let mut options: sqlx::postgres::PgConnectOptions = url.parse()?;
         if let Some(user) = user {
             options = options.username(user);
@@ -207,7 +218,8 @@ impl Backend for sqlx::Postgres {
     }
 
     fn target(o: &ConnectOptionsOf<Self>) -> String {
-        let db = o.get_database().map_or_else(|| "the user's default database".to_owned(), |d| format!("`{d}`"));
+        let db =
+            o.get_database().map_or_else(|| "the user's default database".to_owned(), |d| format!("`{d}`"));
         format!("{}:{} (database {db}, user `{}`)", o.get_host(), o.get_port(), o.get_username())
     }
 
@@ -237,7 +249,11 @@ impl sealed::Sealed for sqlx::MySql {}
 impl Backend for sqlx::MySql {
     const KIND: &'static str = "mysql";
 
-    fn options(url: &str, user: Option<&str>, password: Option<&str>) -> Result<ConnectOptionsOf<Self>, sqlx::Error> {
+    fn options(
+        url: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<ConnectOptionsOf<Self>, sqlx::Error> {
         let mut options: sqlx::mysql::MySqlConnectOptions = url.parse()?;
         if let Some(user) = user {
             options = options.username(user);

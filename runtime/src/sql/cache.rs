@@ -141,7 +141,9 @@ pub(crate) fn query_cache<P: SqlProvider>(
             Scope::Global => in_runtime(&Runtime::current()),
             Scope::Session => Session::with_current(|s| match s {
                 Some(s) => in_session(s),
-                None => Err(Error::NoActiveSession { what: format!("queries on connection `{}`", conn.name()) }),
+                None => {
+                    Err(Error::NoActiveSession { what: format!("queries on connection `{}`", conn.name()) })
+                }
             }),
         },
     }

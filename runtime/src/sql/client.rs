@@ -96,8 +96,7 @@ impl Counters {
 
     fn pool_connected(&self) {
         self.connections_opened.fetch_add(1, Relaxed);
-        let replaced =
-            self.pending_replacements.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok();
+        let replaced = self.pending_replacements.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok();
         if replaced {
             self.reconnects.fetch_add(1, Relaxed);
         }
@@ -125,15 +124,16 @@ pub(crate) async fn connect_direct<DB: Backend>(
 
 async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError> {
     let s = p.pool_settings();
-    let options = <P::Db as Backend>::options(p.url(), p.user(), p.password().map(|s| s.expose())).map_err(
-        |e| ConnectError {
-            backend: <P::Db as Backend>::KIND,
-            target: format!("`{}`", redact_url(p.url())),
-            cause: ConnectCause::Config,
-            timeout: None,
-            source: Some(e),
-        },
-    )?;
+    let options =
+        <P::Db as Backend>::options(p.url(), p.user(), p.password().map(|s| s.expose())).map_err(|e| {
+            ConnectError {
+                backend: <P::Db as Backend>::KIND,
+                target: format!("`{}`", redact_url(p.url())),
+                cause: ConnectCause::Config,
+                timeout: None,
+                source: Some(e),
+            }
+        })?;
     // One direct attempt first: it fails fast with the real cause (refused, auth, unknown
     // database, timeout) where a pool would retry until "pool timed out".
     let first = connect_direct::<P::Db>(&options, s.connect_timeout).await?;

@@ -163,7 +163,10 @@ impl SqlError {
 }
 
 /// Maps a failed connect attempt to its cause. `classify_db` knows the backend's error codes.
-pub(crate) fn connect_cause(err: &sqlx::Error, classify_db: fn(&sqlx::Error) -> Option<ConnectCause>) -> ConnectCause {
+pub(crate) fn connect_cause(
+    err: &sqlx::Error,
+    classify_db: fn(&sqlx::Error) -> Option<ConnectCause>,
+) -> ConnectCause {
     if let Some(cause) = classify_db(err) {
         return cause;
     }
@@ -186,7 +189,10 @@ pub(crate) fn connect_cause(err: &sqlx::Error, classify_db: fn(&sqlx::Error) -> 
 
 /// Whether `err` means the connection itself is gone (so a fresh connection may succeed), as
 /// opposed to the database rejecting the statement. `lost_db` knows the backend's codes.
-pub(crate) fn is_connection_lost(err: &sqlx::Error, lost_db: fn(&dyn sqlx::error::DatabaseError) -> bool) -> bool {
+pub(crate) fn is_connection_lost(
+    err: &sqlx::Error,
+    lost_db: fn(&dyn sqlx::error::DatabaseError) -> bool,
+) -> bool {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

@@ -27,8 +27,10 @@ struct Statement {
 }
 
 /// Runs a statement on one connection.
-type Op<DB, R> =
-    for<'c> fn(&'c mut <DB as sqlx::Database>::Connection, &'c Statement) -> BoxFuture<'c, Result<R, sqlx::Error>>;
+type Op<DB, R> = for<'c> fn(
+    &'c mut <DB as sqlx::Database>::Connection,
+    &'c Statement,
+) -> BoxFuture<'c, Result<R, sqlx::Error>>;
 
 impl<P: SqlProvider> Conn<P> {
     /// A read: bind parameters, pick a ttl (default: the connection's `query_ttl`), then
@@ -50,7 +52,14 @@ impl<P: SqlProvider> Conn<P> {
     /// # Ok(()) }
     /// ```
     pub fn query(&self, sql: impl SqlSafeStr) -> Query<'_, P> {
-        Query { conn: self, sql: sql.into_sql_str(), binds: Vec::new(), ttl: None, cached: true, tags: Vec::new() }
+        Query {
+            conn: self,
+            sql: sql.into_sql_str(),
+            binds: Vec::new(),
+            ttl: None,
+            cached: true,
+            tags: Vec::new(),
+        }
     }
 
     /// A write (`insert`, `update`, DDL…): never cached, and able to invalidate cached queries by
@@ -115,7 +124,9 @@ impl<P: SqlProvider> Query<'_, P> {
         T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
     {
         let value = self.load::<T>(Shape::All).await?;
-        Ok(value.downcast::<Vec<T>>().unwrap_or_else(|_| unreachable!("connscope: cached result of another type")))
+        Ok(value
+            .downcast::<Vec<T>>()
+            .unwrap_or_else(|_| unreachable!("connscope: cached result of another type")))
     }
 
     /// Exactly one row (the first); no row is [`SqlError::Database`] with `RowNotFound`.
@@ -184,7 +195,10 @@ impl<P: SqlProvider> Query<'_, P> {
     }
 }
 
-fn read<'c, DB: Backend, T>(conn: &'c mut DB::Connection, st: &'c Statement) -> BoxFuture<'c, Result<Cached, sqlx::Error>>
+fn read<'c, DB: Backend, T>(
+    conn: &'c mut DB::Connection,
+    st: &'c Statement,
+) -> BoxFuture<'c, Result<Cached, sqlx::Error>>
 where
     T: for<'r> FromRow<'r, DB::Row> + Send + Sync + Unpin + 'static,
 {
@@ -196,12 +210,17 @@ where
                 let row = DB::fetch_optional::<T>(conn, sql, binds).await?.ok_or(sqlx::Error::RowNotFound)?;
                 Arc::new(row) as Cached
             }
-            Shape::Optional => Arc::new(DB::fetch_optional::<T>(conn, sql, binds).await?.map(Arc::new)) as Cached,
+            Shape::Optional => {
+                Arc::new(DB::fetch_optional::<T>(conn, sql, binds).await?.map(Arc::new)) as Cached
+            }
         })
     })
 }
 
-fn write<'c, DB: Backend>(conn: &'c mut DB::Connection, st: &'c Statement) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+fn write<'c, DB: Backend>(
+    conn: &'c mut DB::Connection,
+    st: &'c Statement,
+) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
     DB::execute(conn, st.sql.clone(), &st.binds)
 }
 
@@ -247,7 +266,12 @@ impl<'c, P: SqlProvider> IntoFuture for Execute<'c, P> {
 
 /// Runs `op` on a pooled connection. If the connection dropped, a read (`retry`) runs once
 /// more on a connection opened after the failure; anything else is returned at once.
-async fn run<P: SqlProvider, R>(conn: &Conn<P>, st: &Statement, op: Op<P::Db, R>, retry: bool) -> Result<R, SqlError> {
+async fn run<P: SqlProvider, R>(
+    conn: &Conn<P>,
+    st: &Statement,
+    op: Op<P::Db, R>,
+    retry: bool,
+) -> Result<R, SqlError> {
     let result = run_once_or_twice(conn, st, op, retry).await;
     if result.is_err() {
         conn.provider().state().counters.errors.fetch_add(1, Relaxed);
@@ -275,7 +299,11 @@ async fn run_once_or_twice<P: SqlProvider, R>(
                     pooled.close_on_drop();
                     counters.connections_lost.fetch_add(1, Relaxed);
                     if !retry {
-                        return Err(SqlError::ConnectionLost { connection: connection(), retried: false, source: e });
+                        return Err(SqlError::ConnectionLost {
+                            connection: connection(),
+                            retried: false,
+                            source: e,
+                        });
                     }
                     e
                 }
@@ -325,17 +353,19 @@ async fn acquire_failed<P: SqlProvider>(conn: &Conn<P>, client: &ConnRef<P>, e: 
     let settings = conn.provider().pool_settings();
     let options = client.pool().connect_options();
     let failure = match e {
-        sqlx::Error::PoolTimedOut => match connect_direct::<P::Db>(&options, settings.connect_timeout).await {
-            Ok(c) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
-                return SqlError::PoolExhausted {
-                    connection: conn.name().to_owned(),
-                    waited: settings.connect_timeout,
-                    max: settings.max_connections,
-                };
+        sqlx::Error::PoolTimedOut => {
+            match connect_direct::<P::Db>(&options, settings.connect_timeout).await {
+                Ok(c) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+                    return SqlError::PoolExhausted {
+                        connection: conn.name().to_owned(),
+                        waited: settings.connect_timeout,
+                        max: settings.max_connections,
+                    };
+                }
+                Err(direct) => direct,
             }
-            Err(direct) => direct,
-        },
+        }
         e => ConnectError {
             backend: <P::Db as Backend>::KIND,
             target: <P::Db as Backend>::target(&options),

@@ -4,8 +4,8 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::backend::Backend;
@@ -124,7 +124,9 @@ mod duration {
         match Raw::deserialize(d)? {
             Raw::Secs(s) => Ok(Duration::from_secs(s)),
             Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
-                serde::de::Error::custom(format!("`{t}` is not a duration ({e}); write e.g. \"5s\" or \"10m\""))
+                serde::de::Error::custom(format!(
+                    "`{t}` is not a duration ({e}); write e.g. \"5s\" or \"10m\""
+                ))
             }),
         }
     }
