@@ -50,6 +50,8 @@ pub struct SqlStats {
     pub statements: u64,
     /// Query calls answered from the query cache, without reaching the database.
     pub cache_hits: u64,
+    /// Cached query calls that found no live result and ran the query.
+    pub cache_misses: u64,
     /// Database connections opened (the pool's, the connect check's, and retries').
     pub connections_opened: u64,
     /// Connections found dropped: by a failed statement or by the pre-use ping.
@@ -66,6 +68,7 @@ pub struct SqlStats {
 pub(crate) struct Counters {
     pub(crate) statements: AtomicU64,
     pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_lost: AtomicU64,
     pub(crate) reconnects: AtomicU64,
@@ -80,6 +83,7 @@ impl Counters {
         SqlStats {
             statements: self.statements.load(Relaxed),
             cache_hits: self.cache_hits.load(Relaxed),
+            cache_misses: self.cache_misses.load(Relaxed),
             connections_opened: self.connections_opened.load(Relaxed),
             connections_lost: self.connections_lost.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),

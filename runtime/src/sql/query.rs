@@ -188,7 +188,9 @@ impl<P: SqlProvider> Query<'_, P> {
                 run(conn, &st, op, true).await
             })
             .await;
-        if !ran && value.is_ok() {
+        if ran {
+            counters.cache_misses.fetch_add(1, Relaxed);
+        } else if value.is_ok() {
             counters.cache_hits.fetch_add(1, Relaxed);
         }
         value
