@@ -60,7 +60,8 @@ fn cases<DB: Backend>(
         b.to_async(tokio).iter_custom(|iters| async move {
             let start = Instant::now();
             for _ in 0..iters {
-                let rows = conn.query(QUERY).bind(black_box(10i64)).ttl(ttl).fetch_all::<Item>().await.unwrap();
+                let rows =
+                    conn.query(QUERY).bind(black_box(10i64)).ttl(ttl).fetch_all::<Item>().await.unwrap();
                 black_box(rows);
             }
             start.elapsed()
@@ -70,7 +71,8 @@ fn cases<DB: Backend>(
         b.to_async(tokio).iter_custom(|iters| async move {
             let start = Instant::now();
             for _ in 0..iters {
-                let rows = conn.query(QUERY).bind(black_box(10i64)).uncached().fetch_all::<Item>().await.unwrap();
+                let rows =
+                    conn.query(QUERY).bind(black_box(10i64)).uncached().fetch_all::<Item>().await.unwrap();
                 black_box(rows);
             }
             start.elapsed()
@@ -122,7 +124,9 @@ fn sql_query(c: &mut Criterion) {
         Err(_) => eprintln!("*** sql_query: PostgreSQL cases SKIPPED: set DATABASE_URL to include them ***"),
     }
     #[cfg(not(feature = "postgres"))]
-    eprintln!("*** sql_query: PostgreSQL cases SKIPPED: build with --features postgres and set DATABASE_URL ***");
+    eprintln!(
+        "*** sql_query: PostgreSQL cases SKIPPED: build with --features postgres and set DATABASE_URL ***"
+    );
     group.finish();
 }
 

@@ -54,7 +54,8 @@ where
 
     // Sample data (writes are never cached).
     shop.execute("drop table if exists quickstart_orders").await?;
-    shop.execute("create table quickstart_orders (region text not null, amount double precision not null)").await?;
+    shop.execute("create table quickstart_orders (region text not null, amount double precision not null)")
+        .await?;
     let orders = [("emea", 120.0), ("emea", 80.5), ("apac", 42.0), ("amer", 310.0), ("amer", 99.9)];
     for (region, amount) in orders {
         shop.execute("insert into quickstart_orders (region, amount) values ($1, $2)")

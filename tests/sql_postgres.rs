@@ -350,7 +350,7 @@ mod pg {
         ]);
         let in_session = |rt: Runtime| async move {
             let conn = rt.connection::<PostgresLogin>("mine").await?;
-            Ok::<_, SqlError>(conn.query(probe_sql).bind(3).fetch_all::<Hit>().await?)
+            conn.query(probe_sql).bind(3).fetch_all::<Hit>().await
         };
         let (a, b) = (srt.session(), srt.session());
         a.run(in_session(srt.clone())).await.unwrap();

@@ -192,11 +192,11 @@ async fn session_results_are_invisible_to_other_sessions_and_global_ones_are_sha
     let (a, b) = (rt.session(), rt.session());
     let session_probe = || async {
         let conn = rt.connection::<SqlLogin<sqlx::Sqlite>>("mine").await?;
-        Ok::<_, SqlError>(conn.query(PROBE).bind(1).fetch_all::<Hit>().await?)
+        conn.query(PROBE).bind(1).fetch_all::<Hit>().await
     };
     let global_probe = || async {
         let conn = rt.connection::<SqliteDb>("shared").await?;
-        Ok::<_, SqlError>(conn.query(PROBE).bind(2).fetch_all::<Hit>().await?)
+        conn.query(PROBE).bind(2).fetch_all::<Hit>().await
     };
     a.run(session_probe()).await.unwrap();
     a.run(session_probe()).await.unwrap();
