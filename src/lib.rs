@@ -10,10 +10,11 @@
 
 pub use connscope_runtime::{
     BoxFuture, CacheConfig, CacheStats, Conn, ConnCounters, ConnRef, Connection, DEFAULT_GRACE_PERIOD,
-    DEFAULT_MAINTENANCE_INTERVAL, ENV_PREFIX, Error, FieldKind, FormField, GlobalScope, HealthCheck,
-    HookError, LoadError, Provider, ReleaseFailure, ReleaseFn, ReleaseHook, ReleaseReport, RemovalCause,
-    Resource, ResourceCache, Runtime, RuntimeBuilder, SECRETS_FILE_VAR, Scope, ScopeKind, Secret, Session,
-    SessionId, SessionScope, SharedError, StatsSnapshot,
+    DEFAULT_MAINTENANCE_INTERVAL, ENV_PREFIX, Error, FieldError, FieldKind, FieldProblem, FormError,
+    FormField, FormValue, FormValues, GlobalScope, HealthCheck, HookError, LoadError, Provider,
+    ReleaseFailure, ReleaseFn, ReleaseHook, ReleaseReport, RemovalCause, Resource, ResourceCache, Runtime,
+    RuntimeBuilder, SECRETS_FILE_VAR, Scope, ScopeKind, Secret, Session, SessionId, SessionScope,
+    SharedError, StatsSnapshot,
 };
 
 /// SQL providers on sqlx: SQLite (feature `sqlite`, on by default), PostgreSQL (`postgres`) and

@@ -259,3 +259,36 @@ async fn the_connection_closes_its_pool_when_released() {
     assert!(pool.is_closed(), "shutdown closed the pool");
     assert_eq!(conn.counters().closes, 1);
 }
+
+#[tokio::test]
+async fn two_connections_with_different_settings_never_share_results() {
+    let (pa, pb) = (temp_path("ident_a"), temp_path("ident_b"));
+    let url = |p: &std::path::Path| format!("sqlite://{}?mode=rwc", p.display());
+    let rt = runtime(&[
+        ("a", "url", url(&pa).into()),
+        ("b", "url", url(&pb).into()),
+        ("a2", "url", url(&pa).into()),
+    ]);
+    for (name, rows) in [("a", 1), ("b", 2)] {
+        let conn = rt.connection::<SqliteDb>(name).await.unwrap();
+        conn.execute("create table hits (id integer primary key, k integer not null)").await.unwrap();
+        for k in 0..rows {
+            conn.execute("insert into hits (k) values (?)").bind(k).await.unwrap();
+        }
+    }
+    let count = |name: &'static str| {
+        let rt = rt.clone();
+        async move {
+            let conn = rt.connection::<SqliteDb>(name).await.unwrap();
+            let n = conn.query("select count(*) from hits").fetch_one::<(i64,)>().await.unwrap().0;
+            (n, conn.sql_stats().cache_hits)
+        }
+    };
+    assert_eq!(count("a").await, (1, 0));
+    assert_eq!(count("b").await, (2, 0), "same SQL, other settings: its own result");
+    assert_eq!(count("a").await, (1, 1));
+    // Another name with the same settings is the same database: it may share the result.
+    assert_eq!(count("a2").await.0, 1);
+    let _ = rt.shutdown().await;
+    let _ = (std::fs::remove_file(&pa), std::fs::remove_file(&pb));
+}
