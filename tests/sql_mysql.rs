@@ -7,7 +7,7 @@ mod sql_support;
 #[cfg(not(feature = "mysql"))]
 #[test]
 fn mysql_suite_needs_the_mysql_feature() {
-    eprintln!("\n*** SKIPPED sql_mysql: build with `--features mysql` (or --all-features) ***\n");
+    sql_support::loud("SKIPPED sql_mysql: build with `--features mysql` (or --all-features)");
 }
 
 #[cfg(feature = "mysql")]

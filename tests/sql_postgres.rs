@@ -7,7 +7,7 @@ mod sql_support;
 #[cfg(not(feature = "postgres"))]
 #[test]
 fn postgres_suite_needs_the_postgres_feature() {
-    eprintln!("\n*** SKIPPED sql_postgres: build with `--features postgres` (or --all-features) ***\n");
+    sql_support::loud("SKIPPED sql_postgres: build with `--features postgres` (or --all-features)");
 }
 
 #[cfg(feature = "postgres")]

@@ -28,13 +28,19 @@ pub fn server_url(var: &str, test: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            eprintln!(
-                "\n*** SKIPPED {test}: needs a real server; set {var} to enable it \
-                 (bash .ci/run sets it) ***\n"
-            );
+            loud(&format!(
+                "SKIPPED {test}: needs a real server; set {var} to enable it (bash .ci/run sets it)"
+            ));
             None
         }
     }
+}
+
+/// Writes straight to the process's stderr, past the test harness's output capture, so a
+/// skipped suite is visible in a plain `cargo test` run.
+pub fn loud(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** {message} ***");
 }
 
 /// A TCP port nothing listens on right now (bound, then released).
@@ -170,7 +176,7 @@ where
         reconnects: after.reconnects - before.reconnects,
         elapsed,
     };
-    eprintln!("load under faults ({}): {figures:?}", std::any::type_name::<P::Db>());
+    loud(&format!("load under faults ({}): {figures:?}", <P::Db as connscope::sql::Backend>::KIND));
     assert!(
         failures.is_empty(),
         "{} failed queries, e.g. {:?}",

@@ -257,7 +257,8 @@ sql_provider! {
     /// An in-memory SQLite URL (`sqlite::memory:`) is one database shared by the whole pool
     /// and kept alive as long as the connection is.
     pub struct SqlDb {
-        /// `sqlite::memory:`, `sqlite://app.db`, `postgres://user@host/db`, `mysql://…`.
+        /// `sqlite::memory:`, `sqlite://app.db` (`?mode=rwc` creates a missing file),
+        /// `postgres://user@host/db`, `mysql://…`.
         pub url: String,
         /// The user, over the URL's (optional).
         #[serde(default)]
