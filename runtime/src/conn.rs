@@ -5,7 +5,7 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::provider::{HealthCheck, Provider};
-use crate::runtime::DEFAULT_GRACE_PERIOD;
+use crate::runtime::{DEFAULT_GRACE_PERIOD, Shared};
+use crate::session::SessionInner;
 use crate::stats::CacheStats;
 
 /// A cached connection handle for provider `P`. Cheap to clone; clones share one live client.
@@ -62,6 +63,19 @@ struct ConnInner<P: Provider> {
     pending_reconnect: AtomicBool,
     counters: Counters,
     cache_stats: Mutex<Option<Arc<CacheStats>>>,
+    home: OnceLock<Home>,
+}
+
+/// The scope instance a connection handed out by [`Runtime::connection`](crate::Runtime::connection)
+/// belongs to: where values derived from it (e.g. cached query results) live. Weak, so a
+/// connection never keeps its runtime or session alive.
+#[derive(Clone)]
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")), allow(dead_code))]
+pub(crate) enum Home {
+    /// The runtime's global scope.
+    Global(Weak<Shared>),
+    /// One session.
+    Session(Weak<SessionInner>),
 }
 
 #[derive(Default)]
@@ -168,6 +182,7 @@ impl<P: Provider> Conn<P> {
                 pending_reconnect: AtomicBool::new(false),
                 counters: Counters::default(),
                 cache_stats: Mutex::new(None),
+                home: OnceLock::new(),
             }),
         }
     }
@@ -215,6 +230,16 @@ impl<P: Provider> Conn<P> {
 
     pub(crate) fn attach_stats(&self, stats: Arc<CacheStats>) {
         *self.inner.cache_stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+    }
+
+    pub(crate) fn attach_home(&self, home: Home) {
+        let _ = self.inner.home.set(home);
+    }
+
+    /// The scope instance this handle belongs to (none for a handle built with [`Conn::new`]).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")), allow(dead_code))]
+    pub(crate) fn home(&self) -> Option<&Home> {
+        self.inner.home.get()
     }
 
     fn current(&self) -> Option<Arc<Live<P::Raw>>> {

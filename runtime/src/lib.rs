@@ -15,6 +15,8 @@ mod runtime;
 mod scope;
 mod secrets;
 mod session;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod sql;
 mod stats;
 #[cfg(feature = "axum")]
 pub mod web;

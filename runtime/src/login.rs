@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::cache::{CacheConfig, ReleaseHook, ResourceCache};
-use crate::conn::Conn;
+use crate::conn::{Conn, Home};
 use crate::error::Error;
 use crate::provider::Connection;
 use crate::resource::next_resource_id;
@@ -47,6 +47,7 @@ impl Session {
         settings.forget_secrets();
         let conn = Conn::connected(name, settings, raw?, P::HEALTH_CHECK, self.runtime().grace_period());
         conn.attach_stats(Arc::clone(logins.stats_handle()));
+        conn.attach_home(Home::Session(Arc::downgrade(&self.inner)));
         if logins.invalidate(&Arc::from(name)).await {
             tracing::info!(session = %self.id(), connection = name, "connscope: replaced an earlier login");
         }

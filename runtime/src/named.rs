@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{CacheConfig, ReleaseHook, ResourceCache};
-use crate::conn::Conn;
+use crate::conn::{Conn, Home};
 use crate::error::Error;
 use crate::provider::Connection;
 use crate::resource::next_resource_id;
@@ -38,7 +38,7 @@ impl Runtime {
     where
         P: Connection + DeserializeOwned,
     {
-        let cache = self.connection_cache::<P>(name)?;
+        let (cache, home) = self.connection_cache::<P>(name)?;
         let (settings, fingerprint) = self.shared.config.settings::<P>(name)?;
         let key: ConnKey = (Arc::from(name), fingerprint);
         let grace = self.grace_period();
@@ -47,12 +47,16 @@ impl Runtime {
             .get_with(key, async move {
                 let conn = Conn::with_policy(name, settings, P::HEALTH_CHECK, true, grace);
                 conn.attach_stats(stats);
+                conn.attach_home(home);
                 conn
             })
             .await
     }
 
-    fn connection_cache<P: Connection>(&self, name: &str) -> Result<ResourceCache<ConnKey, Conn<P>>, Error> {
+    fn connection_cache<P: Connection>(
+        &self,
+        name: &str,
+    ) -> Result<(ResourceCache<ConnKey, Conn<P>>, Home), Error> {
         let key = provider_id::<P>();
         let config = || {
             let mut c = CacheConfig::new(format!("connection<{}>", std::any::type_name::<P>()));
@@ -72,12 +76,13 @@ impl Runtime {
                 if self.is_shut_down() {
                     return Err(Error::RuntimeShutDown);
                 }
-                Ok(self.global_cache(key, config))
+                Ok((self.global_cache(key, config), Home::Global(Arc::downgrade(&self.shared))))
             }
             Scope::Session => Session::with_current(|s| {
                 let s = s.ok_or_else(|| Error::NoActiveSession { what: format!("connection `{name}`") })?;
                 s.check_active()?;
-                Ok(s.inner.caches.get_or_create(key, &self.shared.tracker, config))
+                let cache = s.inner.caches.get_or_create(key, &self.shared.tracker, config);
+                Ok((cache, Home::Session(Arc::downgrade(&s.inner))))
             }),
         }
     }

@@ -62,7 +62,9 @@ pub async fn login_submit<P: Connection>(
         return (StatusCode::FORBIDDEN, "the form expired or came from another site: reload the login page")
             .into_response();
     }
-    let values = FormValues::submitted(fields.into_iter().filter(|(k, _)| k != "_csrf"));
+    // Fields the app fixes (a server URL…) come from `[connections.<name>]`, never from the form.
+    let fixed = web.session().runtime().shared.config.section(P::NAME).unwrap_or_default();
+    let values = FormValues::submitted(fields.into_iter().filter(|(k, _)| k != "_csrf")).fix_all(fixed);
     let settings = match P::from_form(&values) {
         Ok(settings) => settings,
         Err(e) => {

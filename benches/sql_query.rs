@@ -1,0 +1,134 @@
+//! A cached query hit beside the same query run against the database, in one run: on in-memory
+//! SQLite always, and on PostgreSQL when `DATABASE_URL` is set (build with `--features postgres`).
+//!
+//! Each case fetches the same 10 typed rows. Compare ratios within one run
+//! (`cargo bench --bench sql_query [--features postgres]`).
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use connscope::sql::{Backend, SqlDb};
+use connscope::{Conn, Runtime};
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime};
+
+#[derive(Debug, sqlx::FromRow)]
+#[allow(dead_code)]
+struct Item {
+    id: i64,
+    name: String,
+    price: f64,
+}
+
+const QUERY: &str = "select id, name, price from bench_items where id <= $1 order by id";
+
+async fn setup<DB: Backend>(url: &str) -> (Runtime, Conn<SqlDb<DB>>) {
+    let rt = Runtime::builder()
+        .secrets_file("/nonexistent/connscope-bench.toml")
+        .env_vars(Vec::<(String, String)>::new())
+        .connection_setting("bench", "url", url)
+        .build();
+    let conn = rt.connection::<SqlDb<DB>>("bench").await.unwrap();
+    conn.execute("drop table if exists bench_items").await.unwrap();
+    conn.execute("create table bench_items (id bigint primary key, name text not null, price double precision not null)")
+        .await
+        .unwrap();
+    for id in 1..=100i64 {
+        conn.execute("insert into bench_items (id, name, price) values ($1, $2, $3)")
+            .bind(id)
+            .bind(format!("item {id}"))
+            .bind(id as f64 * 1.5)
+            .await
+            .unwrap();
+    }
+    (rt, conn)
+}
+
+fn cases<DB: Backend>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    tokio: &tokio::runtime::Runtime,
+    label: &str,
+    conn: &Conn<SqlDb<DB>>,
+    raw: Raw<DB>,
+) where
+    Item: for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let ttl = Duration::from_secs(3600);
+    tokio.block_on(async { conn.query(QUERY).bind(10i64).ttl(ttl).fetch_all::<Item>().await.unwrap() });
+    group.bench_function(format!("{label}/connscope_cached_hit"), |b| {
+        b.to_async(tokio).iter_custom(|iters| async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let rows =
+                    conn.query(QUERY).bind(black_box(10i64)).ttl(ttl).fetch_all::<Item>().await.unwrap();
+                black_box(rows);
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function(format!("{label}/connscope_uncached"), |b| {
+        b.to_async(tokio).iter_custom(|iters| async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let rows =
+                    conn.query(QUERY).bind(black_box(10i64)).uncached().fetch_all::<Item>().await.unwrap();
+                black_box(rows);
+            }
+            start.elapsed()
+        })
+    });
+    let pool = tokio.block_on(async { conn.get().await.unwrap().pool().clone() });
+    group.bench_function(format!("{label}/raw_sqlx_pool"), |b| {
+        let pool = &pool;
+        b.to_async(tokio).iter_custom(|iters| async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let rows: Vec<Item> = raw(pool).await;
+                black_box(rows);
+            }
+            start.elapsed()
+        })
+    });
+}
+
+type Raw<DB> = for<'a> fn(&'a sqlx::Pool<DB>) -> Pin<Box<dyn Future<Output = Vec<Item>> + Send + 'a>>;
+
+/// The same query straight on sqlx (on the pool connscope holds), as the baseline.
+fn raw_sqlite(pool: &sqlx::Pool<sqlx::Sqlite>) -> Pin<Box<dyn Future<Output = Vec<Item>> + Send + '_>> {
+    Box::pin(async move { sqlx::query_as(QUERY).bind(black_box(10i64)).fetch_all(pool).await.unwrap() })
+}
+
+#[cfg(feature = "postgres")]
+fn raw_postgres(pool: &sqlx::Pool<sqlx::Postgres>) -> Pin<Box<dyn Future<Output = Vec<Item>> + Send + '_>> {
+    Box::pin(async move { sqlx::query_as(QUERY).bind(black_box(10i64)).fetch_all(pool).await.unwrap() })
+}
+
+fn sql_query(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut group = c.benchmark_group("sql_query");
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+
+    let (sqlite_rt, sqlite) = tokio.block_on(setup::<sqlx::Sqlite>("sqlite::memory:"));
+    cases(&mut group, &tokio, "sqlite_memory", &sqlite, raw_sqlite);
+    let _ = tokio.block_on(sqlite_rt.shutdown());
+
+    #[cfg(feature = "postgres")]
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let (pg_rt, pg) = tokio.block_on(setup::<sqlx::Postgres>(&url));
+            cases(&mut group, &tokio, "postgres", &pg, raw_postgres);
+            tokio.block_on(async { pg.execute("drop table bench_items").await.unwrap() });
+            let _ = tokio.block_on(pg_rt.shutdown());
+        }
+        Err(_) => eprintln!("*** sql_query: PostgreSQL cases SKIPPED: set DATABASE_URL to include them ***"),
+    }
+    #[cfg(not(feature = "postgres"))]
+    eprintln!(
+        "*** sql_query: PostgreSQL cases SKIPPED: build with --features postgres and set DATABASE_URL ***"
+    );
+    group.finish();
+}
+
+criterion_group!(benches, sql_query);
+criterion_main!(benches);

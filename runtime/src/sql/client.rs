@@ -1,0 +1,249 @@
+//! The live client of a SQL provider ([`SqlClient`]: a sqlx pool) and the provider contract on
+//! it: connect (a direct attempt first, so a failure names its real cause), a cheap health
+//! check under its own timeout, close; plus the per-connection counters ([`SqlStats`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use sqlx::Connection as _;
+use sqlx::pool::{Pool, PoolOptions};
+
+use super::backend::{Backend, ConnectOptionsOf};
+use super::error::{ConnectCause, ConnectError, connect_cause};
+use super::settings::{SqlDb, SqlLogin, SqlProvider, redact_url};
+use crate::provider::Provider;
+
+/// The live client of a SQL connection: a sqlx pool (plus, for an in-memory SQLite database,
+/// one connection that keeps the database alive while the pool opens and closes others).
+///
+/// `conn.get().await?.pool()` gives the pool for anything the `query` API does not cover
+/// (transactions, streaming).
+pub struct SqlClient<DB: Backend> {
+    pool: Pool<DB>,
+    anchor: Option<tokio::sync::Mutex<Option<DB::Connection>>>,
+}
+
+impl<DB: Backend> SqlClient<DB> {
+    /// The sqlx pool.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+}
+
+impl<DB: Backend> std::fmt::Debug for SqlClient<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlClient")
+            .field("backend", &DB::KIND)
+            .field("size", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .field("closed", &self.pool.is_closed())
+            .finish()
+    }
+}
+
+/// What a SQL connection handle has done so far (see `Conn::sql_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqlStats {
+    /// Statements sent to the database (queries run, writes executed, retries included).
+    pub statements: u64,
+    /// Query calls answered from the query cache, without reaching the database.
+    pub cache_hits: u64,
+    /// Cached query calls that found no live result and ran the query.
+    pub cache_misses: u64,
+    /// Database connections opened (the pool's, the connect check's, and retries').
+    pub connections_opened: u64,
+    /// Connections found dropped: by a failed statement or by the pre-use ping.
+    pub connections_lost: u64,
+    /// Fresh connections opened to replace dropped ones (a transparent reconnect).
+    pub reconnects: u64,
+    /// Queries that failed because their connection dropped and were run again on a fresh one.
+    pub retries: u64,
+    /// Calls that returned an error.
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) statements: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) connections_lost: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    /// Dropped pooled connections the pool has not replaced yet.
+    pending_replacements: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> SqlStats {
+        SqlStats {
+            statements: self.statements.load(Relaxed),
+            cache_hits: self.cache_hits.load(Relaxed),
+            cache_misses: self.cache_misses.load(Relaxed),
+            connections_opened: self.connections_opened.load(Relaxed),
+            connections_lost: self.connections_lost.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+        }
+    }
+
+    /// A pooled connection was found dropped; the pool opens a replacement on demand.
+    pub(crate) fn pooled_connection_lost(&self) {
+        self.connections_lost.fetch_add(1, Relaxed);
+        self.pending_replacements.fetch_add(1, Relaxed);
+    }
+
+    fn pool_connected(&self) {
+        self.connections_opened.fetch_add(1, Relaxed);
+        let replaced = self.pending_replacements.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok();
+        if replaced {
+            self.reconnects.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// One direct connection attempt under `timeout`, its failure mapped to a cause.
+pub(crate) async fn connect_direct<DB: Backend>(
+    options: &ConnectOptionsOf<DB>,
+    timeout: Duration,
+) -> Result<DB::Connection, ConnectError> {
+    let error = |cause, timeout, source| ConnectError {
+        backend: DB::KIND,
+        target: DB::target(options),
+        cause,
+        timeout,
+        source,
+    };
+    match tokio::time::timeout(timeout, DB::Connection::connect_with(options)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(error(connect_cause(&e, DB::connect_cause), None, Some(e))),
+        Err(_) => Err(error(ConnectCause::Timeout, Some(timeout), None)),
+    }
+}
+
+async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError> {
+    let s = p.pool_settings();
+    let options =
+        <P::Db as Backend>::options(p.url(), p.user(), p.password().map(|s| s.expose())).map_err(|e| {
+            ConnectError {
+                backend: <P::Db as Backend>::KIND,
+                target: format!("`{}`", redact_url(p.url())),
+                cause: ConnectCause::Config,
+                timeout: None,
+                source: Some(e),
+            }
+        })?;
+    // One direct attempt first: it fails fast with the real cause (refused, auth, unknown
+    // database, timeout) where a pool would retry until "pool timed out".
+    let first = connect_direct::<P::Db>(&options, s.connect_timeout).await?;
+    let counters = Arc::clone(&p.state().counters);
+    counters.connections_opened.fetch_add(1, Relaxed);
+
+    let on_connect = Arc::clone(&counters);
+    let on_acquire = Arc::clone(&counters);
+    let (check_after, health) = (s.check_idle_after, s.health_timeout);
+    let pool = PoolOptions::<P::Db>::new()
+        .max_connections(s.max_connections)
+        .min_connections(s.min_connections)
+        .acquire_timeout(s.connect_timeout)
+        .idle_timeout(s.idle_timeout)
+        .max_lifetime(s.max_lifetime)
+        // Our own check below: only connections idle for a while, under a timeout, counted.
+        .test_before_acquire(false)
+        .after_connect(move |_, _| {
+            on_connect.pool_connected();
+            Box::pin(async { Ok(()) })
+        })
+        .before_acquire(move |conn, meta| {
+            let counters = Arc::clone(&on_acquire);
+            Box::pin(async move {
+                if meta.idle_for < check_after {
+                    return Ok(true);
+                }
+                let alive = matches!(tokio::time::timeout(health, conn.ping()).await, Ok(Ok(())));
+                if !alive {
+                    counters.pooled_connection_lost();
+                }
+                Ok(alive)
+            })
+        })
+        .connect_lazy_with(options);
+
+    let anchor = if <P::Db as Backend>::is_in_memory(p.url()) {
+        // The database lives as long as one connection to it does: keep this one.
+        Some(tokio::sync::Mutex::new(Some(first)))
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(1), first.close()).await;
+        None
+    };
+    Ok(SqlClient { pool, anchor })
+}
+
+/// Open = the pool is not closed and hands out a connection that answers a ping, all within
+/// `health_timeout`. A pool whose connections are all busy counts as open (busy is working;
+/// each statement reports its own failure). One dropped connection does not make the pool
+/// closed: it is discarded and another one tried.
+async fn is_open<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) -> bool {
+    let pool = &client.pool;
+    if pool.is_closed() {
+        return false;
+    }
+    if pool.num_idle() == 0 && pool.size() >= s.max_connections {
+        return true;
+    }
+    let check = async {
+        for _ in 0..2 {
+            let mut conn = pool.acquire().await.ok()?;
+            if conn.ping().await.is_ok() {
+                return Some(());
+            }
+            conn.close_on_drop();
+        }
+        None
+    };
+    matches!(tokio::time::timeout(s.health_timeout, check).await, Ok(Some(())))
+}
+
+async fn close<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) {
+    // `Pool::close` waits for checked-out connections; connscope already waited for its users.
+    let limit = s.connect_timeout.max(Duration::from_secs(1));
+    let _ = tokio::time::timeout(limit, client.pool.close()).await;
+    if let Some(anchor) = &client.anchor
+        && let Some(conn) = anchor.lock().await.take()
+    {
+        let _ = tokio::time::timeout(limit, conn.close()).await;
+    }
+}
+
+impl<DB: Backend> Provider for SqlDb<DB> {
+    type Raw = SqlClient<DB>;
+    type Error = ConnectError;
+    async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
+        connect(self).await
+    }
+    async fn is_open(&self, raw: &SqlClient<DB>) -> bool {
+        is_open(raw, &self.pool_settings()).await
+    }
+    async fn close(&self, raw: &SqlClient<DB>) {
+        close(raw, &self.pool_settings()).await
+    }
+}
+
+impl<DB: Backend> Provider for SqlLogin<DB> {
+    type Raw = SqlClient<DB>;
+    type Error = ConnectError;
+    async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
+        connect(self).await
+    }
+    async fn is_open(&self, raw: &SqlClient<DB>) -> bool {
+        is_open(raw, &self.pool_settings()).await
+    }
+    async fn close(&self, raw: &SqlClient<DB>) {
+        close(raw, &self.pool_settings()).await
+    }
+}

@@ -1,0 +1,381 @@
+//! The statement API on `Conn<P>` of a SQL provider: [`Query`] (cached reads with binds and a
+//! per-call ttl, typed rows) and [`Execute`] (writes, never cached, invalidating tags), and
+//! running a statement with one retry on a fresh connection when the connection dropped.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use sqlx::{Connection as _, FromRow, SqlSafeStr, SqlStr};
+
+use super::backend::Backend;
+use super::cache::{Cached, QueryKey, Shape, clear_connection, generation, identity, query_cache};
+use super::client::{SqlStats, connect_direct};
+use super::error::{ConnectError, SqlError, connect_cause, is_connection_lost};
+use super::settings::SqlProvider;
+use super::value::SqlValue;
+use crate::cache::BoxFuture;
+use crate::conn::{Conn, ConnRef};
+use crate::error::Error;
+
+/// A statement ready to run: SQL, binds and, for reads, the result shape.
+struct Statement {
+    sql: SqlStr,
+    binds: Arc<[SqlValue]>,
+    shape: Shape,
+}
+
+/// Runs a statement on one connection.
+type Op<DB, R> = for<'c> fn(
+    &'c mut <DB as sqlx::Database>::Connection,
+    &'c Statement,
+) -> BoxFuture<'c, Result<R, sqlx::Error>>;
+
+impl<P: SqlProvider> Conn<P> {
+    /// A read: bind parameters, pick a ttl (default: the connection's `query_ttl`), then
+    /// `fetch_all` / `fetch_one` / `fetch_optional` typed rows. Results are cached in this
+    /// connection's scope (global, or the session's), keyed by the connection's settings, the
+    /// SQL text and the binds. A read whose connection dropped is retried once on a fresh one.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: connscope::Conn<connscope::sql::SqliteDb>) -> Result<(), connscope::sql::SqlError> {
+    /// #[derive(sqlx::FromRow)]
+    /// struct Customer { id: i64, name: String }
+    ///
+    /// let rows = conn
+    ///     .query("select id, name from customers where region = ?")
+    ///     .bind("emea")
+    ///     .ttl(std::time::Duration::from_secs(60))
+    ///     .fetch_all::<Customer>()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query(&self, sql: impl SqlSafeStr) -> Query<'_, P> {
+        Query {
+            conn: self,
+            sql: sql.into_sql_str(),
+            binds: Vec::new(),
+            ttl: None,
+            cached: true,
+            tags: Vec::new(),
+        }
+    }
+
+    /// A write (`insert`, `update`, DDL…): never cached, and able to invalidate cached queries by
+    /// tag. Retried on a fresh connection only when its connection dropped before the statement
+    /// was sent; once sent, a dropped connection is an error (it may or may not have applied).
+    /// Await it for the number of rows affected.
+    pub fn execute(&self, sql: impl SqlSafeStr) -> Execute<'_, P> {
+        Execute { conn: self, sql: sql.into_sql_str(), binds: Vec::new(), invalidates: Vec::new() }
+    }
+
+    /// What this SQL connection has done so far.
+    pub fn sql_stats(&self) -> SqlStats {
+        self.provider().state().counters.snapshot()
+    }
+
+    /// Makes every cached query of this connection (same settings) stale, in every scope.
+    pub fn clear_query_cache(&self) {
+        clear_connection(identity(self.provider()));
+    }
+}
+
+/// A read being built: see [`Conn::query`].
+#[must_use = "a query does nothing until `fetch_all`, `fetch_one` or `fetch_optional` is awaited"]
+pub struct Query<'c, P: SqlProvider> {
+    conn: &'c Conn<P>,
+    sql: SqlStr,
+    binds: Vec<SqlValue>,
+    ttl: Option<Duration>,
+    cached: bool,
+    tags: Vec<Arc<str>>,
+}
+
+impl<P: SqlProvider> Query<'_, P> {
+    /// Binds the next parameter (`$1`, `?`…).
+    pub fn bind(mut self, value: impl Into<SqlValue>) -> Self {
+        self.binds.push(value.into());
+        self
+    }
+
+    /// How long the result stays cached (zero: not cached).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Runs it against the database every time, without reading or filling the cache.
+    pub fn uncached(mut self) -> Self {
+        self.cached = false;
+        self
+    }
+
+    /// Tags the cached result: [`Execute::invalidates`] or [`invalidate`](super::invalidate)
+    /// with this tag makes it stale.
+    pub fn tag(mut self, tag: &str) -> Self {
+        self.tags.push(Arc::from(tag));
+        self
+    }
+
+    /// Every row.
+    pub async fn fetch_all<T>(self) -> Result<Arc<Vec<T>>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
+    {
+        let value = self.load::<T>(Shape::All).await?;
+        Ok(value
+            .downcast::<Vec<T>>()
+            .unwrap_or_else(|_| unreachable!("connscope: cached result of another type")))
+    }
+
+    /// Exactly one row (the first); no row is [`SqlError::Database`] with `RowNotFound`.
+    pub async fn fetch_one<T>(self) -> Result<Arc<T>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
+    {
+        let value = self.load::<T>(Shape::One).await?;
+        Ok(value.downcast::<T>().unwrap_or_else(|_| unreachable!("connscope: cached result of another type")))
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_optional<T>(self) -> Result<Option<Arc<T>>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
+    {
+        let value = self.load::<T>(Shape::Optional).await?;
+        let value = value
+            .downcast::<Option<Arc<T>>>()
+            .unwrap_or_else(|_| unreachable!("connscope: cached result of another type"));
+        Ok(Option::clone(&value))
+    }
+
+    async fn load<T>(self, shape: Shape) -> Result<Cached, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
+    {
+        let op: Op<P::Db, Cached> = read::<P::Db, T>;
+        let conn = self.conn;
+        let provider = conn.provider();
+        let settings = provider.pool_settings();
+        let ttl = self.ttl.unwrap_or(settings.query_ttl);
+        let st = Statement { sql: self.sql, binds: self.binds.into(), shape };
+        if !self.cached || ttl.is_zero() {
+            return run(conn, &st, op, true).await;
+        }
+        let counters = &provider.state().counters;
+        let cache = match query_cache(conn, ttl, settings.query_cache_entries) {
+            Ok(cache) => cache,
+            Err(e) => {
+                counters.errors.fetch_add(1, Relaxed);
+                return Err(e.into());
+            }
+        };
+        let id = identity(provider);
+        let key = QueryKey {
+            identity: id,
+            generation: generation(id, &self.tags),
+            sql: st.sql.clone(),
+            binds: Arc::clone(&st.binds),
+            shape,
+            row: std::any::TypeId::of::<T>(),
+        };
+        let mut ran = false;
+        let ran_flag = &mut ran;
+        let value = cache
+            .try_get_with_own_error(key, async {
+                *ran_flag = true;
+                run(conn, &st, op, true).await
+            })
+            .await;
+        if ran {
+            counters.cache_misses.fetch_add(1, Relaxed);
+        } else if value.is_ok() {
+            counters.cache_hits.fetch_add(1, Relaxed);
+        }
+        value
+    }
+}
+
+fn read<'c, DB: Backend, T>(
+    conn: &'c mut DB::Connection,
+    st: &'c Statement,
+) -> BoxFuture<'c, Result<Cached, sqlx::Error>>
+where
+    T: for<'r> FromRow<'r, DB::Row> + Send + Sync + Unpin + 'static,
+{
+    Box::pin(async move {
+        let (sql, binds) = (st.sql.clone(), &*st.binds);
+        Ok(match st.shape {
+            Shape::All => Arc::new(DB::fetch_all::<T>(conn, sql, binds).await?) as Cached,
+            Shape::One => {
+                let row = DB::fetch_optional::<T>(conn, sql, binds).await?.ok_or(sqlx::Error::RowNotFound)?;
+                Arc::new(row) as Cached
+            }
+            Shape::Optional => {
+                Arc::new(DB::fetch_optional::<T>(conn, sql, binds).await?.map(Arc::new)) as Cached
+            }
+        })
+    })
+}
+
+fn write<'c, DB: Backend>(
+    conn: &'c mut DB::Connection,
+    st: &'c Statement,
+) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+    DB::execute(conn, st.sql.clone(), &st.binds)
+}
+
+/// A write being built: see [`Conn::execute`]. Await it for the number of rows affected.
+#[must_use = "a statement does nothing until it is awaited"]
+pub struct Execute<'c, P: SqlProvider> {
+    conn: &'c Conn<P>,
+    sql: SqlStr,
+    binds: Vec<SqlValue>,
+    invalidates: Vec<Arc<str>>,
+}
+
+impl<P: SqlProvider> Execute<'_, P> {
+    /// Binds the next parameter (`$1`, `?`…).
+    pub fn bind(mut self, value: impl Into<SqlValue>) -> Self {
+        self.binds.push(value.into());
+        self
+    }
+
+    /// Once the statement ran, makes every cached query tagged `tag` stale (in every scope).
+    pub fn invalidates(mut self, tag: &str) -> Self {
+        self.invalidates.push(Arc::from(tag));
+        self
+    }
+}
+
+impl<'c, P: SqlProvider> IntoFuture for Execute<'c, P> {
+    type Output = Result<u64, SqlError>;
+    type IntoFuture = BoxFuture<'c, Result<u64, SqlError>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let st = Statement { sql: self.sql, binds: self.binds.into(), shape: Shape::All };
+            let result = run(self.conn, &st, write::<P::Db>, false).await;
+            // Also after a failure: a dropped connection may have applied it.
+            for tag in &self.invalidates {
+                super::invalidate(tag);
+            }
+            result
+        })
+    }
+}
+
+/// Runs `op` on a pooled connection. If the connection dropped, a read (`retry`) runs once
+/// more on a connection opened after the failure; anything else is returned at once.
+async fn run<P: SqlProvider, R>(
+    conn: &Conn<P>,
+    st: &Statement,
+    op: Op<P::Db, R>,
+    retry: bool,
+) -> Result<R, SqlError> {
+    let result = run_once_or_twice(conn, st, op, retry).await;
+    if result.is_err() {
+        conn.provider().state().counters.errors.fetch_add(1, Relaxed);
+    }
+    result
+}
+
+async fn run_once_or_twice<P: SqlProvider, R>(
+    conn: &Conn<P>,
+    st: &Statement,
+    op: Op<P::Db, R>,
+    retry: bool,
+) -> Result<R, SqlError> {
+    let counters = &conn.provider().state().counters;
+    let connection = || conn.name().to_owned();
+    let lost = |e: &sqlx::Error| is_connection_lost(e, <P::Db as Backend>::connection_lost);
+    let client = conn.get().await?;
+    let error = match client.pool().acquire().await {
+        Ok(mut pooled) => {
+            counters.statements.fetch_add(1, Relaxed);
+            match op(&mut pooled, st).await {
+                Ok(r) => return Ok(r),
+                Err(e) if lost(&e) => {
+                    // Never hand this one out again.
+                    pooled.close_on_drop();
+                    counters.connections_lost.fetch_add(1, Relaxed);
+                    if !retry {
+                        return Err(SqlError::ConnectionLost {
+                            connection: connection(),
+                            retried: false,
+                            source: e,
+                        });
+                    }
+                    e
+                }
+                Err(e) => return Err(SqlError::Database { connection: connection(), source: e }),
+            }
+        }
+        // A connection the pool was opening got cut: the statement was never sent, so even a
+        // write can run on a fresh connection.
+        Err(e) if lost(&e) => {
+            counters.connections_lost.fetch_add(1, Relaxed);
+            e
+        }
+        Err(e) => return Err(acquire_failed(conn, &client, e).await),
+    };
+    tracing::info!(connection = %conn.name(), %error, "connscope: connection dropped; retrying on a fresh one");
+    let options = client.pool().connect_options();
+    let timeout = conn.provider().pool_settings().connect_timeout;
+    let mut fresh = match connect_direct::<P::Db>(&options, timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            client.report_broken();
+            return Err(Error::connect(conn.name(), e).into());
+        }
+    };
+    counters.connections_opened.fetch_add(1, Relaxed);
+    counters.reconnects.fetch_add(1, Relaxed);
+    counters.retries.fetch_add(1, Relaxed);
+    counters.statements.fetch_add(1, Relaxed);
+    let second = op(&mut fresh, st).await;
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), fresh.close()).await;
+    });
+    match second {
+        Ok(r) => Ok(r),
+        Err(e) if lost(&e) => {
+            // Twice in a row: the server itself may be gone; check the pool on next use.
+            client.report_broken();
+            Err(SqlError::ConnectionLost { connection: connection(), retried: true, source: e })
+        }
+        Err(e) => Err(SqlError::Database { connection: connection(), source: e }),
+    }
+}
+
+/// Why no pooled connection came: all busy (the server answers a direct attempt), or the
+/// server cannot be reached — then the direct attempt names the cause.
+async fn acquire_failed<P: SqlProvider>(conn: &Conn<P>, client: &ConnRef<P>, e: sqlx::Error) -> SqlError {
+    let settings = conn.provider().pool_settings();
+    let options = client.pool().connect_options();
+    let failure = match e {
+        sqlx::Error::PoolTimedOut => {
+            match connect_direct::<P::Db>(&options, settings.connect_timeout).await {
+                Ok(c) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+                    return SqlError::PoolExhausted {
+                        connection: conn.name().to_owned(),
+                        waited: settings.connect_timeout,
+                        max: settings.max_connections,
+                    };
+                }
+                Err(direct) => direct,
+            }
+        }
+        e => ConnectError {
+            backend: <P::Db as Backend>::KIND,
+            target: <P::Db as Backend>::target(&options),
+            cause: connect_cause(&e, <P::Db as Backend>::connect_cause),
+            timeout: None,
+            source: Some(e),
+        },
+    };
+    client.report_broken();
+    Error::connect(conn.name(), failure).into()
+}

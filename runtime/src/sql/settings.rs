@@ -1,0 +1,395 @@
+//! The two SQL providers' settings: [`SqlDb`] (a global pool from a URL) and [`SqlLogin`] (a
+//! session-scoped pool with a user's own credentials), their defaults, and their `Connection`
+//! impls.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use super::backend::Backend;
+use super::client::Counters;
+use crate::form::{FieldError, FieldProblem, FormError, FormValues};
+use crate::provider::{Connection, FieldKind, FormField};
+use crate::scope::{GlobalScope, SessionScope};
+use crate::secrets::Secret;
+
+/// Pool and cache settings of a SQL connection, resolved (durations of zero mean "never").
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolSettings {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// Connections the pool keeps open even when idle.
+    pub min_connections: u32,
+    /// How long opening a connection, or waiting for a pooled one, may take.
+    pub connect_timeout: Duration,
+    /// How long the health check (`is_open`) may take before the pool counts as not open.
+    pub health_timeout: Duration,
+    /// Idle connections above `min_connections` are closed after this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Connections are replaced after this long (`None`: never).
+    pub max_lifetime: Option<Duration>,
+    /// A pooled connection idle for at least this long is pinged before use (zero: always).
+    pub check_idle_after: Duration,
+    /// The ttl of a cached query that does not set its own.
+    pub query_ttl: Duration,
+    /// Most cached query results per scope and ttl.
+    pub query_cache_entries: u64,
+}
+
+/// Per-instance state of a SQL provider: its identity and counters. Not settings: never
+/// deserialized, never in the login form.
+#[doc(hidden)]
+pub struct SqlState {
+    pub(crate) instance: u64,
+    pub(crate) identity: OnceLock<u64>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl Default for SqlState {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SqlState {
+            instance: NEXT.fetch_add(1, Ordering::Relaxed),
+            identity: OnceLock::new(),
+            counters: Arc::default(),
+        }
+    }
+}
+
+/// A provider whose live client is a [`SqlClient`](super::SqlClient): [`SqlDb`] and
+/// [`SqlLogin`]. `Conn<P>` of such a provider has the `query` / `execute` API.
+pub trait SqlProvider: Connection<Raw = super::SqlClient<Self::Db>, Error = super::ConnectError> {
+    /// The database backend.
+    type Db: Backend;
+    /// The connection URL.
+    fn url(&self) -> &str;
+    /// The user, over the URL's.
+    fn user(&self) -> Option<&str>;
+    /// The password, over the URL's.
+    fn password(&self) -> Option<&Secret>;
+    /// Pool and cache settings.
+    fn pool_settings(&self) -> PoolSettings;
+    /// Identity and counters of this instance.
+    #[doc(hidden)]
+    fn state(&self) -> &SqlState;
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn max_connections() -> u32 {
+        10
+    }
+    pub fn session_max_connections() -> u32 {
+        2
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn health_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+    pub fn max_lifetime() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    pub fn check_idle_after() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn query_ttl() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn query_cache_entries() -> u64 {
+        10_000
+    }
+}
+
+/// A duration in settings: `"5s"`, `"10m"`, `"250ms"` (humantime) or a number of seconds.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{t}` is not a duration ({e}); write e.g. \"5s\" or \"10m\""
+                ))
+            }),
+        }
+    }
+}
+
+fn never_if_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// Hides the password of a URL such as `postgres://user:pw@host/db`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Declares a SQL provider struct: shared fields, defaults, `Debug` without secrets, and the
+/// `SqlProvider` accessors. `$max` is the default pool size.
+macro_rules! sql_provider {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($fields:tt)* }
+        max_connections = $max:literal;
+        user = |$s:ident| $user:expr;
+        password = |$p:ident| $password:expr;
+    ) => {
+        $(#[$meta])*
+        #[derive(serde::Deserialize)]
+        #[serde(bound = "", deny_unknown_fields)]
+        pub struct $name<DB: Backend> {
+            $($fields)*
+            /// Most connections the pool opens.
+            #[serde(default = $max)]
+            pub max_connections: u32,
+            /// Connections kept open even when idle (default 0).
+            #[serde(default)]
+            pub min_connections: u32,
+            /// How long opening a connection, or waiting for a pooled one, may take (default 5 s).
+            #[serde(default = "defaults::connect_timeout", with = "duration")]
+            pub connect_timeout: Duration,
+            /// How long the health check may take before the pool counts as not open (default 2 s).
+            #[serde(default = "defaults::health_timeout", with = "duration")]
+            pub health_timeout: Duration,
+            /// Idle connections above `min_connections` close after this long (default 10 min; 0: never).
+            #[serde(default = "defaults::idle_timeout", with = "duration")]
+            pub idle_timeout: Duration,
+            /// Connections are replaced after this long (default 30 min; 0: never).
+            #[serde(default = "defaults::max_lifetime", with = "duration")]
+            pub max_lifetime: Duration,
+            /// A pooled connection idle this long is pinged before use (default 1 s; 0: always).
+            #[serde(default = "defaults::check_idle_after", with = "duration")]
+            pub check_idle_after: Duration,
+            /// The ttl of a cached query that sets none (default 60 s).
+            #[serde(default = "defaults::query_ttl", with = "duration")]
+            pub query_ttl: Duration,
+            /// Most cached query results per scope and ttl (default 10 000).
+            #[serde(default = "defaults::query_cache_entries")]
+            pub query_cache_entries: u64,
+            #[serde(skip)]
+            state: SqlState,
+            #[serde(skip)]
+            _db: PhantomData<fn() -> DB>,
+        }
+
+        impl<DB: Backend> SqlProvider for $name<DB> {
+            type Db = DB;
+            fn url(&self) -> &str {
+                &self.url
+            }
+            fn user(&self) -> Option<&str> {
+                let $s = self;
+                $user
+            }
+            fn password(&self) -> Option<&Secret> {
+                let $p = self;
+                $password
+            }
+            fn pool_settings(&self) -> PoolSettings {
+                PoolSettings {
+                    max_connections: self.max_connections.max(1),
+                    min_connections: self.min_connections,
+                    connect_timeout: self.connect_timeout,
+                    health_timeout: self.health_timeout,
+                    idle_timeout: never_if_zero(self.idle_timeout),
+                    max_lifetime: never_if_zero(self.max_lifetime),
+                    check_idle_after: self.check_idle_after,
+                    query_ttl: self.query_ttl,
+                    query_cache_entries: self.query_cache_entries.max(1),
+                }
+            }
+            fn state(&self) -> &SqlState {
+                &self.state
+            }
+        }
+
+        impl<DB: Backend> fmt::Debug for $name<DB> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("backend", &DB::KIND)
+                    .field("url", &redact_url(&self.url))
+                    .field("user", &SqlProvider::user(self))
+                    .field("password", &SqlProvider::password(self).map(|_| "***"))
+                    .field("pool", &self.pool_settings())
+                    .finish()
+            }
+        }
+    };
+}
+
+sql_provider! {
+    /// A global SQL connection: one pool shared by every user of the runtime, configured from
+    /// `[connections.<name>]` (or in code with [`SqlDb::new`]).
+    ///
+    /// ```toml
+    /// [connections.app]
+    /// url = "sqlite::memory:"            # or postgres://…, mysql://…
+    /// max_connections = 10               # optional; see the fields for all settings
+    /// ```
+    ///
+    /// An in-memory SQLite URL (`sqlite::memory:`) is one database shared by the whole pool
+    /// and kept alive as long as the connection is.
+    pub struct SqlDb {
+        /// `sqlite::memory:`, `sqlite://app.db` (`?mode=rwc` creates a missing file),
+        /// `postgres://user@host/db`, `mysql://…`.
+        pub url: String,
+        /// The user, over the URL's (optional).
+        #[serde(default)]
+        pub user: Option<String>,
+        /// The password, over the URL's (optional; keep it out of `url` to keep it out of logs).
+        #[serde(default)]
+        pub password: Option<Secret>,
+    }
+    max_connections = "defaults::max_connections";
+    user = |s| s.user.as_deref();
+    password = |p| p.password.as_ref();
+}
+
+sql_provider! {
+    /// A session-scoped SQL connection with one user's own credentials (each user connects as
+    /// their own database role): a small pool per session, closed when the session ends.
+    ///
+    /// ```toml
+    /// [connections.warehouse]
+    /// url = "postgres://db.internal/analytics"   # no credentials here
+    /// # user and password come from the user's login (or CONNSCOPE__WAREHOUSE__USER / __PASSWORD)
+    /// ```
+    pub struct SqlLogin {
+        /// The server and database, without credentials.
+        pub url: String,
+        /// The user's database role.
+        pub user: String,
+        /// The user's password.
+        pub password: Secret,
+    }
+    max_connections = "defaults::session_max_connections";
+    user = |s| Some(s.user.as_str());
+    password = |p| Some(&p.password);
+}
+
+impl<DB: Backend> SqlDb<DB> {
+    /// A global connection to `url` with default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        SqlDb {
+            url: url.into(),
+            user: None,
+            password: None,
+            max_connections: defaults::max_connections(),
+            min_connections: 0,
+            connect_timeout: defaults::connect_timeout(),
+            health_timeout: defaults::health_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_lifetime: defaults::max_lifetime(),
+            check_idle_after: defaults::check_idle_after(),
+            query_ttl: defaults::query_ttl(),
+            query_cache_entries: defaults::query_cache_entries(),
+            state: SqlState::default(),
+            _db: PhantomData,
+        }
+    }
+}
+
+impl<DB: Backend> SqlLogin<DB> {
+    /// A session connection to `url` as `user` with default settings.
+    pub fn new(url: impl Into<String>, user: impl Into<String>, password: impl Into<Secret>) -> Self {
+        SqlLogin {
+            url: url.into(),
+            user: user.into(),
+            password: password.into(),
+            max_connections: defaults::session_max_connections(),
+            min_connections: 0,
+            connect_timeout: defaults::connect_timeout(),
+            health_timeout: defaults::health_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_lifetime: defaults::max_lifetime(),
+            check_idle_after: defaults::check_idle_after(),
+            query_ttl: defaults::query_ttl(),
+            query_cache_entries: defaults::query_cache_entries(),
+            state: SqlState::default(),
+            _db: PhantomData,
+        }
+    }
+}
+
+// derive: #[derive(Connection)] #[connection(scope = "global", name = "sql")]
+// (the `state` and `_db` fields are `#[serde(skip)]` runtime state, not settings or form fields)
+impl<DB: Backend> Connection for SqlDb<DB> {
+    type Scope = GlobalScope;
+    const NAME: &'static str = "sql";
+}
+
+// derive: #[derive(Connection)] #[connection(scope = "session", name = "sql_login")]
+// with `#[connection(secret)]` on `password` (the `state` and `_db` fields are runtime state)
+impl<DB: Backend> Connection for SqlLogin<DB> {
+    type Scope = SessionScope;
+    const NAME: &'static str = "sql_login";
+    const FORM: &'static [FormField] = &[
+        FormField { name: "user", label: "User", kind: FieldKind::Text, default: None, required: true },
+        FormField { name: "password", label: "Password", kind: FieldKind::Password, default: None, required: true },
+    ];
+
+    /// `user` and `password` from the form; `url` fixed by the app (the `[connections.<name>]`
+    /// section, given with [`FormValues::fix_all`]).
+    fn from_form(values: &FormValues) -> Result<Self, FormError> {
+        let mut fields = Vec::new();
+        let mut take = |name: &'static str, label: &'static str, value: Option<String>, problem: FieldProblem| {
+            if value.is_none() {
+                fields.push(FieldError { name, label, problem });
+            }
+            value.unwrap_or_default()
+        };
+        let url = values.get_fixed("url").and_then(|v| v.as_str()).map(str::to_owned);
+        let url = take("url", "Server", url, FieldProblem::MissingFixed);
+        let user = take("user", "User", values.get("user").map(str::to_owned), FieldProblem::Missing);
+        let password = take("password", "Password", values.get("password").map(str::to_owned), FieldProblem::Missing);
+        if !fields.is_empty() {
+            return Err(FormError::Fields { provider: std::any::type_name::<Self>(), fields });
+        }
+        Ok(SqlLogin::new(url, user, Secret::new(password)))
+    }
+
+    fn forget_secrets(&mut self) {
+        self.password.forget();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(redact_url("postgres://ada:pw@h:5432/db"), "postgres://ada:***@h:5432/db");
+        assert_eq!(redact_url("postgres://ada@h/db"), "postgres://ada@h/db");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(redact_url("mysql://h/db?x=a@b"), "mysql://h/db?x=a@b");
+    }
+}

@@ -1,0 +1,255 @@
+//! MySQL / MariaDB provider against a real server (enabled by `MYSQL_URL`): a killed
+//! connection replaced transparently, load under `KILL`s, wrong password / unknown database /
+//! refused with their causes, and a query cache checked by the server's own count.
+
+mod sql_support;
+
+#[cfg(not(feature = "mysql"))]
+#[test]
+fn mysql_suite_needs_the_mysql_feature() {
+    sql_support::loud("SKIPPED sql_mysql: build with `--features mysql` (or --all-features)");
+}
+
+#[cfg(feature = "mysql")]
+mod my {
+    use std::time::{Duration, Instant};
+
+    use connscope::sql::{ConnectCause, MySqlDb, SqlError};
+    use connscope::{Conn, Runtime};
+    use sqlx::mysql::MySqlConnectOptions;
+    use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
+
+    use super::sql_support::{free_port, load_under_kills, runtime, server_url, unique};
+
+    struct Server {
+        url: String,
+        host: String,
+        port: u16,
+        db: String,
+    }
+
+    fn server(test: &str) -> Option<Server> {
+        let url = server_url("MYSQL_URL", test)?;
+        let o: MySqlConnectOptions = url.parse().unwrap();
+        Some(Server {
+            host: o.get_host().to_owned(),
+            port: o.get_port(),
+            db: o.get_database().unwrap_or("test").to_owned(),
+            url,
+        })
+    }
+
+    async fn admin(s: &Server) -> MySqlConnection {
+        MySqlConnection::connect(&s.url).await.unwrap()
+    }
+
+    async fn exec(admin: &mut MySqlConnection, sql: String) {
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await.unwrap();
+    }
+
+    /// A fresh user with all rights on the test database; the tests find its connections by it.
+    async fn user(s: &Server, admin: &mut MySqlConnection, password: &str) -> String {
+        let user = unique("cs_my");
+        exec(admin, format!("create user '{user}'@'%' identified by '{password}'")).await;
+        exec(admin, format!("grant all privileges on `{}`.* to '{user}'@'%'", s.db)).await;
+        user
+    }
+
+    async fn drop_user(admin: &mut MySqlConnection, user: &str) {
+        exec(admin, format!("drop user '{user}'@'%'")).await;
+    }
+
+    fn rt(name: &str, s: &Server, user: &str, password: &str, extra: &[(&str, toml::Value)]) -> Runtime {
+        let mut settings = vec![
+            (name, "url", format!("mysql://{}:{}/{}", s.host, s.port, s.db).into()),
+            (name, "user", user.into()),
+            (name, "password", password.into()),
+        ];
+        settings.extend(extra.iter().map(|(f, v)| (name, *f, v.clone())));
+        runtime(&settings)
+    }
+
+    /// `KILL`s every connection of `user`; returns how many.
+    async fn kill_connections(admin: &mut MySqlConnection, user: &str) -> usize {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "select cast(id as signed) from information_schema.processlist where user = ?",
+        )
+        .bind(user)
+        .fetch_all(&mut *admin)
+        .await
+        .unwrap();
+        for id in &ids {
+            // Text protocol: KILL cannot be prepared. "Unknown thread" just means it is gone.
+            let _ = sqlx::raw_sql(AssertSqlSafe(format!("kill {id}"))).execute(&mut *admin).await;
+        }
+        ids.len()
+    }
+
+    async fn connections(admin: &mut MySqlConnection, user: &str) -> i64 {
+        sqlx::query_scalar("select count(*) from information_schema.processlist where user = ?")
+            .bind(user)
+            .fetch_one(admin)
+            .await
+            .unwrap()
+    }
+
+    async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut f: F) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if f().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        f().await
+    }
+
+    async fn one(conn: &Conn<MySqlDb>) -> Result<i64, SqlError> {
+        Ok(conn.query("select cast(1 as signed)").uncached().fetch_one::<(i64,)>().await?.0)
+    }
+
+    #[tokio::test]
+    async fn a_killed_connection_is_replaced_transparently_and_counted() {
+        let Some(s) = server("a_killed_connection_is_replaced_transparently_and_counted") else { return };
+        let mut admin = admin(&s).await;
+        let u = user(&s, &mut admin, "pw").await;
+        let rt = rt("my", &s, &u, "pw", &[("check_idle_after", "1h".into())]);
+        let conn = rt.connection::<MySqlDb>("my").await.unwrap();
+        assert_eq!(one(&conn).await.unwrap(), 1);
+        let client = conn.get().await.unwrap();
+        assert!(eventually(Duration::from_secs(5), async || client.pool().num_idle() == 1).await);
+        assert!(kill_connections(&mut admin, &u).await >= 1);
+        assert!(eventually(Duration::from_secs(5), async || connections(&mut admin, &u).await == 0).await);
+        assert_eq!(one(&conn).await.unwrap(), 1, "the next query succeeds");
+        let st = conn.sql_stats();
+        assert_eq!((st.connections_lost, st.retries, st.reconnects), (1, 1, 1), "{st:?}");
+        eprintln!("killed-connection stats: {st:?}");
+        drop(client);
+        let _ = rt.shutdown().await;
+        drop_user(&mut admin, &u).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_load_with_connections_killed_every_few_hundred_ms_no_query_fails() {
+        let Some(s) = server("under_load_with_connections_killed_every_few_hundred_ms_no_query_fails") else {
+            return;
+        };
+        let mut admin = admin(&s).await;
+        let u = user(&s, &mut admin, "pw").await;
+        let rt = rt("my", &s, &u, "pw", &[]);
+        let conn = rt.connection::<MySqlDb>("my").await.unwrap();
+        let (admin_url, killer_user) = (s.url.clone(), u.clone());
+        let figures = load_under_kills(
+            &conn,
+            "select cast(? + 1 as signed)",
+            8,
+            500,
+            Duration::from_millis(200),
+            move || {
+                let (url, user) = (admin_url.clone(), killer_user.clone());
+                async move {
+                    let mut admin = MySqlConnection::connect(&url).await.unwrap();
+                    let n = kill_connections(&mut admin, &user).await;
+                    let _ = admin.close().await;
+                    n
+                }
+            },
+        )
+        .await;
+        assert_eq!(figures.failed, 0);
+        assert!(figures.kill_rounds >= 2 && figures.backends_killed > 0, "faults were injected: {figures:?}");
+        assert!(figures.connections_lost > 0, "and met: {figures:?}");
+        let _ = rt.shutdown().await;
+        drop_user(&mut admin, &u).await;
+    }
+
+    async fn expect_cause(conn: &Conn<MySqlDb>, cause: ConnectCause, words: &str) {
+        let err = one(conn).await.unwrap_err();
+        assert_eq!(err.connect_cause(), Some(cause), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("`{}`", conn.name())) && text.contains(words), "{text}");
+        assert!(!conn.is_connected(), "nothing kept from a failed connect");
+        eprintln!("{cause:?}: {text}");
+    }
+
+    #[tokio::test]
+    async fn connect_errors_name_the_connection_and_cause_and_the_next_call_after_a_fix_works() {
+        let Some(s) = server("connect_errors_name_the_connection_and_cause") else { return };
+        let mut admin = admin(&s).await;
+
+        // Wrong password, then the account's password is the configured one.
+        let u = user(&s, &mut admin, "right").await;
+        let rt = rt("wrongpw", &s, &u, "wrong-pw", &[]);
+        let conn = rt.connection::<MySqlDb>("wrongpw").await.unwrap();
+        expect_cause(&conn, ConnectCause::Auth, "authentication failed").await;
+        assert!(!format!("{conn:?} {:?}", conn.provider()).contains("wrong-pw"), "the password never shows");
+        let cached = conn.sql_stats();
+        assert_eq!((cached.statements, cached.cache_hits), (0, 0));
+        exec(&mut admin, format!("alter user '{u}'@'%' identified by 'wrong-pw'")).await;
+        assert_eq!(one(&conn).await.unwrap(), 1, "the next call after the fix works");
+        let _ = rt.shutdown().await;
+        drop_user(&mut admin, &u).await;
+
+        // Unknown database, then created.
+        let db = unique("cs_db");
+        let url = format!("mysql://{}:{}/{db}", s.host, s.port);
+        let root: MySqlConnectOptions = s.url.parse().unwrap();
+        let rt = runtime(&[("nodb", "url", url.into()), ("nodb", "user", root.get_username().into())]);
+        let conn = rt.connection::<MySqlDb>("nodb").await.unwrap();
+        expect_cause(&conn, ConnectCause::UnknownDatabase, "unknown database").await;
+        exec(&mut admin, format!("create database {db}")).await;
+        assert_eq!(one(&conn).await.unwrap(), 1, "the next call after the database exists works");
+        let _ = rt.shutdown().await;
+        exec(&mut admin, format!("drop database {db}")).await;
+
+        // Nothing listening.
+        let port = free_port();
+        let rt = runtime(&[("down", "url", format!("mysql://root@127.0.0.1:{port}/test").into())]);
+        let conn = rt.connection::<MySqlDb>("down").await.unwrap();
+        let t = Instant::now();
+        expect_cause(&conn, ConnectCause::Refused, "connection refused").await;
+        assert!(t.elapsed() < Duration::from_secs(2), "refused fails fast");
+    }
+
+    #[derive(Debug, sqlx::FromRow)]
+    struct Hit {
+        k: i64,
+    }
+
+    #[tokio::test]
+    async fn the_query_cache_is_checked_by_the_servers_own_count() {
+        let Some(s) = server("the_query_cache_is_checked_by_the_servers_own_count") else { return };
+        let mut admin = admin(&s).await;
+        let table = unique("cs_hits");
+        exec(
+            &mut admin,
+            format!("create table {table} (id int auto_increment primary key, k bigint not null)"),
+        )
+        .await;
+        // Every execution of the probe leaves a row: the server's count of how often it ran.
+        let probe_sql: &'static str =
+            Box::leak(format!("insert into {table} (k) values (?) returning k").into_boxed_str());
+        let count_sql = format!("select count(*) from {table} where k = ?");
+        let mut count = async |k: i64| -> i64 {
+            sqlx::query_scalar(AssertSqlSafe(count_sql.clone())).bind(k).fetch_one(&mut admin).await.unwrap()
+        };
+        let rt = runtime(&[("my", "url", s.url.clone().into())]);
+        let conn = rt.connection::<MySqlDb>("my").await.unwrap();
+        let ttl = Duration::from_millis(400);
+        let probe = |k: i64| conn.query(probe_sql).bind(k).ttl(ttl).fetch_all::<Hit>();
+        assert_eq!(probe(1).await.unwrap()[0].k, 1);
+        assert_eq!(probe(1).await.unwrap()[0].k, 1);
+        assert_eq!(count(1).await, 1, "the second identical query within ttl did not reach the server");
+        probe(2).await.unwrap();
+        assert_eq!((count(1).await, count(2).await), (1, 1), "different binds are different entries");
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        probe(1).await.unwrap();
+        assert_eq!(count(1).await, 2, "after the ttl it reaches the server again");
+
+        let err = conn.query("selec 1").fetch_all::<(i64,)>().await.unwrap_err();
+        assert!(matches!(err, SqlError::Database { .. }) && err.to_string().contains("SQL syntax"), "{err}");
+        assert_eq!(conn.sql_stats().retries, 0, "a rejected statement is not retried");
+        let _ = rt.shutdown().await;
+        exec(&mut admin, format!("drop table {table}")).await;
+    }
+}

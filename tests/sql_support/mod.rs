@@ -1,0 +1,200 @@
+//! Helpers shared by the SQL test suites: runtimes configured in code, unique names, skipping
+//! loudly when a server's variable is not set.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use connscope::Runtime;
+
+/// A runtime that reads no file and no environment, with connection `name` set in code.
+pub fn runtime(settings: &[(&str, &str, toml::Value)]) -> Runtime {
+    let mut b = Runtime::builder()
+        .secrets_file("/nonexistent/connscope-sql-test-secrets.toml")
+        .env_vars(Vec::<(String, String)>::new());
+    for (name, field, value) in settings {
+        b = b.connection_setting(name, field, value.clone());
+    }
+    b.build()
+}
+
+/// A name unique in this machine's test runs (process id + counter).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The URL in `var`, or `None` after saying loudly on stderr that the test is skipped.
+pub fn server_url(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            loud(&format!(
+                "SKIPPED {test}: needs a real server; set {var} to enable it (bash .ci/run sets it)"
+            ));
+            None
+        }
+    }
+}
+
+/// Writes straight to the process's stderr, past the test harness's output capture, so a
+/// skipped suite is visible in a plain `cargo test` run.
+pub fn loud(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** {message} ***");
+}
+
+/// A TCP port nothing listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A TCP forwarder to a real server that can be frozen: connections stay open but no byte
+/// moves (a half-open connection, as after a network partition).
+pub struct Forwarder {
+    pub port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    pub async fn start(port: u16, target: &str) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, rx) = tokio::sync::watch::channel(false);
+        let target = target.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else { return };
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pump(ri, wo, rx.clone()));
+                tokio::spawn(pump(ro, wi, rx.clone()));
+            }
+        });
+        Forwarder { port, frozen, task }
+    }
+
+    pub fn freeze(&self) {
+        let _ = self.frozen.send(true);
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+            r = frozen.wait_for(|f| *f) => {
+                let _ = r.is_ok();
+                0
+            }
+        };
+        if *frozen.borrow() {
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Load under faults: `tasks` tasks run `per_task` uncached reads of `sql` (one bind: the
+/// task-local counter; the row is that value plus one) while `kill` terminates the
+/// connection's backends every `every`. Returns the figures; panics on any failed query.
+pub async fn load_under_kills<P, K, F>(
+    conn: &connscope::Conn<P>,
+    sql: &'static str,
+    tasks: usize,
+    per_task: i64,
+    every: std::time::Duration,
+    kill: K,
+) -> LoadFigures
+where
+    P: connscope::sql::SqlProvider,
+    (i64,): for<'r> sqlx::FromRow<'r, <P::Db as sqlx::Database>::Row>,
+    K: Fn() -> F + Send + 'static,
+    F: std::future::Future<Output = usize> + Send,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let before = conn.sql_stats();
+    let done = Arc::new(AtomicBool::new(false));
+    let killer_done = Arc::clone(&done);
+    let killer = tokio::spawn(async move {
+        let (mut rounds, mut killed) = (0usize, 0usize);
+        while !killer_done.load(Ordering::Relaxed) {
+            tokio::time::sleep(every).await;
+            killed += kill().await;
+            rounds += 1;
+        }
+        (rounds, killed)
+    });
+    let started = std::time::Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let conn = conn.clone();
+        workers.spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..per_task {
+                let x = t as i64 * 1_000_000 + i;
+                match conn.query(sql).bind(x).uncached().fetch_one::<(i64,)>().await {
+                    Ok(row) => assert_eq!(row.0, x + 1, "a wrong answer"),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        failures.extend(r.unwrap());
+    }
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let (rounds, killed) = killer.await.unwrap();
+    let after = conn.sql_stats();
+    let figures = LoadFigures {
+        queries: tasks as u64 * per_task as u64,
+        failed: failures.len(),
+        kill_rounds: rounds,
+        backends_killed: killed,
+        connections_lost: after.connections_lost - before.connections_lost,
+        retries: after.retries - before.retries,
+        reconnects: after.reconnects - before.reconnects,
+        elapsed,
+    };
+    loud(&format!("load under faults ({}): {figures:?}", <P::Db as connscope::sql::Backend>::KIND));
+    assert!(
+        failures.is_empty(),
+        "{} failed queries, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    figures
+}
+
+/// What [`load_under_kills`] saw.
+#[derive(Debug)]
+pub struct LoadFigures {
+    pub queries: u64,
+    pub failed: usize,
+    pub kill_rounds: usize,
+    pub backends_killed: usize,
+    pub connections_lost: u64,
+    pub retries: u64,
+    pub reconnects: u64,
+    pub elapsed: std::time::Duration,
+}
