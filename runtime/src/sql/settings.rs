@@ -353,23 +353,31 @@ impl<DB: Backend> Connection for SqlLogin<DB> {
     const NAME: &'static str = "sql_login";
     const FORM: &'static [FormField] = &[
         FormField { name: "user", label: "User", kind: FieldKind::Text, default: None, required: true },
-        FormField { name: "password", label: "Password", kind: FieldKind::Password, default: None, required: true },
+        FormField {
+            name: "password",
+            label: "Password",
+            kind: FieldKind::Password,
+            default: None,
+            required: true,
+        },
     ];
 
     /// `user` and `password` from the form; `url` fixed by the app (the `[connections.<name>]`
     /// section, given with [`FormValues::fix_all`]).
     fn from_form(values: &FormValues) -> Result<Self, FormError> {
         let mut fields = Vec::new();
-        let mut take = |name: &'static str, label: &'static str, value: Option<String>, problem: FieldProblem| {
-            if value.is_none() {
-                fields.push(FieldError { name, label, problem });
-            }
-            value.unwrap_or_default()
-        };
+        let mut take =
+            |name: &'static str, label: &'static str, value: Option<String>, problem: FieldProblem| {
+                if value.is_none() {
+                    fields.push(FieldError { name, label, problem });
+                }
+                value.unwrap_or_default()
+            };
         let url = values.get_fixed("url").and_then(|v| v.as_str()).map(str::to_owned);
         let url = take("url", "Server", url, FieldProblem::MissingFixed);
         let user = take("user", "User", values.get("user").map(str::to_owned), FieldProblem::Missing);
-        let password = take("password", "Password", values.get("password").map(str::to_owned), FieldProblem::Missing);
+        let password =
+            take("password", "Password", values.get("password").map(str::to_owned), FieldProblem::Missing);
         if !fields.is_empty() {
             return Err(FormError::Fields { provider: std::any::type_name::<Self>(), fields });
         }
