@@ -172,17 +172,29 @@ where
     /// caller whose loader failed gets its error untouched; callers that waited for it, and
     /// scope errors (no session, session ended, shut down), arrive through `E: From<Error>`.
     /// This is what a `#[cached_resource]` function returning `Result<T, E>` calls.
-    pub async fn try_get<E, F>(&'static self, key: K, loader: F) -> Result<V, E>
+    // Not `async fn`s: an `async fn` keeps a second copy of each by-value argument in its state
+    // (the argument, then the local it is moved into), which would double the size of a large
+    // loader future. An `async move` block uses its captures in place; the loader is boxed on a
+    // miss only, so a hit allocates nothing.
+    pub fn try_get<E, F>(&'static self, key: K, loader: F) -> impl Future<Output = Result<V, E>>
     where
         F: Future<Output = Result<V, E>>,
         E: From<Error> + std::fmt::Display,
     {
-        if let Some(cache) = self.fast_cache() {
-            return cache.try_get_with_own_error(key, loader).await;
-        }
-        match self.cache() {
-            Ok(cache) => cache.try_get_with_own_error(key, loader).await,
-            Err(e) => Err(e.into()),
+        async move {
+            if let Some(cache) = self.fast_cache() {
+                if let Some(v) = cache.get(&key).await {
+                    return Ok(v);
+                }
+                return cache.miss_own_error(key, Box::pin(loader)).await;
+            }
+            match self.cache() {
+                Ok(cache) => match cache.get(&key).await {
+                    Some(v) => Ok(v),
+                    None => cache.miss_own_error(key, Box::pin(loader)).await,
+                },
+                Err(e) => Err(e.into()),
+            }
         }
     }
 
@@ -190,16 +202,22 @@ where
     /// there is no usable scope (no session for a session resource, runtime shut down), the
     /// loader runs uncached. This is what a `#[cached_resource]` function returning a plain
     /// `T` calls.
-    pub async fn get_or_run<F>(&'static self, key: K, loader: F) -> V
+    pub fn get_or_run<F>(&'static self, key: K, loader: F) -> impl Future<Output = V>
     where
         F: Future<Output = V>,
     {
-        if let Some(cache) = self.fast_cache() {
-            return cache.get_or_run(key, loader).await;
-        }
-        match self.cache() {
-            Ok(cache) => cache.get_or_run(key, loader).await,
-            Err(_) => loader.await,
+        async move {
+            let cache = match self.fast_cache() {
+                Some(cache) => std::borrow::Cow::Borrowed(cache),
+                None => match self.cache() {
+                    Ok(cache) => std::borrow::Cow::Owned(cache),
+                    Err(_) => return Box::pin(loader).await,
+                },
+            };
+            match cache.get(&key).await {
+                Some(v) => v,
+                None => cache.miss_or_run(key, Box::pin(loader)).await,
+            }
         }
     }
 

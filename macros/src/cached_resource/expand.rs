@@ -88,12 +88,16 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
         Some(ty) => quote_spanned!(ty.span()=> #load(#key_expr, #loader)),
         None => quote!(#load(#key_expr, #loader)),
     };
+    let pending = Ident::new("__connscope_pending", Span::mixed_site());
     let wrapper = quote! {
         #(#outer_attrs)*
         #vis #constness #asyncness #safety #fn_token #ident #generics (#(#params),*) #output #where_clause {
             #(#inner_attrs)*
             #checks
-            #call.await
+            // Bound first, awaited after: a temporary in the awaited expression would keep a
+            // (moved-from) copy of the body's future in this function's state, doubling its size.
+            let #pending = #call;
+            #pending.await
         }
     };
 

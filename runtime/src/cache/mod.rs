@@ -19,6 +19,7 @@ mod set;
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -191,7 +192,9 @@ where
         if let Some(v) = self.get(&key).await {
             return Ok(v);
         }
-        self.load(key, loader, Closed::Release).await
+        // Boxed on a miss only: a large loader future (a query) then travels through the
+        // layers below as a pointer, instead of being copied into each of their states.
+        self.load(key, Box::pin(loader), Closed::Release).await
     }
 
     /// Like [`try_get_with`](Self::try_get_with) for a loader that cannot fail.
@@ -199,7 +202,12 @@ where
     where
         F: Future<Output = V>,
     {
-        match self.try_get_with(key, async { Ok::<V, std::convert::Infallible>(loader.await) }).await {
+        if let Some(v) = self.get(&key).await {
+            return Ok(v);
+        }
+        let loader = Box::pin(loader);
+        match self.load(key, async { Ok::<V, std::convert::Infallible>(loader.await) }, Closed::Release).await
+        {
             Ok(v) => Ok(v),
             Err(LoadError::Scope(e)) => Err(e),
             Err(LoadError::Failed(never)) => match *never {},
@@ -218,6 +226,16 @@ where
         if let Some(v) = self.get(&key).await {
             return Ok(v);
         }
+        self.miss_own_error(key, Box::pin(loader)).await
+    }
+
+    /// The miss path of [`try_get_with_own_error`](Self::try_get_with_own_error), for a caller
+    /// that already looked the key up (and counted the miss).
+    pub(crate) async fn miss_own_error<E, F>(&self, key: K, loader: Pin<Box<F>>) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>>,
+        E: From<Error> + std::fmt::Display,
+    {
         let mut own: Option<E> = None;
         let own_slot = &mut own;
         let shared = async {
@@ -246,6 +264,14 @@ where
         if let Some(v) = self.get(&key).await {
             return v;
         }
+        self.miss_or_run(key, Box::pin(loader)).await
+    }
+
+    /// The miss path of [`get_or_run`](Self::get_or_run).
+    pub(crate) async fn miss_or_run<F>(&self, key: K, loader: Pin<Box<F>>) -> V
+    where
+        F: Future<Output = V>,
+    {
         if self.inner.closed.get().is_some() {
             return loader.await;
         }
