@@ -176,6 +176,7 @@ where
     // (the argument, then the local it is moved into), which would double the size of a large
     // loader future. An `async move` block uses its captures in place; the loader is boxed on a
     // miss only, so a hit allocates nothing.
+    #[allow(clippy::manual_async_fn)] // deliberately not `async fn`: see above
     pub fn try_get<E, F>(&'static self, key: K, loader: F) -> impl Future<Output = Result<V, E>>
     where
         F: Future<Output = Result<V, E>>,
@@ -202,6 +203,7 @@ where
     /// there is no usable scope (no session for a session resource, runtime shut down), the
     /// loader runs uncached. This is what a `#[cached_resource]` function returning a plain
     /// `T` calls.
+    #[allow(clippy::manual_async_fn)] // deliberately not `async fn`: see `try_get`
     pub fn get_or_run<F>(&'static self, key: K, loader: F) -> impl Future<Output = V>
     where
         F: Future<Output = V>,
