@@ -14,7 +14,7 @@ fn mysql_suite_needs_the_mysql_feature() {
 mod my {
     use std::time::{Duration, Instant};
 
-    use connscope::sql::{ConnectCause, MySqlDb, SqlError};
+    use connscope::sql::{ConnectCause, MySqlDb, MySqlLogin, SqlError};
     use connscope::{Conn, Runtime};
     use sqlx::mysql::MySqlConnectOptions;
     use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
@@ -106,6 +106,29 @@ mod my {
 
     async fn one(conn: &Conn<MySqlDb>) -> Result<i64, SqlError> {
         Ok(conn.query("select cast(1 as signed)").uncached().fetch_one::<(i64,)>().await?.0)
+    }
+
+    #[tokio::test]
+    async fn a_login_forgets_the_password_so_a_killed_connection_is_not_silently_reopened() {
+        let Some(s) = server("a_login_forgets_the_password_so_a_killed_connection_is_not_silently_reopened")
+        else {
+            return;
+        };
+        let mut admin = admin(&s).await;
+        let user = user(&s, &mut admin, "pw-login").await;
+        let rt = runtime(&[]);
+        let session = rt.session();
+        let url = format!("mysql://{}:{}/{}", s.host, s.port, s.db);
+        let conn = session.login("mine", MySqlLogin::new(url, user.clone(), "pw-login")).await.unwrap();
+        assert!(conn.provider().password.is_empty(), "the settings' password was wiped");
+        let q = || conn.query("select cast(1 as signed)").uncached().fetch_one::<(i64,)>();
+        assert_eq!(q().await.unwrap().0, 1);
+        assert!(kill_connections(&mut admin, &user).await >= 1);
+        // The pool no longer holds the password: it cannot reopen the user's connection.
+        let err = q().await.expect_err("a killed login connection must not be reopened silently");
+        assert!(err.to_string().to_lowercase().contains("access denied"), "{err}");
+        let _ = rt.shutdown().await;
+        drop_user(&mut admin, &user).await;
     }
 
     #[tokio::test]

@@ -237,8 +237,25 @@ impl<DB: Backend> Provider for SqlDb<DB> {
 impl<DB: Backend> Provider for SqlLogin<DB> {
     type Raw = SqlClient<DB>;
     type Error = ConnectError;
+    /// Connects with the user's credentials, then forgets the password: the pool's connections
+    /// are opened now, and its connect options are replaced by password-less ones. A connection
+    /// lost later cannot be reopened with the user's password (on a server that asks for one),
+    /// so the user is sent back to the login form instead of the password living on in memory.
     async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
-        connect(self).await
+        let client = connect(self).await?;
+        let s = self.pool_settings();
+        let mut opened = Vec::new();
+        for _ in 0..s.max_connections.max(1) {
+            match tokio::time::timeout(s.connect_timeout, client.pool.acquire()).await {
+                Ok(Ok(conn)) => opened.push(conn),
+                _ => break,
+            }
+        }
+        drop(opened);
+        if let Ok(options) = DB::options(self.url(), self.user(), None) {
+            client.pool.set_connect_options(options);
+        }
+        Ok(client)
     }
     async fn is_open(&self, raw: &SqlClient<DB>) -> bool {
         is_open(raw, &self.pool_settings()).await
