@@ -28,7 +28,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use connscope::sql::SqliteDb;
-use connscope::web::{LoggedIn, WebSession, WebSessions, login_routes, logout_button};
+use connscope::web::{LoggedIn, WebSession, WebSessions, escape_html, login_routes, logout_button};
 use connscope::{Conn, Connection, Provider, ReleaseReport, Runtime, Secret, StatsSnapshot, cached_resource};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
@@ -587,8 +587,8 @@ async fn dashboard<B: Backend>(web: WebSession, LoggedIn(conn): LoggedIn<B>) -> 
         html,
         "<header><h1>Orders dashboard</h1><p class=\"who\">Signed in as <strong id=\"user\">{}</strong> \
          &middot; {}</p>{}</header>",
-        escape(&user),
-        escape(B::DESCRIPTION),
+        escape_html(&user),
+        escape_html(B::DESCRIPTION),
         logout_button(&web),
     );
 
@@ -607,8 +607,8 @@ async fn dashboard<B: Backend>(web: WebSession, LoggedIn(conn): LoggedIn<B>) -> 
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{:.2}</td></tr>",
             o.id,
-            escape(&o.product),
-            escape(&o.region),
+            escape_html(&o.product),
+            escape_html(&o.region),
             o.amount
         );
     }
@@ -625,7 +625,7 @@ async fn dashboard<B: Backend>(web: WebSession, LoggedIn(conn): LoggedIn<B>) -> 
         let _ = write!(
             html,
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td></tr>",
-            escape(&t.region),
+            escape_html(&t.region),
             t.orders,
             t.total
         );
@@ -665,7 +665,7 @@ async fn query_failed<B: Backend>(web: &WebSession, e: AppError) -> Response {
     }
     let body = format!(
         "<h1>Something went wrong</h1><p class=\"error\" role=\"alert\">{}</p><p><a href=\"/\">Try again</a></p>{}",
-        escape(&e.to_string()),
+        escape_html(&e.to_string()),
         logout_button(web)
     );
     (StatusCode::INTERNAL_SERVER_ERROR, Html(page("Error", &body))).into_response()
@@ -675,7 +675,7 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head>\
          <body><main>{body}</main></body></html>\n",
-        escape(title)
+        escape_html(title)
     )
 }
 
@@ -685,18 +685,3 @@ h1{margin:0}h2{margin:1.6rem 0 .3rem}.note{color:#555;margin:.2rem 0 .6rem}\
 table{border-collapse:collapse;background:#fff;min-width:24rem}\
 th,td{border:1px solid #ccc;padding:.3rem .7rem;text-align:left}th{background:#eef}\
 .num{text-align:right}.error{color:#a00}button{padding:.3rem .9rem}";
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}

@@ -105,7 +105,7 @@ pub async fn logout<P: Connection>(web: WebSession, Form(fields): Form<Vec<(Stri
 pub fn logout_button(web: &WebSession) -> String {
     format!(
         r#"<form method="post" action="/logout"><input type="hidden" name="_csrf" value="{}"><button type="submit">Log out</button></form>"#,
-        escape(web.csrf_token())
+        escape_html(web.csrf_token())
     )
 }
 
@@ -114,10 +114,11 @@ fn render<P: Connection>(web: &WebSession, error: Option<&str>, previous: &FormV
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Log in</title></head><body><main>\n<h1>Log in</h1>\n",
     );
     if let Some(error) = error {
-        let _ = writeln!(html, "<p class=\"error\" role=\"alert\">{}</p>", escape(error));
+        let _ = writeln!(html, "<p class=\"error\" role=\"alert\">{}</p>", escape_html(error));
     }
     html.push_str("<form method=\"post\" action=\"/login\">\n");
-    let _ = writeln!(html, "<input type=\"hidden\" name=\"_csrf\" value=\"{}\">", escape(web.csrf_token()));
+    let _ =
+        writeln!(html, "<input type=\"hidden\" name=\"_csrf\" value=\"{}\">", escape_html(web.csrf_token()));
     for field in P::FORM {
         let kind = match field.kind {
             FieldKind::Text => "text",
@@ -131,9 +132,9 @@ fn render<P: Connection>(web: &WebSession, error: Option<&str>, previous: &FormV
         let _ = writeln!(
             html,
             "<p><label for=\"{n}\">{l}</label> <input id=\"{n}\" name=\"{n}\" type=\"{kind}\" value=\"{v}\"{r}></p>",
-            n = escape(field.name),
-            l = escape(field.label),
-            v = escape(value),
+            n = escape_html(field.name),
+            l = escape_html(field.label),
+            v = escape_html(value),
             r = if field.required { " required" } else { "" },
         );
     }
@@ -141,8 +142,12 @@ fn render<P: Connection>(web: &WebSession, error: Option<&str>, previous: &FormV
     html
 }
 
-/// Escapes text for HTML content and attribute values.
-pub(crate) fn escape(s: &str) -> String {
+/// Escapes text for HTML content and attribute values (`&`, `<`, `>`, `"`, `'`).
+///
+/// ```
+/// assert_eq!(connscope::web::escape_html("<b a='1'>"), "&lt;b a=&#39;1&#39;&gt;");
+/// ```
+pub fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -29,5 +29,5 @@
 mod form;
 mod sessions;
 
-pub use form::{LoggedIn, login_form, login_routes, login_submit, logout, logout_button};
+pub use form::{LoggedIn, escape_html, login_form, login_routes, login_submit, logout, logout_button};
 pub use sessions::{SessionLayer, WebSession, WebSessions};
