@@ -100,8 +100,10 @@ impl StdError for ReleaseFailure {}
 ///
 /// Every value was removed and every hook ran, whatever the others did; `failures` lists the
 /// hooks that returned an error or panicked.
+///
+/// Ignoring it is fine (`session.end().await;`): every failed hook is also logged as a
+/// `tracing` warning and counted in the cache's `release_failures`.
 #[derive(Clone, Debug, Default)]
-#[must_use = "a release report lists hooks that failed; check `is_ok()` or log `failures`"]
 pub struct ReleaseReport {
     /// How many values were released.
     pub released: usize,
