@@ -19,7 +19,7 @@ mod my {
     use sqlx::mysql::MySqlConnectOptions;
     use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
 
-    use super::sql_support::{free_port, load_under_kills, runtime, server_url, unique};
+    use super::sql_support::{eventually, free_port, load_under_kills, runtime, server_url, unique};
 
     struct Server {
         url: String,
@@ -91,17 +91,6 @@ mod my {
             .fetch_one(admin)
             .await
             .unwrap()
-    }
-
-    async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut f: F) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if f().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        f().await
     }
 
     async fn one(conn: &Conn<MySqlDb>) -> Result<i64, SqlError> {

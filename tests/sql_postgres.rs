@@ -18,7 +18,9 @@ mod pg {
     use connscope::{Conn, Runtime};
     use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-    use super::sql_support::{Forwarder, free_port, load_under_kills, runtime, server_url, unique};
+    use super::sql_support::{
+        Forwarder, eventually, free_port, load_under_kills, runtime, server_url, unique,
+    };
 
     /// The URL with `application_name` set, so a test finds exactly its own backends.
     fn tagged(url: &str, app: &str) -> String {
@@ -67,18 +69,6 @@ mod pg {
         .fetch_one(admin)
         .await
         .unwrap()
-    }
-
-    /// Polls (bounded) until `f` holds; the condition is asserted by the caller.
-    async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut f: F) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if f().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        f().await
     }
 
     fn pg_rt(name: &str, url: &str, extra: &[(&str, toml::Value)]) -> Runtime {

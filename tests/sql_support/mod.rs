@@ -198,3 +198,15 @@ pub struct LoadFigures {
     pub reconnects: u64,
     pub elapsed: std::time::Duration,
 }
+
+/// Polls (bounded, every 20 ms) until `f` holds; the condition is asserted by the caller.
+pub async fn eventually<F: AsyncFnMut() -> bool>(limit: std::time::Duration, mut f: F) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    f().await
+}
