@@ -19,7 +19,5 @@ pub use connscope_runtime::sql;
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use connscope_runtime::*;
-    pub use core;
-    pub use std;
+    pub use connscope_runtime::__private::*;
 }

@@ -52,6 +52,15 @@ use proc_macro::TokenStream;
 /// | `default = <literal>` | shown in the form, and used when the field is left empty |
 /// | `label = "..."` | the form label (default: the field name, `db_host` -> `Db host`) |
 /// | `fixed` | set by the app, not shown in the login form |
+/// | `skip` | runtime state, not a setting: never read from config or the form, always `Default::default()` (a `#[serde(skip)]` field is skipped without it) |
+///
+/// A field is read the way serde reads it from configuration: the derive honours the field's
+/// `#[serde(rename = "...")]` (the name in the form and in config), `#[serde(default)]` /
+/// `#[serde(default = "path")]` (the value when none is given), `#[serde(with = "module")]` /
+/// `#[serde(deserialize_with = "path")]` (how the value is read: a fixed field's config value,
+/// or a form field's submitted text, which is then shown as a text input) and
+/// `#[serde(skip)]` / `#[serde(skip_deserializing)]`. Generic structs work; each field's type
+/// gets the bound its reading needs.
 ///
 /// The login form is `Connection::FORM`. `Connection::from_form` builds the settings from a
 /// `FormValues` and names every missing or malformed field at once: a form field is parsed
@@ -59,8 +68,9 @@ use proc_macro::TokenStream;
 /// `Option<T>`, ...); a `fixed` field is deserialized from the app's value
 /// (`FormValues::fix("host", "db.internal")` or `fix_all(table)`), else from its `default`, so
 /// it can be of any `Deserialize` type (a list, a nested table). `Connection::forget_secrets`
-/// wipes the secret fields. `default` applies to forms only: for `[connections.<name>]`
-/// configuration, use serde's own `#[serde(default)]`.
+/// wipes the secret fields. `#[connection(default)]` applies to forms and fixed values only:
+/// for `[connections.<name>]` configuration, use serde's own `#[serde(default)]` (which the
+/// form honours too).
 ///
 /// Only structs with named fields can derive `Connection`; anything else is a compile error.
 /// On a mistake in the attributes, every mistake is reported at once, each at its token.

@@ -40,3 +40,12 @@ pub use stats::{CacheStats, RemovalCause, StatsSnapshot};
 pub use serde as __serde;
 #[doc(hidden)]
 pub use toml as __toml;
+
+/// What generated code names (`crate = "crate"` inside this crate; the facade's `__private`
+/// re-exports the same). Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::*;
+    pub use core;
+    pub use std;
+}

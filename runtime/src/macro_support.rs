@@ -11,7 +11,8 @@ use std::future::Future;
 use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
-use serde::de::value::UnitDeserializer;
+use serde::de::IntoDeserializer;
+use serde::de::value::{StringDeserializer, UnitDeserializer};
 
 use crate::cache::{BoxFuture, HookError};
 use crate::error::Error;
@@ -191,6 +192,39 @@ impl<T: Forget> Forget for Option<T> {
     }
 }
 
+/// Deserializes a fixed field's value with the type's own `Deserialize`.
+pub fn deserialize_fixed<T: DeserializeOwned>(value: toml::Value) -> Result<T, toml::de::Error> {
+    value.try_into()
+}
+
+/// A fixed field given no value: `None` of an `Option`, nothing for other types.
+pub fn absent_fixed<T: DeserializeOwned>() -> Option<T> {
+    T::deserialize(UnitDeserializer::<serde::de::value::Error>::new()).ok()
+}
+
+/// Parses a form field's text with the field's `#[serde(with = "...")]` deserializer.
+pub fn parse_with<T>(
+    text: &str,
+    deserialize: fn(StringDeserializer<serde::de::value::Error>) -> Result<T, serde::de::value::Error>,
+) -> Result<T, String> {
+    deserialize(text.to_owned().into_deserializer()).map_err(|e| e.to_string())
+}
+
+/// A field skipped by `#[connection(skip)]` or `#[serde(skip)]`: runtime state.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is a skipped field, so it must implement `Default`",
+    label = "a `#[connection(skip)]` / `#[serde(skip)]` field is filled with `Default::default()`",
+    note = "implement `Default` for `{Self}`, or make the field a setting (remove `skip`)"
+)]
+pub trait Skipped: Default {}
+
+impl<T: Default> Skipped for T {}
+
+/// The value of a skipped field: `Default::default()`.
+pub fn skipped<T: Skipped>() -> Option<T> {
+    Some(T::default())
+}
+
 /// Reads the fields of a provider from submitted values, collecting every problem.
 pub struct FormReader<'a> {
     values: &'a FormValues,
@@ -231,12 +265,15 @@ impl<'a> FormReader<'a> {
     }
 
     /// Reads a field fixed by the app: its value from [`FormValues::fix`], else `default` (a
-    /// TOML literal), else nothing if the type allows it (`Option<T>`).
-    pub fn fixed<T: DeserializeOwned>(
+    /// TOML literal), else `absent()` (serde's `default`, or `None` of an `Option`). Takes the
+    /// deserializer as a function so that a field's `#[serde(with = "...")]` applies here too.
+    pub fn fixed<T>(
         &mut self,
         name: &'static str,
         label: &'static str,
         default: Option<&'static str>,
+        deserialize: fn(toml::Value) -> Result<T, toml::de::Error>,
+        absent: fn() -> Option<T>,
     ) -> Option<T> {
         let value = match self.values.get_fixed(name) {
             Some(v) => Some(v.clone()),
@@ -246,13 +283,13 @@ impl<'a> FormReader<'a> {
             }),
         };
         let problem = match value {
-            Some(value) => match value.try_into::<T>() {
+            Some(value) => match deserialize(value) {
                 Ok(v) => return Some(v),
                 Err(e) => FieldProblem::Invalid(e.message().trim().to_owned()),
             },
-            None => match T::deserialize(UnitDeserializer::<serde::de::value::Error>::new()) {
-                Ok(v) => return Some(v),
-                Err(_) => FieldProblem::MissingFixed,
+            None => match absent() {
+                Some(v) => return Some(v),
+                None => FieldProblem::MissingFixed,
             },
         };
         self.errors.push(FieldError { name, label, problem });

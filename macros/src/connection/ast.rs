@@ -11,6 +11,7 @@ use darling::{Error, Result};
 use proc_macro2::Span;
 use syn::{Data, DeriveInput, Expr, Fields, Generics, Ident, Lit, LitStr, Meta, Type, UnOp};
 
+use super::serde_attrs::SerdeField;
 use crate::attr::keys::{self, Entry, Keys};
 use crate::attr::scope::Scope;
 use crate::attr::{closest, max_entries, ttl};
@@ -30,12 +31,15 @@ const CONTAINER_SYNONYMS: &[(&str, &str)] = &[
     ("health", "health_check"),
     ("krate", "crate"),
 ];
-const FIELD_KEYS: &[&str] = &["secret", "default", "label", "fixed"];
+const FIELD_KEYS: &[&str] = &["secret", "default", "label", "fixed", "skip"];
 const FIELD_SYNONYMS: &[(&str, &str)] = &[
     ("password", "secret"),
     ("sensitive", "secret"),
-    ("skip", "fixed"),
     ("skip_form", "fixed"),
+    ("config", "fixed"),
+    ("state", "skip"),
+    ("ignore", "skip"),
+    ("runtime", "skip"),
     ("hidden", "fixed"),
     ("hide", "fixed"),
     ("title", "label"),
@@ -54,6 +58,7 @@ pub(crate) struct Input<'a> {
 pub(crate) struct Default {
     pub(crate) text: String,
     pub(crate) toml: String,
+    pub(crate) span: Span,
 }
 
 /// `#[connection(...)]` on the struct.
@@ -84,6 +89,10 @@ pub(crate) struct Field<'a> {
     /// The type is spelled `Secret` or `Option<Secret>`: a secret without the attribute.
     pub(crate) secret_type: bool,
     pub(crate) fixed: Option<Span>,
+    /// `#[connection(skip)]`: runtime state, not a setting; filled with `Default::default()`.
+    pub(crate) skip: Option<Span>,
+    /// The field's `#[serde(...)]`: a setting is read the way serde reads it.
+    pub(crate) serde: SerdeField,
     pub(crate) label: Option<LitStr>,
     /// The default: the text a form would hold, and the same as a TOML literal (how a
     /// fixed field reads it).
@@ -237,7 +246,42 @@ fn parse_health_check(expr: &Expr) -> Result<HealthCheck> {
     Err(Error::custom(msg).with_span(lit))
 }
 
+/// Where a field's value comes from.
+pub(crate) enum Source {
+    /// The login form (parsed from the submitted text).
+    Form,
+    /// The app's configuration (`#[connection(fixed)]`), deserialized.
+    Fixed,
+    /// Nowhere: runtime state (`#[connection(skip)]` or `#[serde(skip)]`), `Default::default()`.
+    Skipped,
+}
+
 impl<'a> Field<'a> {
+    pub(crate) fn source(&self) -> Source {
+        if self.skip.is_some() || self.serde.skip {
+            Source::Skipped
+        } else if self.fixed.is_some() {
+            Source::Fixed
+        } else {
+            Source::Form
+        }
+    }
+
+    /// The field's name as written in config and forms: serde's `rename`, else the identifier
+    /// (`r#type` is `type`).
+    pub(crate) fn name(&self) -> String {
+        if let Some(name) = &self.serde.rename {
+            return name.clone();
+        }
+        let s = self.ident.to_string();
+        s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
+    }
+
+    /// Whether the field is wiped after a login.
+    pub(crate) fn is_secret(&self) -> bool {
+        (self.secret.is_some() || self.secret_type) && !matches!(self.source(), Source::Skipped)
+    }
+
     fn from_syn(field: &'a syn::Field, errors: &mut Accumulator) -> Option<Self> {
         let ident = field.ident.as_ref()?;
         let secret_type = is_secret_type(&field.ty);
@@ -247,6 +291,8 @@ impl<'a> Field<'a> {
             secret: None,
             secret_type,
             fixed: None,
+            skip: None,
+            serde: SerdeField::from_attrs(&field.attrs),
             label: None,
             default: None,
         };
@@ -266,6 +312,7 @@ impl<'a> Field<'a> {
         match entry.key.as_str() {
             "secret" => self.secret = keys::flag(entry, ATTR)?.then_some(span),
             "fixed" => self.fixed = keys::flag(entry, ATTR)?.then_some(span),
+            "skip" => self.skip = keys::flag(entry, ATTR)?.then_some(span),
             "label" => {
                 let value = keys::value(entry, "label = \"Password\"")?;
                 let lit = keys::lit_str(value).ok_or_else(|| {
@@ -287,15 +334,16 @@ impl<'a> Field<'a> {
 /// The text of `default = <literal>` (as a form would submit it) and its TOML literal.
 fn default_text(expr: &Expr) -> Result<Default> {
     let expr = keys::ungroup(expr);
-    let number = |digits: &str| Default { text: digits.to_owned(), toml: digits.to_owned() };
+    let span = syn::spanned::Spanned::span(expr);
+    let number = |digits: &str| Default { text: digits.to_owned(), toml: digits.to_owned(), span };
     let text = match expr {
         Expr::Lit(l) => match &l.lit {
-            Lit::Str(s) => Some(Default { text: s.value(), toml: toml_string(&s.value()) }),
+            Lit::Str(s) => Some(Default { text: s.value(), toml: toml_string(&s.value()), span }),
             Lit::Int(i) => Some(number(i.base10_digits())),
             Lit::Float(f) => Some(number(f.base10_digits())),
             Lit::Bool(b) => Some(number(&b.value.to_string())),
             Lit::Char(c) => {
-                Some(Default { text: c.value().to_string(), toml: toml_string(&c.value().to_string()) })
+                Some(Default { text: c.value().to_string(), toml: toml_string(&c.value().to_string()), span })
             }
             _ => None,
         },

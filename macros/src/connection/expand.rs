@@ -7,7 +7,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Type};
 
-use super::ast::{HealthCheck, Input};
+use super::ast::{Field, HealthCheck, Input, Source};
+use super::serde_attrs::SerdeDefault;
 use crate::attr::scope::Scope;
 use crate::attr::ttl;
 use crate::paths;
@@ -18,24 +19,8 @@ pub(crate) fn expand(input: &Input<'_>) -> TokenStream {
     let fields = input.fields.as_deref().unwrap_or_default();
     let items = policy_items(input, &private);
 
-    let form_fields = fields.iter().filter(|f| f.fixed.is_none()).map(|f| {
-        let ty = f.ty;
-        let name = field_name(f.ident);
-        let label = f.label.as_ref().map_or_else(|| label_for(&name), |l| l.value());
-        let kind = match f.secret {
-            Some(_) => quote!(#private::FieldKind::Password),
-            None => quote_spanned!(ty.span()=> <#ty as #private::FormValue>::KIND),
-        };
-        let default = option_str(f.default.as_ref().map(|d| d.text.as_str()), &private);
-        let required = match f.default {
-            Some(_) => quote!(false),
-            None => quote_spanned!(ty.span()=> <#ty as #private::FormValue>::REQUIRED),
-        };
-        quote! {
-            #private::FormField { name: #name, label: #label, kind: #kind, default: #default, required: #required }
-        }
-    });
-
+    let form_fields =
+        fields.iter().filter(|f| matches!(f.source(), Source::Form)).map(|f| form_field(f, &private));
     let from_form = from_form(input, &private);
     let forget = forget_secrets(input, &private);
     let ident = input.ident;
@@ -43,13 +28,7 @@ pub(crate) fn expand(input: &Input<'_>) -> TokenStream {
     if generics.type_params().next().is_some() {
         // A field type that mentions a type parameter needs the bound on the impl.
         let where_clause = generics.make_where_clause();
-        for f in fields {
-            let ty = f.ty;
-            where_clause.predicates.push(match f.fixed {
-                None => syn::parse_quote!(#ty: #private::FormValue),
-                Some(_) => syn::parse_quote!(#ty: #private::__serde::de::DeserializeOwned),
-            });
-        }
+        where_clause.predicates.extend(fields.iter().filter_map(|f| bound(f, &private)));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
 
@@ -71,7 +50,7 @@ fn forget_secrets(input: &Input<'_>, private: &TokenStream) -> TokenStream {
     let fields = input.fields.as_deref().unwrap_or_default();
     let wipes: Vec<TokenStream> = fields
         .iter()
-        .filter(|f| f.secret.is_some() || f.secret_type)
+        .filter(|f| f.is_secret())
         .map(|f| {
             let (ident, ty) = (f.ident, f.ty);
             let forget = quote_spanned!(ty.span()=> <#ty as #private::macro_support::Forget>::forget);
@@ -127,6 +106,87 @@ fn policy_items(input: &Input<'_>, private: &TokenStream) -> TokenStream {
     items
 }
 
+/// One `FormField` of `FORM`: a field the user fills in.
+fn form_field(f: &Field<'_>, private: &TokenStream) -> TokenStream {
+    let ty = f.ty;
+    let name = f.name();
+    let label = f.label.as_ref().map_or_else(|| label_for(&name), |l| l.value());
+    let kind = match (f.secret, &f.serde.deserialize_with) {
+        (Some(_), _) => quote!(#private::FieldKind::Password),
+        (None, Some(_)) => quote!(#private::FieldKind::Text),
+        (None, None) => quote_spanned!(ty.span()=> <#ty as #private::FormValue>::KIND),
+    };
+    let default = option_str(f.default.as_ref().map(|d| d.text.as_str()), private);
+    let required = if f.default.is_some() || f.serde.default.is_some() {
+        quote!(false)
+    } else if f.serde.deserialize_with.is_some() {
+        quote!(true)
+    } else {
+        quote_spanned!(ty.span()=> <#ty as #private::FormValue>::REQUIRED)
+    };
+    quote! {
+        #private::FormField { name: #name, label: #label, kind: #kind, default: #default, required: #required }
+    }
+}
+
+/// The bound a field's type needs on a generic impl: what reading it requires.
+fn bound(f: &Field<'_>, private: &TokenStream) -> Option<syn::WherePredicate> {
+    let ty = f.ty;
+    match f.source() {
+        Source::Skipped => Some(syn::parse_quote!(#ty: #private::core::default::Default)),
+        _ if f.serde.deserialize_with.is_some() => None,
+        Source::Fixed => Some(syn::parse_quote!(#ty: #private::__serde::de::DeserializeOwned)),
+        Source::Form => Some(syn::parse_quote!(#ty: #private::FormValue)),
+    }
+}
+
+/// The expression reading one field into an `Option` (`None`: its problem is recorded).
+fn read_field(f: &Field<'_>, form: &Ident, private: &TokenStream) -> TokenStream {
+    let support = quote!(#private::macro_support);
+    let ty: &Type = f.ty;
+    let name = f.name();
+    let label = f.label.as_ref().map_or_else(|| label_for(&name), |l| l.value());
+    let none = quote!(|| #private::core::option::Option::None);
+    // serde's `default` applies when nothing is given, as it does when loading config.
+    let serde_default = f.serde.default.as_ref().map(|d| match d {
+        SerdeDefault::Trait => quote_spanned!(ty.span()=>
+            || #private::core::option::Option::Some(<#ty as #private::core::default::Default>::default())),
+        SerdeDefault::Path(path) => quote!(|| #private::core::option::Option::Some(#path())),
+    });
+    match f.source() {
+        Source::Skipped => quote_spanned!(ty.span()=> #support::skipped::<#ty>()),
+        // Fixed by the app: deserialized from its TOML value.
+        Source::Fixed => {
+            let default = option_str(f.default.as_ref().map(|d| d.toml.as_str()), private);
+            let (deserialize, absent) = match &f.serde.deserialize_with {
+                Some(path) => (quote!(#path), serde_default.unwrap_or(none)),
+                None => (
+                    quote_spanned!(ty.span()=> #support::deserialize_fixed::<#ty>),
+                    serde_default
+                        .unwrap_or_else(|| quote_spanned!(ty.span()=> #support::absent_fixed::<#ty>)),
+                ),
+            };
+            quote!(#form.fixed(#name, #label, #default, #deserialize, #absent))
+        }
+        // In the form: parsed from the submitted text.
+        Source::Form => {
+            let default = option_str(f.default.as_ref().map(|d| d.text.as_str()), private);
+            let (parse, absent) = match &f.serde.deserialize_with {
+                Some(path) => {
+                    let text = Ident::new("__text", Span::mixed_site());
+                    (quote!(|#text| #support::parse_with(#text, #path)), serde_default.unwrap_or(none))
+                }
+                None => (
+                    quote_spanned!(ty.span()=> <#ty as #private::FormValue>::from_form_value),
+                    serde_default
+                        .unwrap_or_else(|| quote_spanned!(ty.span()=> <#ty as #private::FormValue>::absent)),
+                ),
+            };
+            quote!(#form.field(#name, #label, #default, #parse, #absent))
+        }
+    }
+}
+
 /// `fn from_form`: reads every field, then builds `Self` or reports all problems at once.
 fn from_form(input: &Input<'_>, private: &TokenStream) -> TokenStream {
     let fields = input.fields.as_deref().unwrap_or_default();
@@ -137,24 +197,7 @@ fn from_form(input: &Input<'_>, private: &TokenStream) -> TokenStream {
     let locals: Vec<Ident> =
         (0..fields.len()).map(|i| format_ident!("__f{}", i, span = Span::mixed_site())).collect();
     let reads = fields.iter().zip(&locals).map(|(f, local)| {
-        let ty: &Type = f.ty;
-        let name = field_name(f.ident);
-        let label = f.label.as_ref().map_or_else(|| label_for(&name), |l| l.value());
-        let read = match f.fixed {
-            // Fixed by the app: deserialized from its TOML value.
-            Some(_) => {
-                let default = option_str(f.default.as_ref().map(|d| d.toml.as_str()), private);
-                let fixed = quote_spanned!(ty.span()=> #form.fixed::<#ty>);
-                quote!(#fixed(#name, #label, #default))
-            }
-            // In the form: parsed from the submitted text.
-            None => {
-                let default = option_str(f.default.as_ref().map(|d| d.text.as_str()), private);
-                let parse = quote_spanned!(ty.span()=> <#ty as #private::FormValue>::from_form_value);
-                let absent = quote_spanned!(ty.span()=> <#ty as #private::FormValue>::absent);
-                quote!(#form.field(#name, #label, #default, #parse, #absent))
-            }
-        };
+        let read = read_field(f, &form, private);
         quote!(let #local = #read;)
     });
     let idents = fields.iter().map(|f| f.ident);
@@ -203,12 +246,6 @@ fn option_str(s: Option<&str>, private: &TokenStream) -> TokenStream {
         Some(s) => quote!(#private::core::option::Option::Some(#s)),
         None => quote!(#private::core::option::Option::None),
     }
-}
-
-/// The field's name as written in config and forms (`r#type` is `type`).
-fn field_name(ident: &Ident) -> String {
-    let s = ident.to_string();
-    s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
 }
 
 /// `db_host` -> `Db host`.

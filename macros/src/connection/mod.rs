@@ -1,10 +1,12 @@
-//! `#[derive(Connection)]`: parse (`ast`) -> validate (`valid`) -> expand (`expand`).
+//! `#[derive(Connection)]`: parse (`ast`, with the fields' serde attributes from `serde_attrs`)
+//! -> validate (`valid`) -> expand (`expand`).
 //!
 //! On any error the derive emits every error plus a minimal fallback impl, so that the rest of
 //! the user's crate (and their IDE) does not drown in follow-on errors.
 
 mod ast;
 mod expand;
+mod serde_attrs;
 mod valid;
 
 use darling::Error;

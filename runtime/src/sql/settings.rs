@@ -1,6 +1,6 @@
 //! The two SQL providers' settings: [`SqlDb`] (a global pool from a URL) and [`SqlLogin`] (a
-//! session-scoped pool with a user's own credentials), their defaults, and their `Connection`
-//! impls.
+//! session-scoped pool with a user's own credentials) and their defaults. Their `Connection`
+//! impls come from `#[derive(Connection)]`, as an outside provider author's would.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use super::backend::Backend;
 use super::client::Counters;
-use crate::form::{FieldError, FieldProblem, FormError, FormValues};
-use crate::provider::{Connection, FieldKind, FormField};
-use crate::scope::{GlobalScope, SessionScope};
+use crate::provider::Connection;
 use crate::secrets::Secret;
+use connscope_macros::Connection;
 
 /// Pool and cache settings of a SQL connection, resolved (durations of zero mean "never").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,38 +161,48 @@ macro_rules! sql_provider {
         user = |$s:ident| $user:expr;
         password = |$p:ident| $password:expr;
     ) => {
+        #[derive(Connection, serde::Deserialize)]
         $(#[$meta])*
-        #[derive(serde::Deserialize)]
         #[serde(bound = "", deny_unknown_fields)]
         pub struct $name<DB: Backend> {
             $($fields)*
             /// Most connections the pool opens.
+            #[connection(fixed)]
             #[serde(default = $max)]
             pub max_connections: u32,
             /// Connections kept open even when idle (default 0).
+            #[connection(fixed)]
             #[serde(default)]
             pub min_connections: u32,
             /// How long opening a connection, or waiting for a pooled one, may take (default 5 s).
+            #[connection(fixed)]
             #[serde(default = "defaults::connect_timeout", with = "duration")]
             pub connect_timeout: Duration,
             /// How long the health check may take before the pool counts as not open (default 2 s).
+            #[connection(fixed)]
             #[serde(default = "defaults::health_timeout", with = "duration")]
             pub health_timeout: Duration,
             /// Idle connections above `min_connections` close after this long (default 10 min; 0: never).
+            #[connection(fixed)]
             #[serde(default = "defaults::idle_timeout", with = "duration")]
             pub idle_timeout: Duration,
             /// Connections are replaced after this long (default 30 min; 0: never).
+            #[connection(fixed)]
             #[serde(default = "defaults::max_lifetime", with = "duration")]
             pub max_lifetime: Duration,
             /// A pooled connection idle this long is pinged before use (default 1 s; 0: always).
+            #[connection(fixed)]
             #[serde(default = "defaults::check_idle_after", with = "duration")]
             pub check_idle_after: Duration,
             /// The ttl of a cached query that sets none (default 60 s).
+            #[connection(fixed)]
             #[serde(default = "defaults::query_ttl", with = "duration")]
             pub query_ttl: Duration,
             /// Most cached query results per scope and ttl (default 10 000).
+            #[connection(fixed)]
             #[serde(default = "defaults::query_cache_entries")]
             pub query_cache_entries: u64,
+            // Runtime state, not settings: `#[serde(skip)]` keeps them out of config and the form.
             #[serde(skip)]
             state: SqlState,
             #[serde(skip)]
@@ -257,14 +266,18 @@ sql_provider! {
     ///
     /// An in-memory SQLite URL (`sqlite::memory:`) is one database shared by the whole pool
     /// and kept alive as long as the connection is.
+    #[connection(crate = "crate", scope = "global", name = "sql")]
     pub struct SqlDb {
         /// `sqlite::memory:`, `sqlite://app.db` (`?mode=rwc` creates a missing file),
         /// `postgres://user@host/db`, `mysql://…`.
+        #[connection(fixed)]
         pub url: String,
         /// The user, over the URL's (optional).
+        #[connection(fixed)]
         #[serde(default)]
         pub user: Option<String>,
         /// The password, over the URL's (optional; keep it out of `url` to keep it out of logs).
+        #[connection(fixed)]
         #[serde(default)]
         pub password: Option<Secret>,
     }
@@ -282,12 +295,15 @@ sql_provider! {
     /// url = "postgres://db.internal/analytics"   # no credentials here
     /// # user and password come from the user's login (or CONNSCOPE__WAREHOUSE__USER / __PASSWORD)
     /// ```
+    #[connection(crate = "crate", scope = "session", name = "sql_login")]
     pub struct SqlLogin {
-        /// The server and database, without credentials.
+        /// The server and database, without credentials (from config, not the login form).
+        #[connection(fixed)]
         pub url: String,
         /// The user's database role.
         pub user: String,
         /// The user's password.
+        #[connection(secret)]
         pub password: Secret,
     }
     max_connections = "defaults::session_max_connections";
@@ -339,56 +355,6 @@ impl<DB: Backend> SqlLogin<DB> {
     }
 }
 
-// derive: #[derive(Connection)] #[connection(scope = "global", name = "sql")]
-// (the `state` and `_db` fields are `#[serde(skip)]` runtime state, not settings or form fields)
-impl<DB: Backend> Connection for SqlDb<DB> {
-    type Scope = GlobalScope;
-    const NAME: &'static str = "sql";
-}
-
-// derive: #[derive(Connection)] #[connection(scope = "session", name = "sql_login")]
-// with `#[connection(secret)]` on `password` (the `state` and `_db` fields are runtime state)
-impl<DB: Backend> Connection for SqlLogin<DB> {
-    type Scope = SessionScope;
-    const NAME: &'static str = "sql_login";
-    const FORM: &'static [FormField] = &[
-        FormField { name: "user", label: "User", kind: FieldKind::Text, default: None, required: true },
-        FormField {
-            name: "password",
-            label: "Password",
-            kind: FieldKind::Password,
-            default: None,
-            required: true,
-        },
-    ];
-
-    /// `user` and `password` from the form; `url` fixed by the app (the `[connections.<name>]`
-    /// section, given with [`FormValues::fix_all`]).
-    fn from_form(values: &FormValues) -> Result<Self, FormError> {
-        let mut fields = Vec::new();
-        let mut take =
-            |name: &'static str, label: &'static str, value: Option<String>, problem: FieldProblem| {
-                if value.is_none() {
-                    fields.push(FieldError { name, label, problem });
-                }
-                value.unwrap_or_default()
-            };
-        let url = values.get_fixed("url").and_then(|v| v.as_str()).map(str::to_owned);
-        let url = take("url", "Server", url, FieldProblem::MissingFixed);
-        let user = take("user", "User", values.get("user").map(str::to_owned), FieldProblem::Missing);
-        let password =
-            take("password", "Password", values.get("password").map(str::to_owned), FieldProblem::Missing);
-        if !fields.is_empty() {
-            return Err(FormError::Fields { provider: std::any::type_name::<Self>(), fields });
-        }
-        Ok(SqlLogin::new(url, user, Secret::new(password)))
-    }
-
-    fn forget_secrets(&mut self) {
-        self.password.forget();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::redact_url;
@@ -399,5 +365,81 @@ mod tests {
         assert_eq!(redact_url("postgres://ada@h/db"), "postgres://ada@h/db");
         assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
         assert_eq!(redact_url("mysql://h/db?x=a@b"), "mysql://h/db?x=a@b");
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod derived {
+    use std::time::Duration;
+
+    use sqlx::Sqlite;
+
+    use super::{SqlDb, SqlLogin, SqlProvider};
+    use crate::form::{FieldProblem, FormValues};
+    use crate::provider::{Connection, FieldKind, FormField};
+    use crate::scope::Scope;
+
+    fn section(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_login_form_asks_for_credentials_only() {
+        let field = |name, label, kind| FormField { name, label, kind, default: None, required: true };
+        assert_eq!(
+            SqlLogin::<Sqlite>::FORM,
+            &[field("user", "User", FieldKind::Text), field("password", "Password", FieldKind::Password)]
+        );
+        assert_eq!((SqlLogin::<Sqlite>::NAME, SqlLogin::<Sqlite>::scope()), ("sql_login", Scope::Session));
+        assert_eq!((SqlDb::<Sqlite>::NAME, SqlDb::<Sqlite>::scope()), ("sql", Scope::Global));
+        assert!(SqlDb::<Sqlite>::FORM.is_empty(), "a global connection is configured, not logged in to");
+    }
+
+    #[test]
+    fn a_login_reads_the_pool_settings_of_its_section() {
+        let config =
+            section("url = 'sqlite::memory:'\nmax_connections = 3\nconnect_timeout = '2s'\nidle_timeout = 0");
+        let values = FormValues::submitted([("user", "ada"), ("password", "pw")]).fix_all(config.clone());
+        let mut login = SqlLogin::<Sqlite>::from_form(&values).unwrap();
+        let pool = login.pool_settings();
+        assert_eq!((login.url(), login.user(), pool.max_connections), ("sqlite::memory:", Some("ada"), 3));
+        assert_eq!((pool.connect_timeout, pool.idle_timeout), (Duration::from_secs(2), None));
+        assert_eq!((pool.query_ttl, pool.health_timeout), (Duration::from_secs(60), Duration::from_secs(2)));
+        login.forget_secrets();
+        assert!(login.password.is_empty());
+
+        // The config loader reads the same section the same way.
+        let mut full = config;
+        full.insert("user".into(), "ada".into());
+        full.insert("password".into(), "pw".into());
+        let loaded: SqlLogin<Sqlite> = full.try_into().unwrap();
+        assert_eq!(loaded.pool_settings(), pool);
+        assert_ne!(loaded.state().instance, login.state().instance, "each instance has its own state");
+    }
+
+    #[test]
+    fn a_login_names_what_is_missing_or_malformed() {
+        let values = FormValues::submitted([("user", "ada")]).fix_all(section("connect_timeout = 'soon'"));
+        let err = SqlLogin::<Sqlite>::from_form(&values).err().unwrap();
+        let problems: Vec<_> = err.fields().iter().map(|f| (f.name, f.problem.clone())).collect();
+        assert_eq!(problems[0], ("url", FieldProblem::MissingFixed));
+        assert_eq!(problems[1], ("password", FieldProblem::Missing));
+        assert!(
+            matches!(&problems[2], ("connect_timeout", FieldProblem::Invalid(why)) if why.contains("not a duration")),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 3);
+    }
+
+    #[test]
+    fn a_global_connection_builds_from_its_section() {
+        let values =
+            FormValues::new().fix_all(section("url = 'sqlite::memory:'\npassword = 'pw'\nquery_ttl = '5m'"));
+        let db = SqlDb::<Sqlite>::from_form(&values).unwrap();
+        assert_eq!((db.url(), db.user()), ("sqlite::memory:", None));
+        assert_eq!(db.password().map(|p| p.expose()), Some("pw"));
+        let mut expected = SqlDb::<Sqlite>::new("sqlite::memory:");
+        expected.query_ttl = Duration::from_secs(300);
+        assert_eq!(db.pool_settings(), expected.pool_settings(), "defaults as `SqlDb::new`'s");
     }
 }
