@@ -19,7 +19,9 @@ mod my {
     use sqlx::mysql::MySqlConnectOptions;
     use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
 
-    use super::sql_support::{eventually, free_port, load_under_kills, runtime, server_url, unique};
+    use super::sql_support::{
+        eventually, free_port, load_under_kills, runtime, server_url, statement_timeout_holds, unique,
+    };
 
     struct Server {
         url: String,
@@ -95,6 +97,22 @@ mod my {
 
     async fn one(conn: &Conn<MySqlDb>) -> Result<i64, SqlError> {
         Ok(conn.query("select cast(1 as signed)").uncached().fetch_one::<(i64,)>().await?.0)
+    }
+
+    #[tokio::test]
+    async fn a_statement_past_its_timeout_fails_and_its_connection_is_closed() {
+        let Some(s) = server("a_statement_past_its_timeout_fails") else {
+            return;
+        };
+        let mut admin = admin(&s).await;
+        let user = user(&s, &mut admin, "pw-slow").await;
+        let rt = rt("slow", &s, &user, "pw-slow", &[("statement_timeout", "300ms".into())]);
+        let conn = rt.connection::<MySqlDb>("slow").await.unwrap();
+        let slow = "select cast(sleep(30) as signed)";
+        statement_timeout_holds(&conn, slow, "select cast(1 as signed)", Duration::from_millis(300)).await;
+        let _ = rt.shutdown().await;
+        kill_connections(&mut admin, &user).await;
+        drop_user(&mut admin, &user).await;
     }
 
     #[tokio::test]

@@ -19,7 +19,8 @@ mod pg {
     use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
     use super::sql_support::{
-        Forwarder, eventually, free_port, load_under_kills, runtime, server_url, unique,
+        Forwarder, eventually, free_port, load_under_kills, runtime, server_url, statement_timeout_holds,
+        unique,
     };
 
     /// The URL with `application_name` set, so a test finds exactly its own backends.
@@ -295,6 +296,21 @@ mod pg {
         let t = Instant::now();
         let _ = rt.shutdown().await;
         assert!(t.elapsed() < Duration::from_secs(15));
+    }
+
+    #[tokio::test]
+    async fn a_statement_past_its_timeout_fails_and_its_connection_is_closed() {
+        let Some(url) = server_url("DATABASE_URL", "a_statement_past_its_timeout_fails") else {
+            return;
+        };
+        let app = unique("cs_slow");
+        let rt = pg_rt("slow", &tagged(&url, &app), &[("statement_timeout", "300ms".into())]);
+        let conn = rt.connection::<PostgresDb>("slow").await.unwrap();
+        let slow = "select 1::int8 from pg_sleep(30)";
+        statement_timeout_holds(&conn, slow, "select 1::int8", Duration::from_millis(300)).await;
+        let _ = rt.shutdown().await;
+        // The server notices the closed connections only when their sleep ends: end them now.
+        kill_backends(&mut admin(&url).await, &app).await;
     }
 
     #[derive(Debug, sqlx::FromRow)]

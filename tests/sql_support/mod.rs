@@ -210,3 +210,49 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(limit: std::time::Duration, mut
     }
     f().await
 }
+
+/// A statement past the connection's `statement_timeout` (`slow`: one `i64` column, sleeps far
+/// longer than `limit`): a typed error naming the connection, nothing cached, its connection
+/// never reused, and the next statement (`fast`, returning 1) works on another connection.
+pub async fn statement_timeout_holds<P>(
+    conn: &connscope::Conn<P>,
+    slow: &'static str,
+    fast: &'static str,
+    limit: std::time::Duration,
+) where
+    P: connscope::sql::SqlProvider,
+    (i64,): for<'r> sqlx::FromRow<'r, <P::Db as sqlx::Database>::Row>,
+{
+    use connscope::sql::SqlError;
+    let fast_one = async || conn.query(fast).uncached().fetch_one::<(i64,)>().await.map(|r| r.0);
+    assert_eq!(fast_one().await.unwrap(), 1, "a statement under the limit runs");
+    let before = conn.sql_stats();
+    for attempt in 0..2 {
+        let started = std::time::Instant::now();
+        let err = conn.query(slow).fetch_one::<(i64,)>().await.expect_err("the slow statement must time out");
+        // The statement sleeps 30 s; the generous bound only says it was not waited out.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+        match &err {
+            SqlError::StatementTimeout { connection, after } => {
+                assert_eq!((connection.as_str(), *after), (conn.name(), limit), "attempt {attempt}");
+            }
+            other => panic!("expected StatementTimeout, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains(conn.name()) && text.contains("statement_timeout"), "{text}");
+    }
+    let s = conn.sql_stats();
+    assert_eq!(s.cache_hits - before.cache_hits, 0, "a timed-out statement is never cached: {s:?}");
+    assert_eq!(s.cache_misses - before.cache_misses, 2, "{s:?}");
+    assert_eq!(s.retries - before.retries, 0, "a timeout is not retried: {s:?}");
+    assert_eq!(fast_one().await.unwrap(), 1, "the next statement works");
+    let client = conn.get().await.unwrap();
+    let pool = client.pool();
+    assert!(
+        eventually(std::time::Duration::from_secs(5), async || pool.size() as usize == pool.num_idle()).await,
+        "the timed-out connections left the pool: size {}, idle {}",
+        pool.size(),
+        pool.num_idle()
+    );
+    assert_eq!(pool.size(), 1, "only the healthy connection is pooled");
+}

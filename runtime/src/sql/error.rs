@@ -138,6 +138,19 @@ pub enum SqlError {
         /// The pool size.
         max: u32,
     },
+    /// The statement was still running when the connection's `statement_timeout` ran out.
+    /// Its connection was closed (never reused mid-statement) and the statement was not
+    /// retried; nothing was cached.
+    #[error(
+        "statement on connection `{connection}` did not finish within {after:?} (`statement_timeout`); \
+         its connection was closed. Raise `statement_timeout`, or make the statement cheaper"
+    )]
+    StatementTimeout {
+        /// The connection name.
+        connection: String,
+        /// The connection's `statement_timeout`.
+        after: Duration,
+    },
 }
 
 impl SqlError {

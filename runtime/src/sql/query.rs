@@ -290,13 +290,20 @@ async fn run_once_or_twice<P: SqlProvider, R>(
     let counters = &conn.provider().state().counters;
     let connection = || conn.name().to_owned();
     let lost = |e: &sqlx::Error| is_connection_lost(e, <P::Db as Backend>::connection_lost);
+    let limit = conn.provider().pool_settings().statement_timeout;
+    let timed_out = |after| SqlError::StatementTimeout { connection: connection(), after };
     let client = conn.get().await?;
     let error = match client.pool().acquire().await {
         Ok(mut pooled) => {
             counters.statements.fetch_add(1, Relaxed);
-            match op(&mut pooled, st).await {
-                Ok(r) => return Ok(r),
-                Err(e) if lost(&e) => {
+            match within(limit, op(&mut pooled, st)).await {
+                Err(after) => {
+                    // Stopped mid-statement: the connection's state is unknown.
+                    pooled.close_on_drop();
+                    return Err(timed_out(after));
+                }
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) if lost(&e) => {
                     // Never hand this one out again.
                     pooled.close_on_drop();
                     counters.connections_lost.fetch_add(1, Relaxed);
@@ -309,7 +316,7 @@ async fn run_once_or_twice<P: SqlProvider, R>(
                     }
                     e
                 }
-                Err(e) => return Err(SqlError::Database { connection: connection(), source: e }),
+                Ok(Err(e)) => return Err(SqlError::Database { connection: connection(), source: e }),
             }
         }
         // A connection the pool was opening got cut: the statement was never sent, so even a
@@ -334,11 +341,11 @@ async fn run_once_or_twice<P: SqlProvider, R>(
     counters.reconnects.fetch_add(1, Relaxed);
     counters.retries.fetch_add(1, Relaxed);
     counters.statements.fetch_add(1, Relaxed);
-    let second = op(&mut fresh, st).await;
+    let second = within(limit, op(&mut fresh, st)).await;
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), fresh.close()).await;
     });
-    match second {
+    match second.map_err(timed_out)? {
         Ok(r) => Ok(r),
         Err(e) if lost(&e) => {
             // Twice in a row: the server itself may be gone; check the pool on next use.
@@ -346,6 +353,14 @@ async fn run_once_or_twice<P: SqlProvider, R>(
             Err(SqlError::ConnectionLost { connection: connection(), retried: true, source: e })
         }
         Err(e) => Err(SqlError::Database { connection: connection(), source: e }),
+    }
+}
+
+/// `fut`, unless it runs longer than `limit` (then `Err(limit)`).
+async fn within<T>(limit: Option<Duration>, fut: impl Future<Output = T>) -> Result<T, Duration> {
+    match limit {
+        Some(after) => tokio::time::timeout(after, fut).await.map_err(|_| after),
+        None => Ok(fut.await),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct PoolSettings {
     pub query_ttl: Duration,
     /// Most cached query results per scope and ttl.
     pub query_cache_entries: u64,
+    /// How long a statement may run (`None`: no limit).
+    pub statement_timeout: Option<Duration>,
 }
 
 /// Per-instance state of a SQL provider: its identity and counters. Not settings: never
@@ -152,12 +154,13 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 /// Declares a SQL provider struct: shared fields, defaults, `Debug` without secrets, and the
-/// `SqlProvider` accessors. `$max` is the default pool size.
+/// `SqlProvider` accessors. `$max` names the default pool size's function, once for serde (a
+/// string) and once for `with_defaults`.
 macro_rules! sql_provider {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident { $($fields:tt)* }
-        max_connections = $max:literal;
+        pub struct $name:ident { $( $(#[$fmeta:meta])* pub $field:ident : $fty:ty, )* }
+        max_connections = $max:literal ($max_fn:path);
         user = |$s:ident| $user:expr;
         password = |$p:ident| $password:expr;
     ) => {
@@ -165,7 +168,7 @@ macro_rules! sql_provider {
         $(#[$meta])*
         #[serde(bound = "", deny_unknown_fields)]
         pub struct $name<DB: Backend> {
-            $($fields)*
+            $( $(#[$fmeta])* pub $field: $fty, )*
             /// Most connections the pool opens.
             #[connection(fixed)]
             #[serde(default = $max)]
@@ -202,6 +205,13 @@ macro_rules! sql_provider {
             #[connection(fixed)]
             #[serde(default = "defaults::query_cache_entries")]
             pub query_cache_entries: u64,
+            /// A statement still running after this long fails with
+            /// [`SqlError::StatementTimeout`](super::SqlError::StatementTimeout) and its
+            /// connection is closed (default 0: no limit). Client-side: it also ends a statement
+            /// stuck on a half-open socket.
+            #[connection(fixed)]
+            #[serde(default, with = "duration")]
+            pub statement_timeout: Duration,
             // Runtime state, not settings: `#[serde(skip)]` keeps them out of config and the form.
             #[serde(skip)]
             state: SqlState,
@@ -233,10 +243,32 @@ macro_rules! sql_provider {
                     check_idle_after: self.check_idle_after,
                     query_ttl: self.query_ttl,
                     query_cache_entries: self.query_cache_entries.max(1),
+                    statement_timeout: never_if_zero(self.statement_timeout),
                 }
             }
             fn state(&self) -> &SqlState {
                 &self.state
+            }
+        }
+
+        impl<DB: Backend> $name<DB> {
+            /// These settings, with every pool setting at its default.
+            fn with_defaults($($field: $fty),*) -> Self {
+                $name {
+                    $($field,)*
+                    max_connections: $max_fn(),
+                    min_connections: 0,
+                    connect_timeout: defaults::connect_timeout(),
+                    health_timeout: defaults::health_timeout(),
+                    idle_timeout: defaults::idle_timeout(),
+                    max_lifetime: defaults::max_lifetime(),
+                    check_idle_after: defaults::check_idle_after(),
+                    query_ttl: defaults::query_ttl(),
+                    query_cache_entries: defaults::query_cache_entries(),
+                    statement_timeout: Duration::ZERO,
+                    state: SqlState::default(),
+                    _db: PhantomData,
+                }
             }
         }
 
@@ -281,7 +313,7 @@ sql_provider! {
         #[serde(default)]
         pub password: Option<Secret>,
     }
-    max_connections = "defaults::max_connections";
+    max_connections = "defaults::max_connections" (defaults::max_connections);
     user = |s| s.user.as_deref();
     password = |p| p.password.as_ref();
 }
@@ -306,7 +338,7 @@ sql_provider! {
         #[connection(secret)]
         pub password: Secret,
     }
-    max_connections = "defaults::session_max_connections";
+    max_connections = "defaults::session_max_connections" (defaults::session_max_connections);
     user = |s| Some(s.user.as_str());
     password = |p| Some(&p.password);
 }
@@ -314,44 +346,14 @@ sql_provider! {
 impl<DB: Backend> SqlDb<DB> {
     /// A global connection to `url` with default settings.
     pub fn new(url: impl Into<String>) -> Self {
-        SqlDb {
-            url: url.into(),
-            user: None,
-            password: None,
-            max_connections: defaults::max_connections(),
-            min_connections: 0,
-            connect_timeout: defaults::connect_timeout(),
-            health_timeout: defaults::health_timeout(),
-            idle_timeout: defaults::idle_timeout(),
-            max_lifetime: defaults::max_lifetime(),
-            check_idle_after: defaults::check_idle_after(),
-            query_ttl: defaults::query_ttl(),
-            query_cache_entries: defaults::query_cache_entries(),
-            state: SqlState::default(),
-            _db: PhantomData,
-        }
+        SqlDb::with_defaults(url.into(), None, None)
     }
 }
 
 impl<DB: Backend> SqlLogin<DB> {
     /// A session connection to `url` as `user` with default settings.
     pub fn new(url: impl Into<String>, user: impl Into<String>, password: impl Into<Secret>) -> Self {
-        SqlLogin {
-            url: url.into(),
-            user: user.into(),
-            password: password.into(),
-            max_connections: defaults::session_max_connections(),
-            min_connections: 0,
-            connect_timeout: defaults::connect_timeout(),
-            health_timeout: defaults::health_timeout(),
-            idle_timeout: defaults::idle_timeout(),
-            max_lifetime: defaults::max_lifetime(),
-            check_idle_after: defaults::check_idle_after(),
-            query_ttl: defaults::query_ttl(),
-            query_cache_entries: defaults::query_cache_entries(),
-            state: SqlState::default(),
-            _db: PhantomData,
-        }
+        SqlLogin::with_defaults(url.into(), user.into(), password.into())
     }
 }
 

@@ -1,5 +1,5 @@
 //! The axum/tower integration: a session-cookie layer that runs each request inside the user's
-//! [`Session`], a [`LoggedIn`] extractor that redirects to the login page, and login/logout
+//! [`Session`](crate::Session), a [`LoggedIn`] extractor that redirects to the login page, and login/logout
 //! handlers that render and accept a provider's derived login form (with CSRF protection).
 //!
 //! ```no_run
