@@ -2,13 +2,29 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use connscope::{Error, Runtime};
 use support::{UserDb, Warehouse, probe};
 
-fn secrets(contents: &str) -> PathBuf {
+/// A secrets file in the temp directory, removed when dropped.
+struct SecretsFile(PathBuf);
+
+impl std::ops::Deref for SecretsFile {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for SecretsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn secrets(contents: &str) -> SecretsFile {
     static N: AtomicU64 = AtomicU64::new(0);
     let path = std::env::temp_dir().join(format!(
         "connscope-test-{}-{}.toml",
@@ -16,10 +32,10 @@ fn secrets(contents: &str) -> PathBuf {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::write(&path, contents).unwrap();
-    path
+    SecretsFile(path)
 }
 
-fn rt(file: &PathBuf, env: &[(&str, &str)]) -> Runtime {
+fn rt(file: &Path, env: &[(&str, &str)]) -> Runtime {
     Runtime::builder()
         .secrets_file(file)
         .env_vars(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -51,7 +67,7 @@ async fn environment_overrides_the_file_and_code_overrides_both() {
     assert_eq!(c.provider().password.as_ref().unwrap().expose(), "from-env");
 
     let rt = Runtime::builder()
-        .secrets_file(&file)
+        .secrets_file(&*file)
         .env_vars(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .connection_setting("warehouse", "port", 3)
         .build();
@@ -72,7 +88,7 @@ async fn different_settings_never_share_a_connection() {
 
     // Same name, other settings (another runtime layering a different value): another key.
     let rt2 = Runtime::builder()
-        .secrets_file(&file)
+        .secrets_file(&*file)
         .env_vars(Vec::<(String, String)>::new())
         .connection_setting("a", "port", 7)
         .build();
