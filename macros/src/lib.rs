@@ -105,7 +105,10 @@ pub fn derive_connection(input: TokenStream) -> TokenStream {
 ///
 /// **The key.** Every argument is part of the key, except those whose name starts with `_`
 /// (like `_conn`). A key argument must be `Hash + Eq + Clone + Send + Sync + 'static`; one taken
-/// by reference (`&str`, `&T`) is keyed by an owned copy (`String`, `T`).
+/// by reference (`&str`, `&T`) is keyed by an owned copy (`String`, `T`). A `Conn<P>` or
+/// `&Conn<P>` argument is keyed by the connection's identity (`Conn::id()`), so two
+/// connections (say `"emea"` and `"apac"`) never share a result; name it `_conn` when every
+/// connection may share one.
 ///
 /// **The value.** The function returns `T` or `Result<T, E>` (recognized by the name
 /// `Result`), with `T: Clone + Send + Sync + 'static` (wrap big values in `Arc`). Only `Ok` is

@@ -50,6 +50,8 @@ impl<P: Provider> Clone for Conn<P> {
 }
 
 struct ConnInner<P: Provider> {
+    /// Unique among every handle this process made: the connection's part of a cache key.
+    id: u64,
     name: Arc<str>,
     provider: P,
     health: HealthCheck,
@@ -154,6 +156,10 @@ impl<P: Provider> fmt::Debug for Conn<P> {
     }
 }
 
+/// A connection's identity ([`Conn::id`]): cheap to copy, hash and compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
 impl<P: Provider> Conn<P> {
     /// A handle for provider settings `provider`, named `name` (used in errors and logs).
     /// Nothing connects until the first [`get`](Self::get).
@@ -171,6 +177,10 @@ impl<P: Provider> Conn<P> {
     ) -> Self {
         Conn {
             inner: Arc::new(ConnInner {
+                id: {
+                    static NEXT: AtomicU64 = AtomicU64::new(1);
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                },
                 name: name.into(),
                 provider,
                 health,
@@ -200,6 +210,14 @@ impl<P: Provider> Conn<P> {
         *conn.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Live::new(raw)));
         conn.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
         conn
+    }
+
+    /// This connection's identity: equal for clones of one handle (and for every
+    /// `Runtime::connection` call that returns the same cached connection), different for any
+    /// other connection, never reused. What a `#[cached_resource]` key holds for a `Conn`
+    /// argument.
+    pub fn id(&self) -> ConnId {
+        ConnId(self.inner.id)
     }
 
     /// The connection's name.

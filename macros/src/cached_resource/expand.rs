@@ -245,6 +245,10 @@ fn key(plan: &Plan<'_>, private: &TokenStream) -> (TokenStream, TokenStream) {
                     quote!(<#ty as #private::std::borrow::ToOwned>::Owned),
                     quote_spanned!(a.ty.span()=> #support::key_ref::<#ty>(#binding)),
                 ),
+                Key::Conn { by_ref } => {
+                    let conn = if *by_ref { quote!(#binding) } else { quote!(&#binding) };
+                    (quote!(#private::ConnId), quote_spanned!(a.ty.span()=> #private::Conn::id(#conn)))
+                }
             })
         })
         .unzip();

@@ -48,6 +48,8 @@ pub(crate) enum Key<'a> {
     Owned(&'a Type),
     /// By reference (`&T`): an owned copy of the `T`.
     Borrowed(&'a Type),
+    /// A connection (`Conn<P>` or `&Conn<P>`): its identity, `Conn::id()`.
+    Conn { by_ref: bool },
 }
 
 /// What the function returns.
@@ -146,7 +148,7 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
                 (quote::quote!(#binding), binding, Some(other), None)
             }
         };
-        // `_conn`, `_`: not part of the key.
+        // `_conn`, `_`: not part of the key. A `Conn` is keyed by its identity.
         let in_key = !named.as_deref().is_some_and(|n| n.starts_with('_'));
         let key = if !in_key {
             None
@@ -163,6 +165,8 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
                     );
                     None
                 }
+                Type::Reference(r) if is_conn(&r.elem) => Some(Key::Conn { by_ref: true }),
+                _ if is_conn(ty) => Some(Key::Conn { by_ref: false }),
                 Type::Reference(r) => Some(Key::Borrowed(&r.elem)),
                 _ => Some(Key::Owned(ty)),
             }
@@ -210,6 +214,14 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
 
     let output = output.unwrap_or(Output { value: syn::parse_quote!(()), result: None });
     acc.finish_with(Plan { item, args, inputs, output, providers })
+}
+
+/// Whether a type is spelled `Conn<P>` (any path ending in `Conn` with one type argument).
+fn is_conn(ty: &Type) -> bool {
+    let Type::Path(TypePath { qself: None, path, .. }) = ty else { return false };
+    let Some(last) = path.segments.last() else { return false };
+    let PathArguments::AngleBracketed(args) = &last.arguments else { return false };
+    last.ident == "Conn" && args.args.len() == 1 && matches!(args.args[0], GenericArgument::Type(_))
 }
 
 /// `Self` means the function sits in an `impl` block, where `mod name` cannot go.

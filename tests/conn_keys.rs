@@ -1,0 +1,88 @@
+//! A `Conn<P>` argument of a `#[cached_resource]` function: keyed by the connection's identity
+//! (two connections never share results), or left out of the key when named `_conn`.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use connscope::{Conn, Connection, Provider, Runtime, cached_resource};
+
+/// A database whose rows depend on which one it is.
+#[derive(Connection, serde::Deserialize)]
+struct Region {
+    label: String,
+}
+
+impl Provider for Region {
+    type Raw = String;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<String, std::io::Error> {
+        Ok(self.label.clone())
+    }
+    async fn is_open(&self, _raw: &String) -> bool {
+        true
+    }
+}
+
+static KEYED_LOADS: AtomicUsize = AtomicUsize::new(0);
+static SHARED_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+/// The connection is part of the key.
+#[cached_resource(ttl = "5m")]
+async fn total(conn: &Conn<Region>, product: u32) -> Result<String, connscope::Error> {
+    KEYED_LOADS.fetch_add(1, SeqCst);
+    Ok(format!("{}:{product}", *conn.get().await?))
+}
+
+/// `_conn`: left out of the key, so every connection shares one result per product.
+#[cached_resource(ttl = "5m")]
+async fn shared_total(_conn: Conn<Region>, product: u32) -> Result<String, connscope::Error> {
+    SHARED_LOADS.fetch_add(1, SeqCst);
+    Ok(format!("{}:{product}", *_conn.get().await?))
+}
+
+fn runtime() -> Runtime {
+    Runtime::builder()
+        .secrets_file("/nonexistent/connscope-test-secrets.toml")
+        .env_vars(Vec::<(String, String)>::new())
+        .connection_setting("emea", "label", "emea")
+        .connection_setting("apac", "label", "apac")
+        .build()
+}
+
+#[tokio::test]
+async fn two_connections_never_share_a_cached_result() {
+    let rt = runtime();
+    let emea = rt.connection::<Region>("emea").await.unwrap();
+    let apac = rt.connection::<Region>("apac").await.unwrap();
+    assert_ne!(emea.id(), apac.id());
+
+    assert_eq!(total(&emea, 1).await.unwrap(), "emea:1");
+    assert_eq!(total(&apac, 1).await.unwrap(), "apac:1", "not emea's result");
+    assert_eq!(KEYED_LOADS.load(SeqCst), 2);
+
+    // The same cached connection, asked for again by name, is the same key.
+    let again = rt.connection::<Region>("emea").await.unwrap();
+    assert_eq!(again.id(), emea.id());
+    assert_eq!(total(&again, 1).await.unwrap(), "emea:1");
+    assert_eq!(total(&emea.clone(), 1).await.unwrap(), "emea:1");
+    assert_eq!(KEYED_LOADS.load(SeqCst), 2, "hits");
+
+    // The companion takes the same arguments.
+    assert!(total::invalidate(&emea, 1).await);
+    assert!(!total::invalidate(&emea, 1).await);
+    assert_eq!(total(&emea, 1).await.unwrap(), "emea:1");
+    assert_eq!(total(&apac, 1).await.unwrap(), "apac:1");
+    assert_eq!(KEYED_LOADS.load(SeqCst), 3, "only emea's entry was invalidated");
+    let _ = rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_underscored_connection_is_left_out_of_the_key() {
+    let rt = runtime();
+    let emea = rt.connection::<Region>("emea").await.unwrap();
+    let apac = rt.connection::<Region>("apac").await.unwrap();
+    assert_eq!(shared_total(emea.clone(), 7).await.unwrap(), "emea:7");
+    assert_eq!(shared_total(apac.clone(), 7).await.unwrap(), "emea:7", "shared, as asked");
+    assert_eq!(SHARED_LOADS.load(SeqCst), 1);
+    assert!(shared_total::invalidate(7).await, "invalidate takes the key arguments only");
+    let _ = rt.shutdown().await;
+}
