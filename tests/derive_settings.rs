@@ -112,7 +112,7 @@ fn form_lists_only_what_a_user_types() {
             field("user", "User", FieldKind::Text, true),
             field("password", "Password", FieldKind::Password, true),
             field("region", "Region", FieldKind::Text, true),
-            field("schema", "Schema", FieldKind::Text, false),
+            field("schema", "Search path", FieldKind::Text, false),
         ]
     );
 }
@@ -209,4 +209,53 @@ async fn a_generic_provider_logs_in() {
     assert!(conn.provider().password.is_empty(), "the password is wiped after connecting");
     let _ = s.end().await;
     let _ = rt.shutdown().await;
+}
+
+/// serde's struct-level `rename_all` and `default` apply to the form and fixed values too.
+#[derive(Connection, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Camel {
+    host_name: String,
+    #[connection(fixed)]
+    pool_size: u32,
+    #[connection(fixed)]
+    #[serde(rename = "retries")]
+    retry_count: u8,
+}
+
+impl Default for Camel {
+    fn default() -> Self {
+        Camel { host_name: "localhost".into(), pool_size: 8, retry_count: 2 }
+    }
+}
+
+impl Provider for Camel {
+    type Raw = String;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<String, std::io::Error> {
+        Ok(self.host_name.clone())
+    }
+    async fn is_open(&self, _raw: &String) -> bool {
+        true
+    }
+}
+
+#[test]
+fn struct_level_serde_attributes_apply_to_every_field() {
+    assert_eq!(
+        Camel::FORM,
+        &[FormField {
+            name: "hostName",
+            label: "Host name",
+            kind: FieldKind::Text,
+            default: None,
+            required: false
+        }]
+    );
+    let c = Camel::from_form(&FormValues::new().fix("poolSize", 3)).unwrap();
+    assert_eq!((c.host_name.as_str(), c.pool_size, c.retry_count), ("localhost", 3, 2));
+    let c = Camel::from_form(&FormValues::submitted([("hostName", "db")]).fix("retries", 5)).unwrap();
+    assert_eq!((c.host_name.as_str(), c.pool_size, c.retry_count), ("db", 8, 5));
+    let loaded: Camel = toml::from_str("hostName = 'db'\nretries = 5").unwrap();
+    assert_eq!((loaded.host_name.as_str(), loaded.pool_size, loaded.retry_count), ("db", 8, 5));
 }

@@ -50,7 +50,7 @@ use proc_macro::TokenStream;
 /// |---|---|
 /// | `secret` | a password input in the login form, wiped once a login connection is open (a field of type `Secret` or `Option<Secret>` is secret without it) |
 /// | `default = <literal>` | shown in the form, and used when the field is left empty |
-/// | `label = "..."` | the form label (default: the field name, `db_host` -> `Db host`) |
+/// | `label = "..."` | the form label (default: from the field's identifier, `db_host` -> `Db host`) |
 /// | `fixed` | set by the app, not shown in the login form |
 /// | `skip` | runtime state, not a setting: never read from config or the form, always `Default::default()` (a `#[serde(skip)]` field is skipped without it) |
 ///
@@ -59,8 +59,9 @@ use proc_macro::TokenStream;
 /// `#[serde(default = "path")]` (the value when none is given), `#[serde(with = "module")]` /
 /// `#[serde(deserialize_with = "path")]` (how the value is read: a fixed field's config value,
 /// or a form field's submitted text, which is then shown as a text input) and
-/// `#[serde(skip)]` / `#[serde(skip_deserializing)]`. Generic structs work; each field's type
-/// gets the bound its reading needs.
+/// `#[serde(skip)]` / `#[serde(skip_deserializing)]`, and the struct's `#[serde(rename_all =
+/// "...")]` and `#[serde(default)]`. A `#[serde(flatten)]` field is a compile error (list its
+/// settings as fields). Generic structs work; each field's type gets the bound its reading needs.
 ///
 /// The login form is `Connection::FORM`. `Connection::from_form` builds the settings from a
 /// `FormValues` and names every missing or malformed field at once: a form field is parsed

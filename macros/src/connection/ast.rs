@@ -11,7 +11,7 @@ use darling::{Error, Result};
 use proc_macro2::Span;
 use syn::{Data, DeriveInput, Expr, Fields, Generics, Ident, Lit, LitStr, Meta, Type, UnOp};
 
-use super::serde_attrs::SerdeField;
+use super::serde_attrs::{SerdeContainer, SerdeField};
 use crate::attr::keys::{self, Entry, Keys};
 use crate::attr::scope::Scope;
 use crate::attr::{closest, max_entries, ttl};
@@ -109,11 +109,20 @@ impl<'a> Input<'a> {
                 errors.handle(args.set(&entry));
             }
         }
+        let serde = SerdeContainer::from_attrs(&input.attrs);
         let fields = match &input.data {
             Data::Struct(s) => match &s.fields {
-                Fields::Named(named) => {
-                    Some(named.named.iter().filter_map(|f| Field::from_syn(f, errors)).collect())
-                }
+                Fields::Named(named) => Some(
+                    named
+                        .named
+                        .iter()
+                        .filter_map(|f| Field::from_syn(f, errors))
+                        .map(|mut f| {
+                            serde.apply(f.ident, &mut f.serde);
+                            f
+                        })
+                        .collect(),
+                ),
                 Fields::Unnamed(unnamed) => {
                     errors.push(
                         Error::custom(format!(

@@ -110,7 +110,7 @@ fn policy_items(input: &Input<'_>, private: &TokenStream) -> TokenStream {
 fn form_field(f: &Field<'_>, private: &TokenStream) -> TokenStream {
     let ty = f.ty;
     let name = f.name();
-    let label = f.label.as_ref().map_or_else(|| label_for(&name), |l| l.value());
+    let label = label(f);
     let kind = match (f.secret, &f.serde.deserialize_with) {
         (Some(_), _) => quote!(#private::FieldKind::Password),
         (None, Some(_)) => quote!(#private::FieldKind::Text),
@@ -145,13 +145,21 @@ fn read_field(f: &Field<'_>, form: &Ident, private: &TokenStream) -> TokenStream
     let support = quote!(#private::macro_support);
     let ty: &Type = f.ty;
     let name = f.name();
-    let label = f.label.as_ref().map_or_else(|| label_for(&name), |l| l.value());
+    let label = label(f);
     let none = quote!(|| #private::core::option::Option::None);
     // serde's `default` applies when nothing is given, as it does when loading config.
     let serde_default = f.serde.default.as_ref().map(|d| match d {
         SerdeDefault::Trait => quote_spanned!(ty.span()=>
             || #private::core::option::Option::Some(<#ty as #private::core::default::Default>::default())),
         SerdeDefault::Path(path) => quote!(|| #private::core::option::Option::Some(#path())),
+        SerdeDefault::Container(path) => {
+            let ident = f.ident;
+            let whole = match path {
+                Some(path) => quote!(#path()),
+                None => quote!(<Self as #private::core::default::Default>::default()),
+            };
+            quote!(|| #private::core::option::Option::Some(#whole.#ident))
+        }
     });
     match f.source() {
         Source::Skipped => quote_spanned!(ty.span()=> #support::skipped::<#ty>()),
@@ -246,6 +254,13 @@ fn option_str(s: Option<&str>, private: &TokenStream) -> TokenStream {
         Some(s) => quote!(#private::core::option::Option::Some(#s)),
         None => quote!(#private::core::option::Option::None),
     }
+}
+
+/// The field's form label: `label = "..."`, else from its identifier (`db_host` -> `Db host`,
+/// whatever serde renames it to).
+fn label(f: &Field<'_>) -> String {
+    let ident = f.ident.to_string();
+    f.label.as_ref().map_or_else(|| label_for(ident.strip_prefix("r#").unwrap_or(&ident)), |l| l.value())
 }
 
 /// `db_host` -> `Db host`.

@@ -1,6 +1,7 @@
 //! Reads the `#[serde(...)]` attributes of a field that change how its value is read, so that a
 //! login form and a fixed value read a field exactly as the configuration loader (serde) does:
-//! `rename`, `default`, `with` / `deserialize_with`, and `skip` / `skip_deserializing`.
+//! `rename`, `default`, `with` / `deserialize_with`, and `skip` / `skip_deserializing` on a
+//! field; `rename_all` and `default` on the struct (applied to each field, as serde does).
 //!
 //! serde owns these attributes and reports their mistakes itself, so anything this module does
 //! not understand is ignored, never reported twice.
@@ -21,6 +22,17 @@ pub(crate) struct SerdeField {
     pub(crate) deserialize_with: Option<syn::Path>,
     /// `skip` or `skip_deserializing`: serde fills it with `Default::default()`.
     pub(crate) skip: bool,
+    /// `flatten`: the field's own fields are settings of this struct (not supported here).
+    pub(crate) flatten: Option<proc_macro2::Span>,
+}
+
+/// What serde's attributes on the struct say about every field.
+#[derive(Default)]
+pub(crate) struct SerdeContainer {
+    /// `rename_all = "camelCase"` (or its `deserialize = ...` form).
+    rename_all: Option<String>,
+    /// `default` or `default = "path"`: a missing field comes from the struct's default.
+    default: Option<SerdeDefault>,
 }
 
 /// serde's `default` on a field.
@@ -29,19 +41,106 @@ pub(crate) enum SerdeDefault {
     Trait,
     /// `default = "path"`: `path()`.
     Path(syn::Path),
+    /// The struct's `default` (`Some(path)`: `default = "path"`): that field of the default
+    /// struct.
+    Container(Option<syn::Path>),
+}
+
+impl SerdeContainer {
+    pub(crate) fn from_attrs(attrs: &[syn::Attribute]) -> Self {
+        let mut out = SerdeContainer::default();
+        for meta in serde_metas(attrs) {
+            let Some(key) = meta.path().get_ident().map(ToString::to_string) else { continue };
+            match (key.as_str(), &meta) {
+                ("default", Meta::Path(_)) => out.default = Some(SerdeDefault::Trait),
+                ("default", Meta::NameValue(nv)) => {
+                    out.default = path_in(&nv.value).map(SerdeDefault::Path).or(out.default.take());
+                }
+                ("rename_all", _) => out.rename_all = directional(&meta).or(out.rename_all.take()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Applies the struct's attributes to a field, unless the field says otherwise.
+    pub(crate) fn apply(&self, ident: &syn::Ident, field: &mut SerdeField) {
+        if field.rename.is_none()
+            && let Some(rule) = &self.rename_all
+        {
+            let name = ident.to_string();
+            field.rename = rename(name.strip_prefix("r#").unwrap_or(&name), rule);
+        }
+        if field.default.is_none() {
+            field.default = match &self.default {
+                Some(SerdeDefault::Trait) => Some(SerdeDefault::Container(None)),
+                Some(SerdeDefault::Path(p)) => Some(SerdeDefault::Container(Some(p.clone()))),
+                _ => None,
+            };
+        }
+    }
+}
+
+/// Every `key ...` item of every `#[serde(...)]` among `attrs` (malformed ones are serde's to
+/// report).
+fn serde_metas(attrs: &[syn::Attribute]) -> Vec<Meta> {
+    let mut out = Vec::new();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let Meta::List(list) = &attr.meta else { continue };
+        let Ok(items) = NestedMeta::parse_meta_list(list.tokens.clone()) else { continue };
+        out.extend(items.into_iter().filter_map(|item| match item {
+            NestedMeta::Meta(meta) => Some(meta),
+            _ => None,
+        }));
+    }
+    out
+}
+
+/// The value of `key = "x"` or `key(deserialize = "x")`.
+fn directional(meta: &Meta) -> Option<String> {
+    match meta {
+        Meta::NameValue(nv) => lit_str(ungroup(&nv.value)).map(|s| s.value()),
+        Meta::List(list) => {
+            let items = NestedMeta::parse_meta_list(list.tokens.clone()).ok()?;
+            items.iter().find_map(|item| match item {
+                NestedMeta::Meta(Meta::NameValue(nv)) if nv.path.is_ident("deserialize") => {
+                    lit_str(ungroup(&nv.value)).map(|s| s.value())
+                }
+                _ => None,
+            })
+        }
+        Meta::Path(_) => None,
+    }
+}
+
+/// A snake_case field name under serde's `rename_all` rule (`None` for an unknown rule, which
+/// serde reports).
+fn rename(field: &str, rule: &str) -> Option<String> {
+    let words = field.split('_').filter(|w| !w.is_empty());
+    let capitalized = |w: &str| {
+        let mut c = w.chars();
+        c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
+    };
+    Some(match rule {
+        "lowercase" | "snake_case" => field.to_owned(),
+        "UPPERCASE" | "SCREAMING_SNAKE_CASE" => field.to_uppercase(),
+        "kebab-case" => field.replace('_', "-"),
+        "SCREAMING-KEBAB-CASE" => field.replace('_', "-").to_uppercase(),
+        "PascalCase" => words.map(capitalized).collect(),
+        "camelCase" => {
+            let pascal: String = words.map(capitalized).collect();
+            let mut c = pascal.chars();
+            c.next().map(|f| f.to_lowercase().chain(c).collect()).unwrap_or_default()
+        }
+        _ => return None,
+    })
 }
 
 impl SerdeField {
     pub(crate) fn from_attrs(attrs: &[syn::Attribute]) -> Self {
         let mut out = SerdeField::default();
-        for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
-            let Meta::List(list) = &attr.meta else { continue };
-            let Ok(items) = NestedMeta::parse_meta_list(list.tokens.clone()) else { continue };
-            for item in &items {
-                if let NestedMeta::Meta(meta) = item {
-                    out.read(meta);
-                }
-            }
+        for meta in serde_metas(attrs) {
+            out.read(&meta);
         }
         out
     }
@@ -50,24 +149,12 @@ impl SerdeField {
         let Some(key) = meta.path().get_ident().map(ToString::to_string) else { return };
         match (key.as_str(), meta) {
             ("skip" | "skip_deserializing", Meta::Path(_)) => self.skip = true,
+            ("flatten", Meta::Path(p)) => self.flatten = Some(syn::spanned::Spanned::span(p)),
             ("default", Meta::Path(_)) => self.default = Some(SerdeDefault::Trait),
             ("default", Meta::NameValue(nv)) => {
                 self.default = path_in(&nv.value).map(SerdeDefault::Path).or(self.default.take());
             }
-            ("rename", Meta::NameValue(nv)) => {
-                self.rename = lit_str(ungroup(&nv.value)).map(|s| s.value()).or(self.rename.take());
-            }
-            ("rename", Meta::List(list)) => {
-                let Ok(items) = NestedMeta::parse_meta_list(list.tokens.clone()) else { return };
-                for item in &items {
-                    if let NestedMeta::Meta(Meta::NameValue(nv)) = item
-                        && nv.path.is_ident("deserialize")
-                        && let Some(s) = lit_str(ungroup(&nv.value))
-                    {
-                        self.rename = Some(s.value());
-                    }
-                }
-            }
+            ("rename", _) => self.rename = directional(meta).or(self.rename.take()),
             ("with", Meta::NameValue(nv)) => {
                 if let Some(mut module) = path_in(&nv.value) {
                     let span = module.segments.last().map(|s| s.ident.span());
@@ -127,6 +214,38 @@ mod tests {
         assert!(f.skip);
         assert!(matches!(f.default, Some(SerdeDefault::Trait)));
         assert_eq!(f.rename.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn struct_attributes_apply_to_fields_that_do_not_override_them() {
+        let item: syn::DeriveInput = syn::parse_quote! {
+            #[serde(rename_all = "camelCase", default)]
+            struct S { pool_size: u8, #[serde(rename = "x", default = "f")] other: u8, r#type: u8 }
+        };
+        let container = super::SerdeContainer::from_attrs(&item.attrs);
+        let syn::Data::Struct(data) = &item.data else { unreachable!() };
+        let mut fields = data.fields.iter().map(|f| {
+            let mut serde = SerdeField::from_attrs(&f.attrs);
+            container.apply(f.ident.as_ref().unwrap(), &mut serde);
+            serde
+        });
+        let first = fields.next().unwrap();
+        assert_eq!(first.rename.as_deref(), Some("poolSize"));
+        assert!(matches!(first.default, Some(SerdeDefault::Container(None))));
+        let second = fields.next().unwrap();
+        assert_eq!(second.rename.as_deref(), Some("x"));
+        assert!(matches!(second.default, Some(SerdeDefault::Path(_))));
+        assert_eq!(fields.next().unwrap().rename.as_deref(), Some("type"));
+    }
+
+    #[test]
+    fn rename_rules() {
+        let all = ["lowercase", "UPPERCASE", "PascalCase", "camelCase", "snake_case"];
+        let got: Vec<_> = all.iter().map(|r| super::rename("max_pool_size", r).unwrap()).collect();
+        assert_eq!(got, ["max_pool_size", "MAX_POOL_SIZE", "MaxPoolSize", "maxPoolSize", "max_pool_size"]);
+        assert_eq!(super::rename("max_pool", "SCREAMING-KEBAB-CASE").unwrap(), "MAX-POOL");
+        assert_eq!(super::rename("max_pool", "kebab-case").unwrap(), "max-pool");
+        assert_eq!(super::rename("x", "Klingon"), None);
     }
 
     #[test]

@@ -9,6 +9,17 @@ use super::ast::{Field, Input};
 
 pub(crate) fn validate(input: &Input<'_>, errors: &mut Accumulator) {
     for field in input.fields.iter().flatten() {
+        if let Some(span) = field.serde.flatten {
+            errors.push(
+                Error::custom(format!(
+                    "`#[derive(Connection)]` cannot read a `#[serde(flatten)]` field (`{}`) from a login form or \
+                     a fixed value: list its settings as fields of this struct, or mark it \
+                     `#[connection(skip)]` if it is runtime state",
+                    field.ident
+                ))
+                .with_span(&span),
+            );
+        }
         if field.skip.is_some() || field.serde.skip {
             skipped(field, errors);
         } else if field.fixed.is_some() {
