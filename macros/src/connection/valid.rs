@@ -13,8 +13,7 @@ pub(crate) fn validate(input: &Input<'_>, errors: &mut Accumulator) {
             errors.push(
                 Error::custom(format!(
                     "`#[derive(Connection)]` cannot read a `#[serde(flatten)]` field (`{}`) from a login form or \
-                     a fixed value: list its settings as fields of this struct, or mark it \
-                     `#[connection(skip)]` if it is runtime state",
+                     a fixed value one setting at a time: list its settings as fields of this struct",
                     field.ident
                 ))
                 .with_span(&span),
