@@ -161,3 +161,32 @@ async fn login_without_the_csrf_token_is_refused_and_a_new_cookie_is_issued_on_l
     let resp = raw.get(format!("{base}/")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 303, "the old id no longer works");
 }
+
+/// `SqlLogin` (a provider the app did not write) under a connection name the app chooses: the
+/// form asks for user and password only, the URL and pool settings come from that section.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_sql_login_uses_the_connection_name_the_app_chose() {
+    type Login = connscope::sql::SqlLogin<connscope::sql::sqlx::Sqlite>;
+    async fn answer(LoggedIn(conn): LoggedIn<Login>) -> String {
+        let (n,) = *conn.query("select 6 * 7").uncached().fetch_one::<(i64,)>().await.unwrap();
+        format!("{} as {} (pool {}): {n}", conn.name(), conn.provider().user, conn.provider().max_connections)
+    }
+    let rt = support::runtime()
+        .connection_setting("warehouse", "url", "sqlite::memory:")
+        .connection_setting("warehouse", "max_connections", 1)
+        .build();
+    let web = WebSessions::new(rt.clone()).connection_name::<Login>("warehouse");
+    let app = Router::new().route("/", get(answer)).merge(login_routes::<Login>()).layer(web.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = browser();
+    let page = client.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"name="user""#) && page.contains(r#"name="password" type="password""#), "{page}");
+    assert!(!page.contains(r#"name="url""#), "the URL is fixed by the app: {page}");
+    let (status, html) = login(&client, &base, "ada", "pw").await;
+    assert_eq!((status, html.as_str()), (200, "warehouse as ada (pool 1): 42"));
+    let _ = rt.shutdown().await;
+}

@@ -327,6 +327,10 @@ sql_provider! {
     /// url = "postgres://db.internal/analytics"   # no credentials here
     /// # user and password come from the user's login (or CONNSCOPE__WAREHOUSE__USER / __PASSWORD)
     /// ```
+    ///
+    /// Its login form (`connscope::web`) asks for `user` and `password`; `url` and the pool
+    /// settings are fixed by the app from the section. The default name is `sql_login`; pick
+    /// the section with `WebSessions::connection_name::<PostgresLogin>("warehouse")`.
     #[connection(crate = "crate", scope = "session", name = "sql_login")]
     pub struct SqlLogin {
         /// The server and database, without credentials (from config, not the login form).

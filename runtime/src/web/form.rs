@@ -18,7 +18,8 @@ use crate::error::Error;
 use crate::form::FormValues;
 use crate::provider::{Connection, FieldKind};
 
-/// Extracts the logged-in connection of provider `P` (named `P::NAME`), or redirects to the
+/// Extracts the logged-in connection of provider `P` (named `P::NAME`, or as set with
+/// [`WebSessions::connection_name`](super::WebSessions::connection_name)), or redirects to the
 /// login page when the session has none, or when it was found closed.
 pub struct LoggedIn<P: Connection>(pub Conn<P>);
 
@@ -31,7 +32,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let web = WebSession::from_request_parts(parts, state).await?;
-        match web.session().logged_in::<P>(P::NAME).await {
+        match web.session().logged_in::<P>(web.web().config().name_of::<P>()).await {
             Ok(conn) => Ok(LoggedIn(conn)),
             Err(_) => Err(Redirect::to(&web.web().config().login_path).into_response()),
         }
@@ -63,7 +64,8 @@ pub async fn login_submit<P: Connection>(
             .into_response();
     }
     // Fields the app fixes (a server URL…) come from `[connections.<name>]`, never from the form.
-    let fixed = web.session().runtime().shared.config.section(P::NAME).unwrap_or_default();
+    let name = web.web().config().name_of::<P>().to_owned();
+    let fixed = web.session().runtime().shared.config.section(&name).unwrap_or_default();
     let values = FormValues::submitted(fields.into_iter().filter(|(k, _)| k != "_csrf")).fix_all(fixed);
     let settings = match P::from_form(&values) {
         Ok(settings) => settings,
@@ -75,7 +77,7 @@ pub async fn login_submit<P: Connection>(
                 .into_response();
         }
     };
-    match web.session().login(P::NAME, settings).await {
+    match web.session().login(&name, settings).await {
         Ok(_) => {
             web.renew_id();
             Redirect::to(&web.web().config().home_path).into_response()

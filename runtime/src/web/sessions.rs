@@ -2,6 +2,7 @@
 //! id on login (the `Session` survives: a rename, not an end); the session ends on logout and
 //! on the runtime's idle timeout.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ReleaseReport;
+use crate::provider::Connection;
 use crate::runtime::Runtime;
 use crate::session::Session;
 
@@ -49,6 +51,15 @@ pub(crate) struct Config {
     pub(crate) secure: bool,
     pub(crate) login_path: String,
     pub(crate) home_path: String,
+    /// Connection names set with [`WebSessions::connection_name`], by provider type.
+    names: HashMap<TypeId, Arc<str>>,
+}
+
+impl Config {
+    /// The name of provider `P`'s login connection: as set, else `P::NAME`.
+    pub(crate) fn name_of<P: Connection>(&self) -> &str {
+        self.names.get(&TypeId::of::<P>()).map_or(P::NAME, |n| n)
+    }
 }
 
 impl fmt::Debug for WebSessions {
@@ -66,6 +77,7 @@ impl WebSessions {
             secure: false,
             login_path: "/login".to_owned(),
             home_path: "/".to_owned(),
+            names: HashMap::new(),
         };
         WebSessions {
             inner: Arc::new(Inner {
@@ -105,6 +117,25 @@ impl WebSessions {
     pub fn login_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.with_config(|c| c.login_path = path)
+    }
+
+    /// The connection name under which users of provider `P` log in (default `P::NAME`): the
+    /// `[connections.<name>]` section the login form's fixed fields come from, and the name
+    /// [`LoggedIn<P>`](super::LoggedIn) looks up. Useful for a provider you did not write, such
+    /// as `SqlLogin`:
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")] {
+    /// # let rt = connscope::Runtime::builder().build();
+    /// let web = connscope::web::WebSessions::new(rt)
+    ///     .connection_name::<connscope::sql::PostgresLogin>("warehouse"); // [connections.warehouse]
+    /// # }
+    /// ```
+    pub fn connection_name<P: Connection>(self, name: impl Into<String>) -> Self {
+        let name: Arc<str> = Arc::from(name.into());
+        self.with_config(|c| {
+            c.names.insert(TypeId::of::<P>(), name);
+        })
     }
 
     /// Where a successful login redirects (default `/`).
