@@ -259,3 +259,45 @@ fn struct_level_serde_attributes_apply_to_every_field() {
     let loaded: Camel = toml::from_str("hostName = 'db'\nretries = 5").unwrap();
     assert_eq!((loaded.host_name.as_str(), loaded.pool_size, loaded.retry_count), ("db", 8, 5));
 }
+
+/// A secret read by the app's own function, which may quote what it was given.
+#[derive(Connection, serde::Deserialize)]
+struct Token {
+    #[connection(secret)]
+    #[serde(deserialize_with = "token")]
+    token: String,
+    #[connection(fixed)]
+    backup: Option<Secret>,
+}
+
+fn token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::{Deserialize, de::Error};
+    let t = String::deserialize(d)?;
+    match t.starts_with("tk-") {
+        true => Ok(t),
+        false => Err(D::Error::custom(format!("`{t}` does not start with tk-"))),
+    }
+}
+
+impl Provider for Token {
+    type Raw = ();
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+    async fn is_open(&self, _raw: &()) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_rejected_secret_is_never_quoted() {
+    let values = FormValues::submitted([("token", "hunter2")]).fix("backup", 12345);
+    let err = Token::from_form(&values).err().unwrap();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("hunter2") && !text.contains("12345"), "{text}");
+    assert_eq!(err.fields().len(), 2, "{text}");
+    assert!(text.contains("`token` (Token) is not valid"), "{text}");
+    let ok = Token::from_form(&FormValues::submitted([("token", "tk-1")])).unwrap();
+    assert_eq!((ok.token.as_str(), ok.backup.is_none()), ("tk-1", true));
+}

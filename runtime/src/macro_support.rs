@@ -225,6 +225,14 @@ pub fn skipped<T: Skipped>() -> Option<T> {
     Some(T::default())
 }
 
+/// A malformed value's problem; for a secret field without the reason, which may quote the value.
+fn invalid(why: String, secret: bool) -> FieldProblem {
+    FieldProblem::Invalid(match secret {
+        true => "not accepted (the reason is not shown for a secret field)".to_owned(),
+        false => why,
+    })
+}
+
 /// Reads the fields of a provider from submitted values, collecting every problem.
 pub struct FormReader<'a> {
     values: &'a FormValues,
@@ -249,11 +257,12 @@ impl<'a> FormReader<'a> {
         default: Option<&'static str>,
         parse: fn(&str) -> Result<T, String>,
         absent: fn() -> Option<T>,
+        secret: bool,
     ) -> Option<T> {
         let problem = match self.values.get(name).or(default) {
             Some(text) => match parse(text) {
                 Ok(v) => return Some(v),
-                Err(why) => FieldProblem::Invalid(why),
+                Err(why) => invalid(why, secret),
             },
             None => match absent() {
                 Some(v) => return Some(v),
@@ -274,6 +283,7 @@ impl<'a> FormReader<'a> {
         default: Option<&'static str>,
         deserialize: fn(toml::Value) -> Result<T, toml::de::Error>,
         absent: fn() -> Option<T>,
+        secret: bool,
     ) -> Option<T> {
         let value = match self.values.get_fixed(name) {
             Some(v) => Some(v.clone()),
@@ -285,7 +295,7 @@ impl<'a> FormReader<'a> {
         let problem = match value {
             Some(value) => match deserialize(value) {
                 Ok(v) => return Some(v),
-                Err(e) => FieldProblem::Invalid(e.message().trim().to_owned()),
+                Err(e) => invalid(e.message().trim().to_owned(), secret),
             },
             None => match absent() {
                 Some(v) => return Some(v),

@@ -174,7 +174,8 @@ fn read_field(f: &Field<'_>, form: &Ident, private: &TokenStream) -> TokenStream
                         .unwrap_or_else(|| quote_spanned!(ty.span()=> #support::absent_fixed::<#ty>)),
                 ),
             };
-            quote!(#form.fixed(#name, #label, #default, #deserialize, #absent))
+            let secret = f.is_secret();
+            quote!(#form.fixed(#name, #label, #default, #deserialize, #absent, #secret))
         }
         // In the form: parsed from the submitted text.
         Source::Form => {
@@ -190,7 +191,8 @@ fn read_field(f: &Field<'_>, form: &Ident, private: &TokenStream) -> TokenStream
                         .unwrap_or_else(|| quote_spanned!(ty.span()=> <#ty as #private::FormValue>::absent)),
                 ),
             };
-            quote!(#form.field(#name, #label, #default, #parse, #absent))
+            let secret = f.is_secret();
+            quote!(#form.field(#name, #label, #default, #parse, #absent, #secret))
         }
     }
 }
