@@ -86,3 +86,66 @@ async fn an_underscored_connection_is_left_out_of_the_key() {
     assert!(shared_total::invalidate(7).await, "invalidate takes the key arguments only");
     let _ = rt.shutdown().await;
 }
+
+/// A connection that is replaced after a minute.
+#[derive(Connection, serde::Deserialize)]
+#[connection(ttl = "1m")]
+struct Recycled {
+    label: String,
+}
+
+impl Provider for Recycled {
+    type Raw = String;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<String, std::io::Error> {
+        Ok(self.label.clone())
+    }
+    async fn is_open(&self, _raw: &String) -> bool {
+        true
+    }
+}
+
+static RECYCLED_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached_resource]
+async fn recycled_total(conn: &Conn<Recycled>, product: u32) -> Result<String, connscope::Error> {
+    RECYCLED_LOADS.fetch_add(1, SeqCst);
+    Ok(format!("{}:{product}", *conn.get().await?))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_named_connection_keeps_its_identity_when_it_is_replaced() {
+    let build = |label: &str| {
+        Runtime::builder()
+            .secrets_file("/nonexistent/connscope-test-secrets.toml")
+            .env_vars(Vec::<(String, String)>::new())
+            .connection_setting("emea", "label", label)
+            .build()
+    };
+    let rt = build("emea");
+    let first = rt.connection::<Recycled>("emea").await.unwrap();
+    assert_eq!(recycled_total(&first, 1).await.unwrap(), "emea:1");
+    let first_id = first.id();
+
+    // Past its ttl the connection is closed and released; asking again builds a new handle.
+    tokio::time::sleep(std::time::Duration::from_secs(90)).await;
+    for _ in 0..100 {
+        if first.counters().closes == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(first.counters().closes, 1, "the first handle was released and closed");
+    let second = rt.connection::<Recycled>("emea").await.unwrap();
+    assert_eq!(second.counters().connects, 0, "a new handle, not the first one");
+    assert_eq!(second.id(), first_id, "same type, name and settings: same identity");
+    assert_eq!(recycled_total(&second, 1).await.unwrap(), "emea:1");
+    assert_eq!(RECYCLED_LOADS.load(SeqCst), 1, "the cached result survived the replacement");
+
+    // Other settings under the same name are another connection.
+    let other = build("elsewhere");
+    let third = other.connection::<Recycled>("emea").await.unwrap();
+    assert_ne!(third.id(), first_id);
+    let _ = rt.shutdown().await;
+    let _ = other.shutdown().await;
+}

@@ -160,6 +160,15 @@ impl<P: Provider> fmt::Debug for Conn<P> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u64);
 
+impl ConnId {
+    /// The identity of a named connection: a hash of what identifies it, in a range the
+    /// counter of unnamed handles never reaches.
+    pub(crate) fn named(parts: impl std::hash::Hash) -> Self {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        ConnId(BuildHasherDefault::<DefaultHasher>::default().hash_one(parts) | 1 << 63)
+    }
+}
+
 impl<P: Provider> Conn<P> {
     /// A handle for provider settings `provider`, named `name` (used in errors and logs).
     /// Nothing connects until the first [`get`](Self::get).
@@ -175,12 +184,24 @@ impl<P: Provider> Conn<P> {
         can_reconnect: bool,
         grace: Duration,
     ) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = ConnId(NEXT.fetch_add(1, Ordering::Relaxed));
+        Self::with_id(id, name, provider, health, can_reconnect, grace)
+    }
+
+    /// A handle whose identity is given: a named connection's is derived from its type, name
+    /// and settings, so it survives the handle being replaced (after its ttl, say).
+    pub(crate) fn with_id(
+        id: ConnId,
+        name: impl Into<Arc<str>>,
+        provider: P,
+        health: HealthCheck,
+        can_reconnect: bool,
+        grace: Duration,
+    ) -> Self {
         Conn {
             inner: Arc::new(ConnInner {
-                id: {
-                    static NEXT: AtomicU64 = AtomicU64::new(1);
-                    NEXT.fetch_add(1, Ordering::Relaxed)
-                },
+                id: id.0,
                 name: name.into(),
                 provider,
                 health,
@@ -212,10 +233,10 @@ impl<P: Provider> Conn<P> {
         conn
     }
 
-    /// This connection's identity: equal for clones of one handle (and for every
-    /// `Runtime::connection` call that returns the same cached connection), different for any
-    /// other connection, never reused. What a `#[cached_resource]` key holds for a `Conn`
-    /// argument.
+    /// This connection's identity: equal for clones of one handle, and for every handle of a
+    /// named connection (`Runtime::connection`) with the same provider type, name and
+    /// settings, even after it was closed and replaced; different for any other connection.
+    /// What a `#[cached_resource]` key holds for a `Conn` argument.
     pub fn id(&self) -> ConnId {
         ConnId(self.inner.id)
     }

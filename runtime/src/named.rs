@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{CacheConfig, ReleaseHook, ResourceCache};
-use crate::conn::{Conn, Home};
+use crate::conn::{Conn, ConnId, Home};
 use crate::error::Error;
 use crate::provider::Connection;
 use crate::resource::next_resource_id;
@@ -41,11 +41,12 @@ impl Runtime {
         let (cache, home) = self.connection_cache::<P>(name)?;
         let (settings, fingerprint) = self.shared.config.settings::<P>(name)?;
         let key: ConnKey = (Arc::from(name), fingerprint);
+        let id = ConnId::named((TypeId::of::<P>(), name, fingerprint));
         let grace = self.grace_period();
         let stats = Arc::clone(cache.stats_handle());
         cache
             .get_with(key, async move {
-                let conn = Conn::with_policy(name, settings, P::HEALTH_CHECK, true, grace);
+                let conn = Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace);
                 conn.attach_stats(stats);
                 conn.attach_home(home);
                 conn
