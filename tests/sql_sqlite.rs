@@ -292,3 +292,25 @@ async fn two_connections_with_different_settings_never_share_results() {
     let _ = rt.shutdown().await;
     let _ = (std::fs::remove_file(&pa), std::fs::remove_file(&pb));
 }
+
+#[tokio::test]
+async fn a_statement_past_its_timeout_fails_and_the_next_one_works() {
+    let rt =
+        runtime(&[("slow", "url", "sqlite::memory:".into()), ("slow", "statement_timeout", "50ms".into())]);
+    let conn = rt.connection::<SqliteDb>("slow").await.unwrap();
+    // Finite, but far longer than 50 ms: it finishes in the background after the timeout.
+    let slow = "with recursive c(x) as (select 1 union all select x + 1 from c where x < 3000000) \
+                select count(*) from c";
+    let started = std::time::Instant::now();
+    let err = conn.query(slow).fetch_one::<(i64,)>().await.expect_err("must time out");
+    eprintln!("sqlite statement_timeout returned after {:?}", started.elapsed());
+    assert!(
+        matches!(&err, SqlError::StatementTimeout { connection, after }
+            if connection == "slow" && *after == Duration::from_millis(50)),
+        "{err:?}"
+    );
+    let (n,) = *conn.query("select 6 * 7").uncached().fetch_one::<(i64,)>().await.unwrap();
+    assert_eq!(n, 42, "the next statement works on another connection");
+    assert_eq!(conn.sql_stats().cache_hits, 0, "nothing was cached");
+    let _ = rt.shutdown().await;
+}
