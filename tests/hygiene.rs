@@ -35,6 +35,17 @@ pub mod shadowed {
         /// Set by the app.
         #[connection(fixed)]
         pub hosts: Vec<String>,
+        /// Read with serde's attributes.
+        #[connection(fixed)]
+        #[serde(default, deserialize_with = "lenient")]
+        pub port: u16,
+        /// Runtime state.
+        #[serde(skip)]
+        pub calls: core::option::Option<u8>,
+    }
+
+    fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> core::result::Result<u16, D::Error> {
+        <u16 as serde::Deserialize>::deserialize(d)
     }
 
     impl Provider for Shadowed {

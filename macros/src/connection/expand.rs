@@ -113,6 +113,8 @@ fn form_field(f: &Field<'_>, private: &TokenStream) -> TokenStream {
     let label = label(f);
     let kind = match (f.secret, &f.serde.deserialize_with) {
         (Some(_), _) => quote!(#private::FieldKind::Password),
+        // Read by the app's own function: the type says nothing about the input, except a secret.
+        (None, Some(_)) if f.is_secret() => quote!(#private::FieldKind::Password),
         (None, Some(_)) => quote!(#private::FieldKind::Text),
         (None, None) => quote_spanned!(ty.span()=> <#ty as #private::FormValue>::KIND),
     };
@@ -140,6 +142,27 @@ fn bound(f: &Field<'_>, private: &TokenStream) -> Option<syn::WherePredicate> {
     }
 }
 
+/// serde's `default` of a field as an `absent` function: it applies when nothing is given, as it
+/// does when loading config.
+fn serde_default(f: &Field<'_>, private: &TokenStream) -> Option<TokenStream> {
+    let ty = f.ty;
+    let some = quote!(#private::core::option::Option::Some);
+    Some(match f.serde.default.as_ref()? {
+        SerdeDefault::Trait => {
+            quote_spanned!(ty.span()=> || #some(<#ty as #private::core::default::Default>::default()))
+        }
+        SerdeDefault::Path(path) => quote!(|| #some(#path())),
+        SerdeDefault::Container(path) => {
+            let ident = f.ident;
+            let whole = match path {
+                Some(path) => quote!(#path()),
+                None => quote!(<Self as #private::core::default::Default>::default()),
+            };
+            quote!(|| #some(#whole.#ident))
+        }
+    })
+}
+
 /// The expression reading one field into an `Option` (`None`: its problem is recorded).
 fn read_field(f: &Field<'_>, form: &Ident, private: &TokenStream) -> TokenStream {
     let support = quote!(#private::macro_support);
@@ -147,20 +170,7 @@ fn read_field(f: &Field<'_>, form: &Ident, private: &TokenStream) -> TokenStream
     let name = f.name();
     let label = label(f);
     let none = quote!(|| #private::core::option::Option::None);
-    // serde's `default` applies when nothing is given, as it does when loading config.
-    let serde_default = f.serde.default.as_ref().map(|d| match d {
-        SerdeDefault::Trait => quote_spanned!(ty.span()=>
-            || #private::core::option::Option::Some(<#ty as #private::core::default::Default>::default())),
-        SerdeDefault::Path(path) => quote!(|| #private::core::option::Option::Some(#path())),
-        SerdeDefault::Container(path) => {
-            let ident = f.ident;
-            let whole = match path {
-                Some(path) => quote!(#path()),
-                None => quote!(<Self as #private::core::default::Default>::default()),
-            };
-            quote!(|| #private::core::option::Option::Some(#whole.#ident))
-        }
-    });
+    let serde_default = serde_default(f, private);
     match f.source() {
         Source::Skipped => quote_spanned!(ty.span()=> #support::skipped::<#ty>()),
         // Fixed by the app: deserialized from its TOML value.
