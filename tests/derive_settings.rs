@@ -83,6 +83,9 @@ struct Pool<DB: Backend> {
     idle_timeout: Duration,
     #[serde(skip)]
     instance: Instance,
+    /// Skipped, but serde fills it from its `default` path: so does the form.
+    #[serde(skip, default = "settings::pool_size")]
+    spare: u32,
     #[connection(skip)]
     #[serde(skip)]
     _db: PhantomData<fn() -> DB>,
@@ -160,6 +163,7 @@ fn the_form_and_the_config_loader_agree() {
             p.min_connections,
             p.connect_timeout,
             p.idle_timeout,
+            p.spare,
         )
     };
     assert_eq!(view(&loaded), view(&formed));
@@ -171,6 +175,7 @@ fn skipped_fields_are_fresh_runtime_state() {
     let a = Pool::<Pg>::from_form(&values).unwrap();
     let b = Pool::<Pg>::from_form(&values).unwrap();
     assert_ne!(a.instance.0, b.instance.0, "each instance gets its own Default");
+    assert_eq!(a.spare, 4, "a skipped field's serde default applies");
     assert!(
         !Pool::<Pg>::FORM.iter().any(|f| f.name == "instance" || f.name == "_db"),
         "state is not in the form"

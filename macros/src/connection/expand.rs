@@ -135,6 +135,7 @@ fn form_field(f: &Field<'_>, private: &TokenStream) -> TokenStream {
 fn bound(f: &Field<'_>, private: &TokenStream) -> Option<syn::WherePredicate> {
     let ty = f.ty;
     match f.source() {
+        Source::Skipped if f.serde.default.is_some() => None,
         Source::Skipped => Some(syn::parse_quote!(#ty: #private::core::default::Default)),
         _ if f.serde.deserialize_with.is_some() => None,
         Source::Fixed => Some(syn::parse_quote!(#ty: #private::__serde::de::DeserializeOwned)),
@@ -172,7 +173,11 @@ fn read_field(f: &Field<'_>, form: &Ident, private: &TokenStream) -> TokenStream
     let none = quote!(|| #private::core::option::Option::None);
     let serde_default = serde_default(f, private);
     match f.source() {
-        Source::Skipped => quote_spanned!(ty.span()=> #support::skipped::<#ty>()),
+        // serde fills a skipped field from its `default = "path"` if it has one.
+        Source::Skipped => match serde_default {
+            Some(default) => quote!((#default)()),
+            None => quote_spanned!(ty.span()=> #support::skipped::<#ty>()),
+        },
         // Fixed by the app: deserialized from its TOML value.
         Source::Fixed => {
             let default = option_str(f.default.as_ref().map(|d| d.toml.as_str()), private);
