@@ -52,7 +52,7 @@ use proc_macro::TokenStream;
 /// | `default = <literal>` | shown in the form, and used when the field is left empty |
 /// | `label = "..."` | the form label (default: from the field's identifier, `db_host` -> `Db host`) |
 /// | `fixed` | set by the app, not shown in the login form |
-/// | `skip` | runtime state, not a setting: never read from config or the form, always `Default::default()` (a `#[serde(skip)]` field is skipped without it) |
+/// | `skip` | runtime state, not a setting: never read from config or the form, `Default::default()` or serde's `default = "path"` (a `#[serde(skip)]` field is skipped without it) |
 ///
 /// A field is read the way serde reads it from configuration: the derive honours the field's
 /// `#[serde(rename = "...")]` (the name in the form and in config), `#[serde(default)]` /
