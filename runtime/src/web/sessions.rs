@@ -125,11 +125,15 @@ impl WebSessions {
     /// as `SqlLogin`:
     ///
     /// ```no_run
-    /// # #[cfg(feature = "postgres")] {
+    /// # use connscope::{Connection, Provider};
+    /// # #[derive(Connection, serde::Deserialize)] #[connection(scope = "session")]
+    /// # struct SqlLogin { user: String, #[connection(secret)] password: connscope::Secret }
+    /// # impl Provider for SqlLogin { type Raw = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #   async fn is_open(&self, _: &()) -> bool { true } }
     /// # let rt = connscope::Runtime::builder().build();
-    /// let web = connscope::web::WebSessions::new(rt)
-    ///     .connection_name::<connscope::sql::PostgresLogin>("warehouse"); // [connections.warehouse]
-    /// # }
+    /// // Users of `SqlLogin` (named `sql_login` by its author) log in to [connections.warehouse].
+    /// let web = connscope::web::WebSessions::new(rt).connection_name::<SqlLogin>("warehouse");
     /// ```
     pub fn connection_name<P: Connection>(self, name: impl Into<String>) -> Self {
         let name: Arc<str> = Arc::from(name.into());
