@@ -39,17 +39,19 @@ impl Runtime {
         P: Connection + DeserializeOwned,
     {
         let (cache, home) = self.connection_cache::<P>(name)?;
-        let (settings, fingerprint) = self.shared.config.settings::<P>(name)?;
+        let (table, fingerprint) = self.shared.config.fingerprinted(name)?;
         let key: ConnKey = (Arc::from(name), fingerprint);
-        let id = ConnId::named((TypeId::of::<P>(), name, fingerprint));
         let grace = self.grace_period();
         let stats = Arc::clone(cache.stats_handle());
+        // The settings are deserialized only when the connection is not cached yet.
         cache
-            .get_with(key, async move {
+            .try_get_with_own_error(key, async move {
+                let settings = self.shared.config.settings::<P>(name, table)?;
+                let id = ConnId::named((TypeId::of::<P>(), name, fingerprint));
                 let conn = Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace);
                 conn.attach_stats(stats);
                 conn.attach_home(home);
-                conn
+                Ok(conn)
             })
             .await
     }

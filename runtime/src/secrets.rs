@@ -172,17 +172,25 @@ impl Config {
         Ok(table)
     }
 
-    /// Deserializes the settings of `name` into `P`; a missing or malformed field is an error
-    /// naming the file, the section and the field.
-    pub(crate) fn settings<P: serde::de::DeserializeOwned>(&self, name: &str) -> Result<(P, u64), Error> {
+    /// The resolved section of `name` and its fingerprint (a connection's cache key part).
+    pub(crate) fn fingerprinted(&self, name: &str) -> Result<(Table, u64), Error> {
         let table = self.section(name)?;
         let fingerprint = fingerprint(&table);
-        let settings = Value::Table(table).try_into::<P>().map_err(|e| Error::Config {
+        Ok((table, fingerprint))
+    }
+
+    /// Deserializes the resolved section `table` of `name` into `P`; a missing or malformed
+    /// field is an error naming the file, the section and the field.
+    pub(crate) fn settings<P: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        table: Table,
+    ) -> Result<P, Error> {
+        Value::Table(table).try_into::<P>().map_err(|e| Error::Config {
             file: self.file.clone(),
             section: format!("connections.{name}"),
             message: format!("{} (settings of `{}`)", e.message().trim(), std::any::type_name::<P>()),
-        })?;
-        Ok((settings, fingerprint))
+        })
     }
 }
 
