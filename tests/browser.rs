@@ -157,6 +157,43 @@ async fn log_in(client: &Client, user: &str, password: &str) {
         .unwrap();
 }
 
+/// How long one Chromium start may take (a cold start on a busy 2-core machine can be slow).
+const START: Duration = Duration::from_secs(60);
+
+/// A WebDriver session with headless Chromium: up to three starts, each with a fresh profile.
+async fn start_chromium(driver: &ChromeDriver) -> Client {
+    for attempt in 1..=3 {
+        if let Some(client) = try_start_chromium(driver, attempt).await {
+            return client;
+        }
+        eprintln!("Chromium did not start within {START:?} (attempt {attempt} of 3)");
+    }
+    panic!("Chromium did not start within {START:?}, three times");
+}
+
+async fn try_start_chromium(driver: &ChromeDriver, attempt: u32) -> Option<Client> {
+    let profile = driver.profile.join(format!("attempt-{attempt}"));
+    let mut chrome = serde_json::json!({
+        "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-proxy-server", "--window-size=1000,860",
+            format!("--user-data-dir={}", profile.display()),
+        ],
+    });
+    if let Some(binary) = chromium_path() {
+        chrome["binary"] = binary.display().to_string().into();
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".to_owned(), chrome);
+    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+    builder.capabilities(capabilities);
+    match tokio::time::timeout(START, builder.connect(&driver.url())).await {
+        Ok(client) => Some(client.expect("a WebDriver session with headless Chromium")),
+        Err(_) => None,
+    }
+}
+
 #[tokio::test]
 async fn log_in_see_the_table_and_log_out_in_chromium() {
     let Some(driver_path) = chromedriver_path() else {
@@ -175,25 +212,7 @@ async fn log_in_see_the_table_and_log_out_in_chromium() {
     let router = dashboard.router.clone();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
-    let mut chrome = serde_json::json!({
-        "args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-proxy-server", "--window-size=1000,860",
-            format!("--user-data-dir={}", driver.profile.display()),
-        ],
-    });
-    if let Some(binary) = chromium_path() {
-        chrome["binary"] = binary.display().to_string().into();
-    }
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert("goog:chromeOptions".to_owned(), chrome);
-    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-    builder.capabilities(capabilities);
-    let client = tokio::time::timeout(STEP, builder.connect(&driver.url()))
-        .await
-        .unwrap_or_else(|_| panic!("Chromium did not start within {STEP:?}"))
-        .expect("a WebDriver session with headless Chromium");
+    let client = start_chromium(&driver).await;
     // Page loads (goto, refresh, the navigation after a click) are bounded too.
     let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(STEP), Some(STEP), None);
     client.update_timeouts(timeouts).await.unwrap();
