@@ -114,7 +114,7 @@ async fn replacing_a_value_releases_the_old_one_once() {
     let s = rt.session();
     s.run(async {
         RES.get_with(1, async { 10 }).await.unwrap();
-        RES.cache().unwrap().insert(1, 11).await;
+        RES.cache().unwrap().insert(1, 11).await.unwrap();
     })
     .await;
     assert!(LOG.wait_for(1, Duration::from_secs(5)).await);

@@ -30,7 +30,10 @@ pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
 pub use form::{FieldError, FieldProblem, FormError, FormValue, FormValues};
 pub use provider::{Connection, FieldKind, FormField, HealthCheck, Provider};
 pub use resource::{ReleaseFn, Resource};
-pub use runtime::{DEFAULT_GRACE_PERIOD, DEFAULT_MAINTENANCE_INTERVAL, Runtime, RuntimeBuilder};
+pub use runtime::{
+    DEFAULT_GRACE_PERIOD, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAINTENANCE_INTERVAL, DEFAULT_SESSION_LIFETIME,
+    Runtime, RuntimeBuilder,
+};
 pub use scope::{GlobalScope, Scope, ScopeKind, SessionScope};
 pub use secrets::{ENV_PREFIX, SECRETS_FILE_VAR, Secret};
 pub use session::{Session, SessionId};

@@ -51,7 +51,8 @@ impl Session {
         if logins.invalidate(&Arc::from(name)).await {
             tracing::info!(session = %self.id(), connection = name, "connscope: replaced an earlier login");
         }
-        logins.insert(Arc::from(name), conn.clone()).await;
+        // Refused (and the connection closed) when the session ended while we connected.
+        logins.insert(Arc::from(name), conn.clone()).await?;
         tracing::info!(session = %self.id(), connection = name, "connscope: logged in");
         Ok(conn)
     }
@@ -68,7 +69,8 @@ impl Session {
         match conn.get().await {
             Ok(_) => Ok(conn),
             Err(e) => {
-                logins.invalidate(&key).await;
+                // Only the connection found closed: a login made meanwhile (another tab) stays.
+                logins.invalidate_if(&key, |current| current.id() == conn.id()).await;
                 tracing::info!(session = %self.id(), connection = name, "connscope: login lost: {e}");
                 Err(Error::LoginRequired {
                     connection: name.to_owned(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cache::{CacheConfig, CacheSet, ReleaseTracker, ResourceCache};
+use crate::cache::{CacheConfig, CacheSet, Outcome, ReleaseTracker, ResourceCache, spawn_background};
 use crate::error::{Error, ReleaseReport};
 use crate::secrets::Config;
 use crate::session::{Session, SessionId};
@@ -23,6 +23,11 @@ use crate::stats::RemovalCause;
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
 /// Default time `Session::end` / `Runtime::shutdown` wait for in-flight users of a connection.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// Default idle timeout of a session: ended after 30 minutes without activity.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default absolute lifetime of a session (OWASP's absolute timeout): ended 8 hours after it
+/// started, however active.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
 
 static NEXT_RUNTIME_ID: AtomicU64 = AtomicU64::new(1);
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -51,17 +56,28 @@ pub(crate) struct Shared {
     id: u64,
     epoch: Instant,
     pub(crate) global: CacheSet,
-    sessions: Mutex<HashMap<SessionId, Session>>,
+    sessions: Mutex<Registry>,
     pub(crate) tracker: Arc<ReleaseTracker>,
     pub(crate) config: Config,
     settings: Settings,
     shut_down: AtomicBool,
+    /// The shutdown's report, once it finished: every caller of `shutdown` waits for it.
+    shutdown_done: Outcome,
     maintainer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The live sessions, and whether shutdown has begun: one lock, so a session created while
+/// shutdown takes its snapshot is either in the snapshot or born ended.
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<SessionId, Session>,
+    closed: bool,
 }
 
 #[derive(Clone, Debug)]
 struct Settings {
     idle_timeout: Option<Duration>,
+    session_lifetime: Option<Duration>,
     maintenance_interval: Duration,
     grace_period: Duration,
 }
@@ -88,7 +104,8 @@ impl Default for RuntimeBuilder {
     fn default() -> Self {
         RuntimeBuilder {
             settings: Settings {
-                idle_timeout: None,
+                idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+                session_lifetime: Some(DEFAULT_SESSION_LIFETIME),
                 maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
                 grace_period: DEFAULT_GRACE_PERIOD,
             },
@@ -98,9 +115,30 @@ impl Default for RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
-    /// End sessions with no activity (no `Session::run`, no `touch`) for this long.
+    /// End sessions with no activity (no `Session::run`, no `touch`) for this long (default
+    /// 30 minutes). A session with a request running is never ended for being idle.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.settings.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Never end sessions for being idle (they end explicitly, by lifetime, or at shutdown).
+    pub fn no_idle_timeout(mut self) -> Self {
+        self.settings.idle_timeout = None;
+        self
+    }
+
+    /// End sessions this long after they started, however active (default 8 hours; OWASP's
+    /// absolute timeout). The end waits for no request: it starts at the first maintenance pass
+    /// with none running.
+    pub fn max_session_lifetime(mut self, lifetime: Duration) -> Self {
+        self.settings.session_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Never end sessions for their age.
+    pub fn no_session_lifetime(mut self) -> Self {
+        self.settings.session_lifetime = None;
         self
     }
 
@@ -151,11 +189,12 @@ impl RuntimeBuilder {
                 id: NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed),
                 epoch: Instant::now(),
                 global: CacheSet::default(),
-                sessions: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(Registry::default()),
                 tracker: Arc::new(ReleaseTracker::default()),
                 config: self.config.build(),
                 settings: self.settings,
                 shut_down: AtomicBool::new(false),
+                shutdown_done: Outcome::default(),
                 maintainer: Mutex::new(None),
             }),
         };
@@ -191,29 +230,40 @@ impl Runtime {
     pub fn session(&self) -> Session {
         let id = SessionId(NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed));
         let session = Session::new(id, self.clone());
-        if self.is_shut_down() {
-            // A session of a shut-down runtime is born ended: every use is a typed error.
-            session.mark_ended(Error::RuntimeShutDown);
-            return session;
+        {
+            let mut registry = self.registry();
+            if registry.closed {
+                // A session of a shut-down runtime is born ended: every use is a typed error.
+                session.mark_ended(Error::RuntimeShutDown);
+                return session;
+            }
+            registry.sessions.insert(id, session.clone());
         }
         self.ensure_maintainer();
-        self.shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(id, session.clone());
         tracing::info!(session = %id, "connscope: session started");
         session
     }
 
     /// The live session with this id, if any.
     pub fn find_session(&self, id: SessionId) -> Option<Session> {
-        self.shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.registry().sessions.get(&id).filter(|s| !s.is_ended()).cloned()
     }
 
-    /// How many sessions are live.
+    /// How many sessions are live (an ending session counts until its end finished).
     pub fn session_count(&self) -> usize {
-        self.shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.registry().sessions.len()
     }
 
     pub(crate) fn forget_session(&self, id: SessionId) {
-        self.shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.registry().sessions.remove(&id);
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.shared.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> Vec<Session> {
+        self.registry().sessions.values().cloned().collect()
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -227,27 +277,56 @@ impl Runtime {
     }
 
     /// Ends every session and releases every global value, awaiting all release hooks (and
-    /// background releases still running, within the grace period). Idempotent.
+    /// background work still running: releases, session ends, connection closes, within the
+    /// grace period), and returns the report of what was released.
+    ///
+    /// The work runs in a task of its own: a caller that is dropped mid-way (a `timeout` around
+    /// it) stops waiting, nothing more. Calling it again, or concurrently, waits for the same
+    /// shutdown; the report is handed out once, to the first caller that receives it (the others
+    /// get an empty one). Sessions created from now on are born ended.
     pub async fn shutdown(&self) -> ReleaseReport {
+        let first = {
+            let mut registry = self.registry();
+            let first = !registry.closed;
+            registry.closed = true;
+            self.shared.shut_down.store(true, Ordering::Release);
+            first
+        };
+        if first {
+            let rt = self.clone();
+            drop(spawn_background(async move {
+                let report = rt.shut_down_now().await;
+                rt.shared.shutdown_done.finish(report);
+            }));
+        }
+        self.shared.shutdown_done.wait().await
+    }
+
+    async fn shut_down_now(&self) -> ReleaseReport {
         let shared = &*self.shared;
-        if shared.shut_down.swap(true, Ordering::AcqRel) {
-            return ReleaseReport::default();
-        }
-        let sessions: Vec<Session> =
-            shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let mut report = ReleaseReport::default();
-        // End sessions concurrently: each may wait up to the grace period for its users.
-        let mut ends = tokio::task::JoinSet::new();
-        for s in sessions {
-            ends.spawn(async move { s.end_with(Error::RuntimeShutDown, "runtime shutdown").await });
-        }
-        while let Some(ended) = ends.join_next().await {
-            if let Ok(r) = ended {
+        // End sessions concurrently (each end is a task of its own that may wait up to the grace
+        // period for its users); one already ending is awaited too.
+        let ends: Vec<_> = self
+            .sessions()
+            .into_iter()
+            .map(|s| {
+                spawn_background(async move { s.end_with(Error::RuntimeShutDown, "runtime shutdown").await })
+            })
+            .collect();
+        for end in ends {
+            if let Ok(r) = end.await {
                 report.merge(r);
             }
         }
         report.merge(shared.global.close(RemovalCause::Shutdown, Error::RuntimeShutDown).await);
-        shared.tracker.wait_idle(shared.settings.grace_period).await;
+        if !shared.tracker.wait_idle(shared.settings.grace_period).await {
+            tracing::warn!(
+                pending = shared.tracker.pending(),
+                grace = ?shared.settings.grace_period,
+                "connscope: shutdown stopped waiting for background work after the grace period"
+            );
+        }
         if let Some(task) = shared.maintainer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
@@ -258,7 +337,7 @@ impl Runtime {
     /// Runs one maintenance pass now (expiry, LRU evictions, idle sessions). The background
     /// task does this every maintenance interval; tests and embedders may call it directly.
     pub async fn run_maintenance(&self) {
-        maintain(&self.shared, self).await;
+        maintain(self).await;
     }
 
     /// The cache of a resource in the global scope.
@@ -281,9 +360,7 @@ impl Runtime {
     /// Statistics of resource `id` summed over the global scope and every live session.
     pub(crate) fn resource_stats(&self, id: u64) -> crate::stats::StatsSnapshot {
         let mut total = self.shared.global.stats_of(id);
-        let sessions: Vec<Session> =
-            self.shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        for s in sessions {
+        for s in self.sessions() {
             total.add(&s.inner.caches.stats_of(id));
         }
         total
@@ -293,19 +370,48 @@ impl Runtime {
         t.saturating_duration_since(self.shared.epoch).as_millis() as u64
     }
 
-    /// Starts (or restarts, if its Tokio runtime went away) the maintenance task.
+    /// Starts the maintenance task: on the current Tokio runtime (so paused time in tests
+    /// applies to it), else on connscope's own. If that Tokio runtime goes away (a test's
+    /// runtime, dropped at the end of the test), the task moves to connscope's own runtime by
+    /// itself: values still expire and idle sessions still end with no further call.
     pub(crate) fn ensure_maintainer(&self) {
         if self.is_shut_down() {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
         let mut slot = self.shared.maintainer.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let weak = Arc::downgrade(&self.shared);
-        let interval = self.shared.settings.maintenance_interval;
-        *slot = Some(handle.spawn(maintenance_loop(weak, interval)));
+        let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| crate::cache::own_runtime());
+        *slot = Some(spawn_maintenance(&handle, Arc::downgrade(&self.shared)));
+    }
+}
+
+fn spawn_maintenance(handle: &tokio::runtime::Handle, weak: Weak<Shared>) -> JoinHandle<()> {
+    let interval = weak.upgrade().map_or(DEFAULT_MAINTENANCE_INTERVAL, |s| s.settings.maintenance_interval);
+    let guard = Relocate(Some(weak.clone()));
+    handle.spawn(async move {
+        let mut guard = guard;
+        maintenance_loop(weak, interval).await;
+        guard.0 = None;
+    })
+}
+
+/// Dropped with the maintenance task: when that happens because its Tokio runtime went away
+/// (not because the loop returned or shutdown aborted it), restarts it on connscope's own.
+struct Relocate(Option<Weak<Shared>>);
+
+impl Drop for Relocate {
+    fn drop(&mut self) {
+        let Some(weak) = self.0.take() else { return };
+        let Some(shared) = weak.upgrade() else { return };
+        if shared.shut_down.load(Ordering::Acquire) {
+            return;
+        }
+        let own = crate::cache::own_runtime();
+        if let Ok(mut slot) = shared.maintainer.try_lock() {
+            *slot = Some(spawn_maintenance(&own, weak));
+        }
     }
 }
 
@@ -316,24 +422,23 @@ async fn maintenance_loop(weak: Weak<Shared>, interval: Duration) {
         ticker.tick().await;
         let Some(shared) = weak.upgrade() else { return };
         let rt = Runtime { shared };
-        maintain(&rt.shared, &rt).await;
+        maintain(&rt).await;
     }
 }
 
-async fn maintain(shared: &Shared, rt: &Runtime) {
+/// One pass: expire global and session values, and start the end of idle or too old sessions
+/// (in the background: a slow release hook never delays another value's expiry).
+async fn maintain(rt: &Runtime) {
+    let shared = &*rt.shared;
     let now = Instant::now();
     for cache in shared.global.all() {
         cache.sweep(now).await;
     }
-    let sessions: Vec<Session> =
-        shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
     let now_ms = rt.millis_since_epoch(now);
-    for session in sessions {
-        if let Some(idle) = shared.settings.idle_timeout
-            && session.idle_since(now_ms, idle.as_millis() as u64)
-        {
-            let id = session.id();
-            let _ = session.end_with(Error::SessionEnded { id }, "idle timeout").await;
+    let idle_ms = shared.settings.idle_timeout.map(|d| d.as_millis() as u64);
+    let lifetime_ms = shared.settings.session_lifetime.map(|d| d.as_millis() as u64);
+    for session in rt.sessions() {
+        if session.end_if_expired(now_ms, idle_ms, lifetime_ms) {
             continue;
         }
         for cache in session.inner.caches.all() {

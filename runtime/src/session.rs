@@ -3,13 +3,12 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::cache::CacheSet;
+use crate::cache::{CacheSet, Outcome};
 use crate::error::{Error, ReleaseReport};
 use crate::runtime::Runtime;
 use crate::stats::RemovalCause;
@@ -28,9 +27,16 @@ impl fmt::Display for SessionId {
     }
 }
 
-const ACTIVE: u8 = 0;
-const ENDING: u8 = 1;
-const ENDED: u8 = 2;
+/// The session's phase, its running requests and a count of requests that entered, in one word,
+/// so that an idle end and a request entering [`Session::run`] cannot both win: an idle end
+/// swaps in `ENDING` only if the word is unchanged since it judged the session idle (no request
+/// running, none entered since), a request enters only while no phase bit is set.
+const ENDING: u64 = 1 << 63;
+const ENDED: u64 = 1 << 62;
+const PHASE: u64 = ENDING | ENDED;
+const RUNNING: u64 = (1 << 32) - 1;
+const ENTERED_ONE: u64 = 1 << 32;
+const ENTERED: u64 = !(PHASE | RUNNING);
 
 /// A cheap-to-clone handle to one user's session.
 ///
@@ -53,13 +59,14 @@ pub(crate) struct SessionInner {
     id: SessionId,
     runtime: Runtime,
     pub(crate) caches: CacheSet,
-    state: AtomicU8,
+    /// Phase bits (`ENDING`, `ENDED`) and the count of running `Session::run`s.
+    state: AtomicU64,
     end_reason: OnceLock<Error>,
-    /// Milliseconds since the runtime's epoch of the last activity.
+    /// Milliseconds since the runtime's epoch of the start, and of the last activity.
+    started: u64,
     last_active: AtomicU64,
-    running: AtomicUsize,
-    ended_tx: Mutex<Option<watch::Sender<bool>>>,
-    ended_rx: watch::Receiver<bool>,
+    /// The end's report, once the end finished: every caller of `end` waits for it.
+    ended: Outcome,
 }
 
 impl fmt::Debug for Session {
@@ -70,19 +77,17 @@ impl fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(id: SessionId, runtime: Runtime) -> Self {
-        let (tx, rx) = watch::channel(false);
         let now = runtime.millis_since_epoch(Instant::now());
         Session {
             inner: Arc::new(SessionInner {
                 id,
                 runtime,
                 caches: CacheSet::default(),
-                state: AtomicU8::new(ACTIVE),
+                state: AtomicU64::new(0),
                 end_reason: OnceLock::new(),
+                started: now,
                 last_active: AtomicU64::new(now),
-                running: AtomicUsize::new(0),
-                ended_tx: Mutex::new(Some(tx)),
-                ended_rx: rx,
+                ended: Outcome::default(),
             }),
         }
     }
@@ -112,12 +117,31 @@ impl Session {
     }
 
     /// Runs `fut` inside this session: cached functions and connections called from it (at any
-    /// depth, in this task) use this session's scope. Counts as activity for the idle timeout.
+    /// depth, in this task) use this session's scope. Counts as activity for the idle timeout,
+    /// and no idle end can start while it runs. On an ended session `fut` still runs, and what
+    /// it asks of the session fails with [`Error::SessionEnded`].
     pub async fn run<F: Future>(&self, fut: F) -> F::Output {
-        self.touch();
-        self.inner.running.fetch_add(1, Ordering::AcqRel);
-        let _guard = RunGuard(self);
+        let _guard = self.enter();
         CURRENT.scope(self.clone(), fut).await
+    }
+
+    /// Counts a running request, unless the session is ending.
+    fn enter(&self) -> Option<RunGuard<'_>> {
+        let state = &self.inner.state;
+        let mut s = state.load(Ordering::Acquire);
+        loop {
+            if s & PHASE != 0 {
+                return None;
+            }
+            let entered = (s & ENTERED).wrapping_add(ENTERED_ONE) & ENTERED;
+            let next = ((s & !ENTERED) + 1) | entered;
+            match state.compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        self.touch();
+        Some(RunGuard(self))
     }
 
     /// Marks the session active now (resets its idle timer).
@@ -128,7 +152,7 @@ impl Session {
 
     /// Whether the session has ended (or is ending).
     pub fn is_ended(&self) -> bool {
-        self.inner.state.load(Ordering::Acquire) != ACTIVE
+        self.inner.state.load(Ordering::Acquire) & PHASE != 0
     }
 
     /// The error to report for use of this session, if it has ended.
@@ -145,44 +169,75 @@ impl Session {
 
     /// Ends the session: releases every session-scoped value (connections are closed after their
     /// in-flight users let go, within the runtime's grace period) and returns once all their
-    /// release hooks have finished. Calling it again, or concurrently, waits for the same end
-    /// and releases nothing twice. Using the session afterwards gives [`Error::SessionEnded`].
+    /// release hooks have finished, with the report of what was released.
+    ///
+    /// The work runs in a task of its own: a caller that is dropped mid-way (a request timeout)
+    /// stops waiting, nothing more. Calling it again, or concurrently, waits for the same end;
+    /// nothing is released twice, and the report is handed out once: to the first caller that
+    /// receives it (so a retry after a dropped call gets it), the others get an empty one. Using
+    /// the session afterwards gives [`Error::SessionEnded`].
     pub async fn end(&self) -> ReleaseReport {
         self.end_with(Error::SessionEnded { id: self.inner.id }, "explicit").await
     }
 
     pub(crate) async fn end_with(&self, reason: Error, why: &'static str) -> ReleaseReport {
-        let first =
-            self.inner.state.compare_exchange(ACTIVE, ENDING, Ordering::AcqRel, Ordering::Acquire).is_ok();
-        if !first {
-            let mut rx = self.inner.ended_rx.clone();
-            let _ = rx.wait_for(|ended| *ended).await;
-            return ReleaseReport::default();
+        let prev = self.inner.state.fetch_or(ENDING, Ordering::AcqRel);
+        if prev & PHASE == 0 {
+            self.start_end(reason, why);
         }
+        self.wait_ended().await
+    }
+
+    /// Ends the session in the background if it has been idle for `idle_ms`, or alive for
+    /// `lifetime_ms`, at `now_ms`, and no request is running. True if an end started.
+    pub(crate) fn end_if_expired(&self, now_ms: u64, idle_ms: Option<u64>, lifetime_ms: Option<u64>) -> bool {
+        let seen = self.inner.state.load(Ordering::Acquire);
+        if seen & (PHASE | RUNNING) != 0 {
+            return false;
+        }
+        let idle = idle_ms
+            .is_some_and(|ms| now_ms.saturating_sub(self.inner.last_active.load(Ordering::Relaxed)) >= ms);
+        let old = lifetime_ms.is_some_and(|ms| now_ms.saturating_sub(self.inner.started) >= ms);
+        if !idle && !old {
+            return false;
+        }
+        // Only if no request ran or entered since `seen`: one entering now makes this fail.
+        if self
+            .inner
+            .state
+            .compare_exchange(seen, seen | ENDING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let why = if idle { "idle timeout" } else { "lifetime" };
+        self.start_end(Error::SessionEnded { id: self.inner.id }, why);
+        true
+    }
+
+    /// Spawns the end (tracked, so shutdown waits for it). Called once, by whoever set `ENDING`.
+    fn start_end(&self, reason: Error, why: &'static str) {
         let _ = self.inner.end_reason.set(reason.clone());
-        self.inner.runtime.forget_session(self.inner.id);
-        let report = self.inner.caches.close(RemovalCause::SessionEnd, reason).await;
-        self.inner.state.store(ENDED, Ordering::Release);
-        if let Some(tx) = self.inner.ended_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(true);
-        }
-        tracing::info!(session = %self.inner.id, why, released = report.released, "connscope: session ended");
-        report
+        let this = self.clone();
+        let tracker = std::sync::Arc::clone(&self.inner.runtime.shared.tracker);
+        drop(tracker.spawn(async move {
+            let report = this.inner.caches.close(RemovalCause::SessionEnd, reason).await;
+            this.inner.state.fetch_or(ENDED, Ordering::AcqRel);
+            this.inner.runtime.forget_session(this.inner.id);
+            tracing::info!(session = %this.inner.id, why, released = report.released, "connscope: session ended");
+            this.inner.ended.finish(report);
+        }));
+    }
+
+    async fn wait_ended(&self) -> ReleaseReport {
+        self.inner.ended.wait().await
     }
 
     /// Marks a session that never held anything as ended.
     pub(crate) fn mark_ended(&self, reason: Error) {
         let _ = self.inner.end_reason.set(reason);
-        self.inner.state.store(ENDED, Ordering::Release);
-        if let Some(tx) = self.inner.ended_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(true);
-        }
-    }
-
-    /// Idle for longer than `idle_ms` at `now_ms`, with no `run` in progress.
-    pub(crate) fn idle_since(&self, now_ms: u64, idle_ms: u64) -> bool {
-        self.inner.running.load(Ordering::Acquire) == 0
-            && now_ms.saturating_sub(self.inner.last_active.load(Ordering::Relaxed)) >= idle_ms
+        self.inner.state.fetch_or(ENDING | ENDED, Ordering::AcqRel);
+        self.inner.ended.finish(ReleaseReport::default());
     }
 }
 
@@ -191,6 +246,6 @@ struct RunGuard<'a>(&'a Session);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.touch();
-        self.0.inner.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.inner.state.fetch_sub(1, Ordering::AcqRel);
     }
 }

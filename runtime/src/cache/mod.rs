@@ -1,48 +1,50 @@
-//! The resource cache: a moka cache per scope and resource, with our own TTL (on Tokio's clock,
-//! so tests can pause time), LRU `max_entries`, single flight, and release hooks that run exactly
-//! once however a value leaves.
+//! The resource cache: values of one resource in one scope, with a TTL (on Tokio's clock, so
+//! tests can pause time), exact LRU `max_entries`, single flight, and release hooks that run
+//! exactly once however a value leaves.
 //!
-//! How a value leaves, and who runs its hook:
-//! * `invalidate`, `clear`, session end, shutdown: removed with `remove`, hook awaited by the caller.
-//! * TTL expiry: found by the runtime's maintenance tick (or by a caller that meets the expired
-//!   value, which then treats it as a miss), removed conditionally, hook run in a background task.
-//! * `max_entries`: moka's LRU eviction notifies us (`Size`), hook run in a background task.
-//! * A replaced value (same key, new value: only [`ResourceCache::insert`] does that) is released
-//!   like any other removal, with cause `Replaced`.
+//! How a value leaves, and who runs its hook (always in a task of its own, see `release`):
+//! * `invalidate`, `clear`, session end, shutdown: removed under the lock, hook awaited by the
+//!   caller (a caller dropped meanwhile strands nothing: the hook runs on).
+//! * TTL expiry: found by the runtime's maintenance (or by a caller that meets the expired value,
+//!   which then treats it as a miss), hook run in the background.
+//! * `max_entries`: the least recently used value (as the calls define it) is evicted when a new
+//!   one is stored, hook run in the background.
+//! * A replaced value (same key, new value: only [`ResourceCache::insert`] does that): cause
+//!   `Replaced`, in the background.
 //!
-//! moka notifies `Explicit` for our own `remove` calls too; the listener ignores those, because
-//! the code that removed the value releases it itself. Each removal is observed by exactly one
-//! party, so each hook runs exactly once.
+//! Every removal happens under the cache's lock and hands the value to exactly one party, so each
+//! hook runs exactly once. A load stores its value only if no invalidate, clear or insert of its
+//! key ran while it loaded (its caller still gets the value), and never into a closed cache.
 
+mod background;
+mod flight;
+mod outcome;
 mod release;
 mod set;
+mod state;
 
-use std::collections::BTreeMap;
+use std::any::Any;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
-use moka::policy::EvictionPolicy;
 use tokio::time::Instant;
 
+pub(crate) use background::{own as own_runtime, spawn as spawn_background};
+pub(crate) use outcome::Outcome;
 pub use release::{BoxFuture, HookError, ReleaseHook};
 pub(crate) use release::{ReleaseTracker, Releaser};
 #[allow(unused_imports)]
 pub(crate) use set::CacheKey;
 pub(crate) use set::CacheSet;
 
+use self::flight::{Flight, Outcome as LoadOutcome};
+use self::state::{Closed, Displaced, Found, State};
 use crate::error::{Error, ReleaseReport};
 use crate::stats::{CacheStats, RemovalCause, StatsSnapshot};
 
-/// The hasher of cache keys: foldhash, seeded per cache (hashbrown's default; several times
-/// cheaper than SipHash on the hit path).
-type KeyHasher = foldhash::fast::RandomState;
-
-/// How many expired entries a maintenance pass removes before letting other tasks run.
+/// How many expired entries a maintenance pass removes under one hold of the lock.
 const SWEEP_BATCH: usize = 256;
 
 /// The settings of one cache.
@@ -62,19 +64,6 @@ impl<V> CacheConfig<V> {
     /// A cache named `name` with no TTL, no bound and no hook.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         CacheConfig { name: name.into(), ttl: None, max_entries: None, on_release: None }
-    }
-}
-
-struct Slot<V> {
-    value: V,
-    id: u64,
-    expires_at: Option<Instant>,
-}
-
-impl<V> Slot<V> {
-    /// Reads the clock only for values that can expire.
-    fn is_live(&self) -> bool {
-        self.expires_at.is_none_or(|t| Instant::now() < t)
     }
 }
 
@@ -112,13 +101,16 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    moka: Cache<K, Arc<Slot<V>>, KeyHasher>,
+    state: Mutex<State<K, V>>,
     ttl: Option<Duration>,
-    deadlines: Mutex<BTreeMap<(Instant, u64), K>>,
-    next_id: AtomicU64,
-    closed: OnceLock<Error>,
     releaser: Arc<Releaser<V>>,
     stats: Arc<CacheStats>,
+}
+
+/// Who leads a load, or waits for one.
+enum Role<V> {
+    Lead(Arc<Flight<V>>),
+    Wait(Arc<Flight<V>>),
 }
 
 impl<K, V> ResourceCache<K, V>
@@ -134,31 +126,10 @@ where
             stats: Arc::clone(&stats),
             tracker,
         });
-        let listener = Arc::clone(&releaser);
-        let mut builder = Cache::builder()
-            .name(&config.name)
-            // LRU, not TinyLFU: a freshly built connection must never be refused and closed at birth.
-            .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(move |_key, slot: Arc<Slot<V>>, cause| {
-                let cause = match cause {
-                    moka::notification::RemovalCause::Size => RemovalCause::Size,
-                    moka::notification::RemovalCause::Replaced => RemovalCause::Replaced,
-                    moka::notification::RemovalCause::Expired => RemovalCause::Expired,
-                    // Our own `remove` calls: the remover releases the value itself.
-                    moka::notification::RemovalCause::Explicit => return,
-                };
-                listener.release_in_background(slot.value.clone(), cause);
-            });
-        if let Some(max) = config.max_entries {
-            builder = builder.max_capacity(max);
-        }
         ResourceCache {
             inner: Arc::new(Inner {
-                moka: builder.build_with_hasher(KeyHasher::default()),
+                state: Mutex::new(State::new(config.max_entries)),
                 ttl: config.ttl,
-                deadlines: Mutex::new(BTreeMap::new()),
-                next_id: AtomicU64::new(1),
-                closed: OnceLock::new(),
                 releaser,
                 stats,
             }),
@@ -170,17 +141,28 @@ where
         &self.inner.releaser.resource
     }
 
+    fn lock(&self) -> MutexGuard<'_, State<K, V>> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.inner.ttl.map(|ttl| Instant::now() + ttl)
+    }
+
     /// The live value for `key`, if any (counts a hit or a miss).
     pub async fn get(&self, key: &K) -> Option<V> {
-        let inner = &*self.inner;
-        if let Some(slot) = inner.moka.get(key).await {
-            if slot.is_live() {
-                inner.stats.hit();
-                return Some(slot.value.clone());
+        let found = self.lock().lookup(key, Instant::now);
+        match found {
+            Found::Hit(v) => {
+                self.inner.stats.hit();
+                return Some(v);
             }
-            self.expire(key, slot.id).await;
+            Found::Missing { expired: Some(v) } => {
+                self.inner.releaser.release_in_background(v, RemovalCause::Expired)
+            }
+            Found::Missing { expired: None } | Found::Loading(_) => {}
         }
-        inner.stats.miss();
+        self.inner.stats.miss();
         None
     }
 
@@ -188,6 +170,8 @@ where
     /// key run one loader and share its result (single flight). An `Err` is returned to all of
     /// them and not cached. A loader that panics caches nothing: its caller panics, the others
     /// retry. A caller that is cancelled mid-load does not block the others: one of them loads.
+    /// A load that an `invalidate`, `clear` or `insert` of its key overtook returns its value to
+    /// its callers without caching it.
     pub async fn try_get_with<E, F>(&self, key: K, loader: F) -> Result<V, LoadError<E>>
     where
         F: Future<Output = Result<V, E>>,
@@ -198,7 +182,7 @@ where
         }
         // Boxed on a miss only: a large loader future (a query) then travels through the
         // layers below as a pointer, instead of being copied into each of their states.
-        self.load(key, Box::pin(loader), Closed::Release).await
+        self.load(key, Box::pin(loader), OnClosed::Refuse).await
     }
 
     /// Like [`try_get_with`](Self::try_get_with) for a loader that cannot fail.
@@ -210,7 +194,9 @@ where
             return Ok(v);
         }
         let loader = Box::pin(loader);
-        match self.load(key, async { Ok::<V, std::convert::Infallible>(loader.await) }, Closed::Release).await
+        match self
+            .load(key, async { Ok::<V, std::convert::Infallible>(loader.await) }, OnClosed::Refuse)
+            .await
         {
             Ok(v) => Ok(v),
             Err(LoadError::Scope(e)) => Err(e),
@@ -249,7 +235,7 @@ where
                 failure
             })
         };
-        match self.load(key, shared, Closed::Release).await {
+        match self.load(key, shared, OnClosed::Refuse).await {
             Ok(v) => Ok(v),
             Err(LoadError::Scope(e)) => Err(e.into()),
             Err(LoadError::Failed(failure)) => Err(match own {
@@ -276,85 +262,188 @@ where
     where
         F: Future<Output = V>,
     {
-        if self.inner.closed.get().is_some() {
-            return loader.await;
-        }
         let loader = async { Ok::<V, std::convert::Infallible>(loader.await) };
-        match self.load(key, loader, Closed::HandBack).await {
+        match self.load(key, loader, OnClosed::RunUncached).await {
             Ok(v) => v,
             Err(LoadError::Failed(never)) => match *never {},
-            // `HandBack` never reports a closed scope after loading, and the check above
-            // ran before: only a close in between lands here, and then the value was handed back.
-            Err(LoadError::Scope(_)) => unreachable!("connscope: closed scope reported after hand-back"),
+            // `RunUncached` answers a closed scope with the loader's own value.
+            Err(LoadError::Scope(_)) => unreachable_closed(),
         }
     }
 
-    async fn load<E, F>(&self, key: K, loader: F, on_closed: Closed) -> Result<V, LoadError<E>>
+    /// The miss path shared by every loading method: wait for a load in flight, or lead one.
+    async fn load<E, F>(&self, key: K, loader: F, on_closed: OnClosed) -> Result<V, LoadError<E>>
     where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        let inner = &*self.inner;
-        if let Some(e) = inner.closed.get() {
-            return Err(LoadError::Scope(e.clone()));
+        loop {
+            let role = {
+                let mut state = self.lock();
+                match &state.closed {
+                    Some(closed) => Err(closed.reason.clone()),
+                    None => Ok(match state.lookup(&key, Instant::now) {
+                        Found::Hit(v) => return Ok(v),
+                        Found::Loading(flight) => (Role::Wait(flight), None),
+                        Found::Missing { expired } => (Role::Lead(state.start_flight(key.clone())), expired),
+                    }),
+                }
+            };
+            let role = match role {
+                Err(reason) => return self.closed_before_load(reason, loader, on_closed).await,
+                Ok((role, expired)) => {
+                    if let Some(v) = expired {
+                        self.inner.releaser.release_in_background(v, RemovalCause::Expired);
+                    }
+                    role
+                }
+            };
+            let flight = match role {
+                Role::Lead(flight) => return self.lead(key, flight, loader, on_closed).await,
+                Role::Wait(flight) => flight,
+            };
+            match flight.wait().await {
+                LoadOutcome::Value(v) => return Ok(v),
+                LoadOutcome::Failed(e) => {
+                    if let Ok(e) = e.downcast::<E>() {
+                        return Err(LoadError::Failed(e));
+                    }
+                    // A caller with another error type: it loads for itself.
+                }
+                LoadOutcome::Abandoned => {}
+                LoadOutcome::Closed(reason) => {
+                    return self.closed_before_load(reason, loader, on_closed).await;
+                }
+            }
         }
-        let _ = on_closed;
-        let my_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let init = async {
-            inner.stats.load();
-            let guard = FailureOnUnwind(&inner.stats);
-            let result = loader.await;
-            std::mem::forget(guard);
-            match result {
-                Ok(value) => {
-                    let expires_at = inner.ttl.map(|ttl| Instant::now() + ttl);
-                    Ok(Arc::new(Slot { value, id: my_id, expires_at }))
-                }
-                Err(e) => {
-                    inner.stats.load_failure();
-                    Err(e)
-                }
-            }
-        };
-        let slot = inner.moka.try_get_with(key.clone(), init).await.map_err(LoadError::Failed)?;
-        if slot.id == my_id {
-            if let Some(at) = slot.expires_at {
-                inner.deadlines.lock().unwrap_or_else(|p| p.into_inner()).insert((at, my_id), key.clone());
-            }
-            // A load that finished after the scope was closed must not leave a value behind.
-            if let Some(e) = inner.closed.get()
-                && let Some(removed) = inner.moka.remove(&key).await
-            {
-                if on_closed == Closed::HandBack {
-                    return Ok(removed.value.clone());
-                }
-                let _ =
-                    Arc::clone(&inner.releaser).release(removed.value.clone(), RemovalCause::Shutdown).await;
-                return Err(LoadError::Scope(e.clone()));
-            }
-        }
-        Ok(slot.value.clone())
     }
 
-    /// Stores `value` under `key`. A value already there is released (cause `Replaced`).
-    pub async fn insert(&self, key: K, value: V) {
-        let inner = &*self.inner;
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let expires_at = inner.ttl.map(|ttl| Instant::now() + ttl);
-        if let Some(at) = expires_at {
-            inner.deadlines.lock().unwrap_or_else(|p| p.into_inner()).insert((at, id), key.clone());
+    async fn closed_before_load<E, F>(
+        &self,
+        reason: Error,
+        loader: F,
+        on_closed: OnClosed,
+    ) -> Result<V, LoadError<E>>
+    where
+        F: Future<Output = Result<V, E>>,
+    {
+        match on_closed {
+            OnClosed::Refuse => Err(LoadError::Scope(reason)),
+            OnClosed::RunUncached => loader.await.map_err(|e| LoadError::Failed(Arc::new(e))),
         }
-        inner.moka.insert(key, Arc::new(Slot { value, id, expires_at })).await;
+    }
+
+    /// Runs the loader for `flight` and stores its value if the flight still holds the key.
+    async fn lead<E, F>(
+        &self,
+        key: K,
+        flight: Arc<Flight<V>>,
+        loader: F,
+        on_closed: OnClosed,
+    ) -> Result<V, LoadError<E>>
+    where
+        F: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.inner.stats.load();
+        let guard = Abandon { cache: self, key: &key, flight: &flight };
+        let result = loader.await;
+        std::mem::forget(guard);
+        let value = match result {
+            Ok(value) => value,
+            Err(e) => {
+                self.inner.stats.load_failure();
+                self.lock().abandon_flight(&key, flight.id);
+                let e = Arc::new(e);
+                flight.finish(LoadOutcome::Failed(Arc::clone(&e) as Arc<dyn Any + Send + Sync>));
+                return Err(LoadError::Failed(e));
+            }
+        };
+        let stored = {
+            let mut state = self.lock();
+            match state.closed.clone() {
+                Some(closed) => Err(closed),
+                None => Ok(state.finish_flight(&key, flight.id, value.clone(), self.deadline())),
+            }
+        };
+        match stored {
+            Ok(displaced) => {
+                flight.finish(LoadOutcome::Value(value.clone()));
+                if let Some(displaced) = displaced {
+                    self.release_displaced(displaced);
+                }
+                Ok(value)
+            }
+            Err(Closed { cause, reason }) => {
+                // Waiters never receive a value that is being released.
+                flight.finish(LoadOutcome::Closed(reason.clone()));
+                match on_closed {
+                    OnClosed::RunUncached => Ok(value),
+                    OnClosed::Refuse => {
+                        // Loaded into a closed scope: released once, as the close would have.
+                        let _ = self.inner.releaser.release(value, cause).await;
+                        Err(LoadError::Scope(reason))
+                    }
+                }
+            }
+        }
+    }
+
+    fn release_displaced(&self, displaced: Displaced<V>) {
+        let releaser = &self.inner.releaser;
+        if let Some(old) = displaced.replaced {
+            releaser.release_in_background(old, RemovalCause::Replaced);
+        }
+        for v in displaced.evicted {
+            releaser.release_in_background(v, RemovalCause::Size);
+        }
+    }
+
+    /// Stores `value` under `key`. A value already there is released (cause `Replaced`); a load
+    /// of `key` in flight keeps its result to its own callers (loads never replace).
+    ///
+    /// A closed cache (its session ended, the runtime shut down) refuses the value: it is
+    /// released (cause `SessionEnd` / `Shutdown`) and the error says why.
+    pub async fn insert(&self, key: K, value: V) -> Result<(), Error> {
+        let stored = {
+            let mut state = self.lock();
+            match state.closed.clone() {
+                Some(closed) => Err((closed, value)),
+                None => Ok(state.store(key, value, self.deadline())),
+            }
+        };
+        match stored {
+            Ok(displaced) => {
+                self.release_displaced(displaced);
+                Ok(())
+            }
+            Err((Closed { cause, reason }, value)) => {
+                let _ = self.inner.releaser.release(value, cause).await;
+                Err(reason)
+            }
+        }
     }
 
     /// Removes `key` and returns once its release hook has finished. Returns whether a value was
-    /// there. A failing hook is logged and counted in [`stats`](Self::stats).
+    /// there. A load of `key` in flight will not be cached. A failing hook is logged and counted
+    /// in [`stats`](Self::stats).
     pub async fn invalidate(&self, key: &K) -> bool {
-        match self.inner.moka.remove(key).await {
-            Some(slot) => {
-                let _ = Arc::clone(&self.inner.releaser)
-                    .release(slot.value.clone(), RemovalCause::Explicit)
-                    .await;
+        let removed = self.lock().remove(key);
+        self.release_removed(removed).await
+    }
+
+    /// Removes `key` only if its value is the one `pred` accepts (e.g. the connection a caller
+    /// found closed, not one stored a moment later); awaits its release hook. Returns whether a
+    /// value was removed.
+    pub async fn invalidate_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> bool {
+        let removed = self.lock().remove_if(key, pred);
+        self.release_removed(removed).await
+    }
+
+    async fn release_removed(&self, removed: Option<V>) -> bool {
+        match removed {
+            Some(v) => {
+                let _ = self.inner.releaser.release(v, RemovalCause::Explicit).await;
                 true
             }
             None => false,
@@ -362,9 +451,11 @@ where
     }
 
     /// Removes every value and returns once all their release hooks have finished. A failing or
-    /// panicking hook does not stop the others; the report lists them.
+    /// panicking hook does not stop the others; the report lists them. Loads in flight will not
+    /// be cached.
     pub async fn clear(&self) -> ReleaseReport {
-        self.drain(RemovalCause::Explicit).await
+        let (values, _overtaken) = self.lock().take_all();
+        self.inner.releaser.release_all(values, RemovalCause::Explicit).await
     }
 
     /// Statistics of this cache.
@@ -372,10 +463,9 @@ where
         self.inner.stats.snapshot()
     }
 
-    /// How many live values the cache holds (after pending maintenance).
+    /// How many live values the cache holds.
     pub async fn len(&self) -> u64 {
-        self.inner.moka.run_pending_tasks().await;
-        self.inner.moka.entry_count()
+        self.lock().live_len(Instant::now()) as u64
     }
 
     /// Whether the cache holds no value.
@@ -387,71 +477,84 @@ where
         &self.inner.stats
     }
 
-    async fn drain(&self, cause: RemovalCause) -> ReleaseReport {
-        let inner = &*self.inner;
-        let keys: Vec<Arc<K>> = inner.moka.iter().map(|(k, _)| k).collect();
-        let mut values = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(slot) = inner.moka.remove(&*key).await {
-                values.push(slot.value.clone());
-            }
-        }
-        inner.moka.run_pending_tasks().await;
-        inner.releaser.release_all(values, cause).await
-    }
-
-    /// Removes `key` if it still holds the value with `id`; releases it in the background.
-    async fn expire(&self, key: &K, id: u64) {
-        let result = self
-            .inner
-            .moka
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let same = entry.is_some_and(|e| e.value().id == id);
-                std::future::ready(if same { Op::Remove } else { Op::Nop })
-            })
-            .await;
-        if let CompResult::Removed(entry) = result {
-            self.inner
-                .releaser
-                .release_in_background(entry.into_value().value.clone(), RemovalCause::Expired);
-        }
-    }
-
-    /// One maintenance pass: expire values whose TTL has passed (in batches, yielding between
-    /// them) and let moka apply pending LRU evictions.
+    /// One maintenance pass: release values whose TTL has passed (in batches, yielding between
+    /// them). Their hooks run in the background.
     pub(crate) async fn sweep(&self, now: Instant) {
-        let due: Vec<((Instant, u64), K)> = {
-            let mut map = self.inner.deadlines.lock().unwrap_or_else(|p| p.into_inner());
-            let later = map.split_off(&(now, u64::MAX));
-            std::mem::replace(&mut *map, later).into_iter().collect()
-        };
-        for (i, ((_, id), key)) in due.into_iter().enumerate() {
-            self.expire(&key, id).await;
-            if (i + 1) % SWEEP_BATCH == 0 {
-                self.inner.moka.run_pending_tasks().await;
-                tokio::task::yield_now().await;
+        loop {
+            let due = self.lock().expire_due(now, SWEEP_BATCH);
+            let more = due.len() == SWEEP_BATCH;
+            for v in due {
+                self.inner.releaser.release_in_background(v, RemovalCause::Expired);
             }
+            if !more {
+                return;
+            }
+            tokio::task::yield_now().await;
         }
-        self.inner.moka.run_pending_tasks().await;
     }
 
-    /// Marks the cache closed (loads fail from now on) and releases every value.
+    /// Marks the cache closed (loads and inserts are refused from now on; loads in flight
+    /// release their value when they finish) and releases every value.
     pub(crate) async fn close(&self, cause: RemovalCause, reason: Error) -> ReleaseReport {
-        let _ = self.inner.closed.set(reason);
-        let report = self.drain(cause).await;
-        self.inner.deadlines.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        report
+        let (values, flights) = {
+            let mut state = self.lock();
+            if state.closed.is_some() {
+                return ReleaseReport::default();
+            }
+            state.closed = Some(Closed { cause, reason: reason.clone() });
+            state.take_all()
+        };
+        for flight in flights {
+            flight.finish(LoadOutcome::Closed(reason.clone()));
+        }
+        self.inner.releaser.release_all(values, cause).await
+    }
+
+    /// Marks a cache that holds nothing yet as closed (created after its scope closed).
+    pub(crate) fn close_empty(&self, cause: RemovalCause, reason: Error) {
+        let mut state = self.lock();
+        debug_assert_eq!(state.ready_len(), 0);
+        state.closed.get_or_insert(Closed { cause, reason });
     }
 }
 
-/// What a load that finishes after its scope closed does with its value.
+/// A loader that unwinds or is dropped mid-way gives up its flight: its waiters start over.
+struct Abandon<'a, K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    cache: &'a ResourceCache<K, V>,
+    key: &'a K,
+    flight: &'a Arc<Flight<V>>,
+}
+
+impl<K, V> Drop for Abandon<'_, K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.cache.inner.stats.load_failure();
+        }
+        self.cache.lock().abandon_flight(self.key, self.flight.id);
+        self.flight.finish(LoadOutcome::Abandoned);
+    }
+}
+
+#[cold]
+fn unreachable_closed() -> ! {
+    unreachable!("connscope: a closed scope is answered by running the loader uncached")
+}
+
+/// What a load does when it finds, or leaves, its scope closed.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Closed {
-    /// Release it and report the closed scope.
-    Release,
-    /// Hand it to the caller uncached.
-    HandBack,
+enum OnClosed {
+    /// Report the closed scope (a value loaded meanwhile is released).
+    Refuse,
+    /// Run the loader uncached and hand its value to the caller (functions with no error type).
+    RunUncached,
 }
 
 /// A loader's failure as seen by callers that waited for it.
@@ -466,27 +569,18 @@ impl std::fmt::Display for SharedFailure {
 
 impl std::error::Error for SharedFailure {}
 
-/// Counts a load failure if the loader unwinds (panics).
-struct FailureOnUnwind<'a>(&'a CacheStats);
-
-impl Drop for FailureOnUnwind<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.load_failure();
-        }
-    }
-}
-
 impl<K, V> Drop for Inner<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     fn drop(&mut self) {
-        // moka sends no notification when a cache is dropped: release what is still here.
+        // A cache dropped while it still holds values (its scope never closed): release them.
         // (A closed cache is already empty.)
-        for (_, slot) in self.moka.iter() {
-            self.releaser.release_in_background(slot.value.clone(), RemovalCause::Shutdown);
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let (values, _) = state.take_all();
+        for v in values {
+            self.releaser.release_in_background(v, RemovalCause::Shutdown);
         }
     }
 }

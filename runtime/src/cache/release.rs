@@ -1,5 +1,6 @@
-//! Release hooks: run each removed value's hook exactly once, contain its panic, count it, and
-//! let shutdown wait for the ones still running.
+//! Release hooks: run each removed value's hook exactly once, in a task of its own (so a caller
+//! that is dropped mid-release strands nothing, and a panic is contained), count it, and let
+//! shutdown wait for the ones still running.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -9,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
+use super::background;
 use crate::error::{ReleaseFailure, ReleaseReport};
 use crate::stats::{CacheStats, RemovalCause};
 
@@ -22,16 +25,18 @@ pub type HookError = Box<dyn StdError + Send + Sync + 'static>;
 /// A release hook: receives the value that left the cache, exactly once.
 pub type ReleaseHook<V> = Arc<dyn Fn(V) -> BoxFuture<'static, Result<(), HookError>> + Send + Sync>;
 
-/// Counts release hooks still running in the background, so shutdown can wait for them.
+/// Counts work still running in the background (releases, session ends, connection closes), so
+/// shutdown can wait for it.
 #[derive(Debug, Default)]
 pub(crate) struct ReleaseTracker {
     pending: AtomicUsize,
     idle: Notify,
 }
 
-pub(crate) struct Pending<'a>(&'a ReleaseTracker);
+/// Counted as pending until dropped.
+pub(crate) struct Pending(Arc<ReleaseTracker>);
 
-impl Drop for Pending<'_> {
+impl Drop for Pending {
     fn drop(&mut self) {
         if self.0.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
@@ -40,12 +45,32 @@ impl Drop for Pending<'_> {
 }
 
 impl ReleaseTracker {
-    pub(crate) fn begin(&self) -> Pending<'_> {
+    /// Counts one piece of work as pending from now until the guard is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> Pending {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        Pending(self)
+        Pending(Arc::clone(self))
     }
 
-    /// Waits until no background release is running, or `grace` has passed. True if idle.
+    /// Spawns `fut` (on the current Tokio runtime, else connscope's own), counted as pending
+    /// from now until it finishes.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let pending = self.begin();
+        background::spawn(async move {
+            let _pending = pending;
+            fut.await
+        })
+    }
+
+    /// How much work is pending.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Waits until no background work is running, or `grace` has passed. True if idle.
     pub(crate) async fn wait_idle(&self, grace: Duration) -> bool {
         let wait = async {
             loop {
@@ -71,14 +96,56 @@ pub(crate) struct Releaser<V> {
 }
 
 impl<V: Send + 'static> Releaser<V> {
-    /// Releases `value` now and returns when its hook finished. The hook runs in its own task,
-    /// so a panic is contained and reported instead of unwinding into the caller.
+    /// Starts releasing `value` in a tracked task of its own and returns its handle: awaiting
+    /// it is optional, dropping the awaiting caller changes nothing.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        value: V,
+        cause: RemovalCause,
+    ) -> JoinHandle<Result<(), ReleaseFailure>> {
+        let this = Arc::clone(self);
+        self.tracker.spawn(async move { this.run(value, cause).await })
+    }
+
+    /// Releases `value` and returns when its hook finished.
     pub(crate) async fn release(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         value: V,
         cause: RemovalCause,
     ) -> Result<(), ReleaseFailure> {
-        let _pending = self.tracker.begin();
+        let task = self.spawn(value, cause);
+        self.joined(task).await
+    }
+
+    /// Releases `value` in the background: for removals found by maintenance or eviction, so no
+    /// caller's hot path runs a hook.
+    pub(crate) fn release_in_background(self: &Arc<Self>, value: V, cause: RemovalCause) {
+        drop(self.spawn(value, cause));
+    }
+
+    /// Releases many values concurrently and reports every failure.
+    pub(crate) async fn release_all(self: &Arc<Self>, values: Vec<V>, cause: RemovalCause) -> ReleaseReport {
+        let tasks: Vec<_> = values.into_iter().map(|v| self.spawn(v, cause)).collect();
+        let mut report = ReleaseReport::default();
+        for task in tasks {
+            report.released += 1;
+            if let Err(f) = self.joined(task).await {
+                report.failures.push(f);
+            }
+        }
+        report
+    }
+
+    async fn joined(&self, task: JoinHandle<Result<(), ReleaseFailure>>) -> Result<(), ReleaseFailure> {
+        match task.await {
+            Ok(result) => result,
+            Err(join) => Err(self.failure(panic_message(join), true)),
+        }
+    }
+
+    /// The release itself: counts the eviction, runs the hook (in a task of its own, so its
+    /// panic is contained and reported), counts and logs the outcome.
+    async fn run(&self, value: V, cause: RemovalCause) -> Result<(), ReleaseFailure> {
         self.stats.evicted(cause);
         let result = match &self.hook {
             None => Ok(()),
@@ -96,45 +163,6 @@ impl<V: Send + 'static> Releaser<V> {
             }
         }
         result
-    }
-
-    /// Releases `value` in a background task: for removals found by maintenance or by moka's
-    /// own eviction, so no caller's hot path runs a hook. Without a Tokio runtime at hand (a
-    /// cache dropped outside one), the value is dropped and a warning logged.
-    pub(crate) fn release_in_background(self: &Arc<Self>, value: V, cause: RemovalCause) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                let this = Arc::clone(self);
-                // Count it as pending from now on, not from when the task first runs.
-                this.tracker.pending.fetch_add(1, Ordering::AcqRel);
-                handle.spawn(async move {
-                    let tracker = Arc::clone(&this.tracker);
-                    let _ = this.release(value, cause).await;
-                    drop(Pending(&tracker));
-                });
-            }
-            Err(_) => tracing::warn!(
-                resource = %self.resource,
-                ?cause,
-                "connscope: value removed outside a Tokio runtime; its release hook could not run"
-            ),
-        }
-    }
-
-    /// Releases many values concurrently and reports every failure.
-    pub(crate) async fn release_all(self: &Arc<Self>, values: Vec<V>, cause: RemovalCause) -> ReleaseReport {
-        let mut report = ReleaseReport::default();
-        let tasks: Vec<_> =
-            values.into_iter().map(|v| tokio::spawn(Arc::clone(self).release(v, cause))).collect();
-        for task in tasks {
-            report.released += 1;
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(f)) => report.failures.push(f),
-                Err(join) => report.failures.push(self.failure(panic_message(join), true)),
-            }
-        }
-        report
     }
 
     fn failure(&self, message: String, panicked: bool) -> ReleaseFailure {

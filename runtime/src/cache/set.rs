@@ -42,7 +42,15 @@ where
 /// The caches of one scope, keyed by a resource id.
 #[derive(Default)]
 pub(crate) struct CacheSet {
-    caches: RwLock<Map>,
+    caches: RwLock<Caches>,
+}
+
+#[derive(Default)]
+struct Caches {
+    map: Map,
+    /// Set once the scope closed: a cache created afterwards is born closed, under the same
+    /// lock, so no cache can slip past a close.
+    closed: Option<(RemovalCause, Error)>,
 }
 
 /// Identifies a cache inside a scope: a resource id. Ids are unique per resource and settings
@@ -82,25 +90,30 @@ impl CacheSet {
         K: Hash + Eq + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        if let Some(cache) = self.read().get(&key) {
+        if let Some(cache) = self.read().map.get(&key) {
             return downcast(&**cache);
         }
         let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
-        let cache = caches
-            .entry(key)
-            .or_insert_with(|| Arc::new(ResourceCache::<K, V>::new(config(), Arc::clone(tracker))));
+        let Caches { map, closed } = &mut *caches;
+        let cache = map.entry(key).or_insert_with(|| {
+            let cache = ResourceCache::<K, V>::new(config(), Arc::clone(tracker));
+            if let Some((cause, reason)) = closed {
+                cache.close_empty(*cause, reason.clone());
+            }
+            Arc::new(cache)
+        });
         downcast(&**cache)
     }
 
     /// Every cache, for maintenance and reporting.
     pub(crate) fn all(&self) -> Vec<Arc<dyn ErasedCache>> {
-        self.read().values().cloned().collect()
+        self.read().map.values().cloned().collect()
     }
 
     /// Sum of the statistics of the caches of resource `id`.
     pub(crate) fn stats_of(&self, id: u64) -> StatsSnapshot {
         let mut total = StatsSnapshot::default();
-        for (key, cache) in self.read().iter() {
+        for (key, cache) in self.read().map.iter() {
             if *key == id {
                 total.add(&cache.stats());
             }
@@ -108,16 +121,25 @@ impl CacheSet {
         total
     }
 
-    /// Closes every cache: releases all values (awaiting their hooks) and refuses new loads.
+    /// Closes every cache, and every cache created from now on: releases all values (awaiting
+    /// their hooks) and refuses new loads. A second close finds nothing to release.
     pub(crate) async fn close(&self, cause: RemovalCause, reason: Error) -> ReleaseReport {
+        let caches: Vec<_> = {
+            let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
+            if caches.closed.is_some() {
+                return ReleaseReport::default();
+            }
+            caches.closed = Some((cause, reason.clone()));
+            caches.map.values().cloned().collect()
+        };
         let mut report = ReleaseReport::default();
-        for cache in self.all() {
+        for cache in caches {
             report.merge(cache.close(cause, reason.clone()).await);
         }
         report
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Caches> {
         self.caches.read().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -1,0 +1,356 @@
+//! The store of one cache: values by key, loads in flight, exact LRU order, and TTL deadlines.
+//! Plain data under the cache's lock: no awaiting, no hooks, no clock of its own (callers pass
+//! `now`), so every rule here is unit-tested synchronously.
+//!
+//! Invariants kept by every method:
+//! * a key holds at most one slot: a ready value or a load in flight;
+//! * each ready value with a deadline has exactly one entry in `deadlines`, and each ready value
+//!   of a bounded cache exactly one entry in the LRU order; both leave with the value, whatever
+//!   the path (expiry, eviction, invalidate, replace, clear);
+//! * a load stores its value only if its own flight still holds the key: an invalidate, clear or
+//!   insert that ran meanwhile removed or replaced it, and the load's result is then not kept.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::flight::Flight;
+use crate::error::Error;
+use crate::stats::RemovalCause;
+
+/// The hasher of cache keys: foldhash, seeded per cache.
+pub(super) type KeyHasher = foldhash::fast::RandomState;
+
+/// A ready value.
+pub(super) struct Ready<V> {
+    pub(super) value: V,
+    id: u64,
+    expires_at: Option<Instant>,
+    /// Position in the LRU order (bounded caches only).
+    stamp: u64,
+}
+
+pub(super) enum Slot<V> {
+    Ready(Ready<V>),
+    Loading(Arc<Flight<V>>),
+}
+
+/// Why the cache refuses new values, and what a late value is released as.
+#[derive(Clone)]
+pub(super) struct Closed {
+    pub(super) cause: RemovalCause,
+    pub(super) reason: Error,
+}
+
+/// What a lookup found.
+pub(super) enum Found<V> {
+    /// A live value (its recency updated).
+    Hit(V),
+    /// A load in flight: wait for it.
+    Loading(Arc<Flight<V>>),
+    /// Nothing usable. `expired` is a value whose TTL had passed: it was removed, release it.
+    Missing { expired: Option<V> },
+}
+
+/// What storing a value displaced.
+#[derive(Default)]
+pub(super) struct Displaced<V> {
+    /// The value that was under the same key (cause `Replaced`).
+    pub(super) replaced: Option<V>,
+    /// Least recently used values evicted to stay within `max_entries` (cause `Size`).
+    pub(super) evicted: Vec<V>,
+}
+
+pub(super) struct State<K, V> {
+    map: HashMap<K, Slot<V>, KeyHasher>,
+    /// Ready values by recency: oldest first. Only for a cache with `max_entries`.
+    lru: BTreeMap<u64, K>,
+    max_entries: Option<usize>,
+    deadlines: BTreeMap<(Instant, u64), K>,
+    ready: usize,
+    next_id: u64,
+    next_stamp: u64,
+    pub(super) closed: Option<Closed>,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
+    pub(super) fn new(max_entries: Option<u64>) -> Self {
+        State {
+            map: HashMap::with_hasher(KeyHasher::default()),
+            lru: BTreeMap::new(),
+            // A bound of zero would evict every value at birth: at least one is kept.
+            max_entries: max_entries.map(|m| usize::try_from(m).unwrap_or(usize::MAX).max(1)),
+            deadlines: BTreeMap::new(),
+            ready: 0,
+            next_id: 1,
+            next_stamp: 1,
+            closed: None,
+        }
+    }
+
+    /// Looks `key` up at `now`: a hit refreshes its recency; an expired value is removed.
+    pub(super) fn lookup(&mut self, key: &K, now: impl FnOnce() -> Instant) -> Found<V> {
+        let expired = match self.map.get_mut(key) {
+            None => return Found::Missing { expired: None },
+            Some(Slot::Loading(flight)) => return Found::Loading(Arc::clone(flight)),
+            Some(Slot::Ready(ready)) => {
+                if ready.expires_at.is_none_or(|t| now() < t) {
+                    if self.max_entries.is_some() {
+                        let stamp = self.next_stamp;
+                        self.next_stamp += 1;
+                        if let Some(k) = self.lru.remove(&ready.stamp) {
+                            self.lru.insert(stamp, k);
+                        }
+                        ready.stamp = stamp;
+                    }
+                    return Found::Hit(ready.value.clone());
+                }
+                true
+            }
+        };
+        debug_assert!(expired);
+        Found::Missing { expired: self.remove(key) }
+    }
+
+    /// Starts a load of `key` (the key must hold nothing): later lookups wait for it.
+    pub(super) fn start_flight(&mut self, key: K) -> Arc<Flight<V>> {
+        let flight = Arc::new(Flight::new(self.next_id()));
+        self.map.insert(key, Slot::Loading(Arc::clone(&flight)));
+        flight
+    }
+
+    /// Whether `key` is still held by the load `flight`.
+    fn holds(&self, key: &K, flight: u64) -> bool {
+        matches!(self.map.get(key), Some(Slot::Loading(f)) if f.id == flight)
+    }
+
+    /// Ends a load that produced nothing (failed, panicked, cancelled): frees its key if it
+    /// still holds it.
+    pub(super) fn abandon_flight(&mut self, key: &K, flight: u64) {
+        if self.holds(key, flight) {
+            self.map.remove(key);
+        }
+    }
+
+    /// Stores a load's value if its flight still holds the key. `None`: not stored (the key was
+    /// invalidated, cleared or given another value meanwhile).
+    pub(super) fn finish_flight(
+        &mut self,
+        key: &K,
+        flight: u64,
+        value: V,
+        expires_at: Option<Instant>,
+    ) -> Option<Displaced<V>> {
+        if !self.holds(key, flight) {
+            return None;
+        }
+        self.map.remove(key);
+        Some(self.store(key.clone(), value, expires_at))
+    }
+
+    /// Stores `value` under `key`, replacing what is there (a load in flight for the key then
+    /// keeps its result to itself).
+    pub(super) fn store(&mut self, key: K, value: V, expires_at: Option<Instant>) -> Displaced<V> {
+        let mut displaced = Displaced { replaced: self.remove(&key), evicted: Vec::new() };
+        let id = self.next_id();
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        if let Some(at) = expires_at {
+            self.deadlines.insert((at, id), key.clone());
+        }
+        if self.max_entries.is_some() {
+            self.lru.insert(stamp, key.clone());
+        }
+        self.map.insert(key, Slot::Ready(Ready { value, id, expires_at, stamp }));
+        self.ready += 1;
+        if let Some(max) = self.max_entries {
+            while self.ready > max {
+                let Some((_, victim)) = self.lru.pop_first() else { break };
+                if let Some(Slot::Ready(r)) = self.map.remove(&victim) {
+                    self.forget(&r, false);
+                    displaced.evicted.push(r.value);
+                }
+            }
+        }
+        displaced
+    }
+
+    /// Removes `key`: returns its ready value; a load in flight for it will not be stored.
+    pub(super) fn remove(&mut self, key: &K) -> Option<V> {
+        match self.map.remove(key)? {
+            Slot::Ready(r) => {
+                self.forget(&r, true);
+                Some(r.value)
+            }
+            Slot::Loading(_) => None,
+        }
+    }
+
+    /// Removes `key`'s ready value if `pred` accepts it.
+    pub(super) fn remove_if(&mut self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+        match self.map.get(key) {
+            Some(Slot::Ready(r)) if pred(&r.value) => self.remove(key),
+            _ => None,
+        }
+    }
+
+    /// Removes everything: the ready values, and the loads in flight (which will not store).
+    pub(super) fn take_all(&mut self) -> (Vec<V>, Vec<Arc<Flight<V>>>) {
+        let mut values = Vec::with_capacity(self.ready);
+        let mut flights = Vec::new();
+        for (_, slot) in self.map.drain() {
+            match slot {
+                Slot::Ready(r) => values.push(r.value),
+                Slot::Loading(f) => flights.push(f),
+            }
+        }
+        self.lru.clear();
+        self.deadlines.clear();
+        self.ready = 0;
+        (values, flights)
+    }
+
+    /// Removes up to `limit` values whose deadline is at or before `now`.
+    pub(super) fn expire_due(&mut self, now: Instant, limit: usize) -> Vec<V> {
+        let mut due = Vec::new();
+        while due.len() < limit {
+            let Some(entry) = self.deadlines.first_entry() else { break };
+            let (at, id) = *entry.key();
+            if at > now {
+                break;
+            }
+            let key = entry.remove();
+            match self.map.get(&key) {
+                Some(Slot::Ready(r)) if r.id == id => {
+                    if let Some(Slot::Ready(r)) = self.map.remove(&key) {
+                        self.forget(&r, false);
+                        due.push(r.value);
+                    }
+                }
+                // The deadline left with its value: this cannot happen, but is harmless.
+                _ => {}
+            }
+        }
+        due
+    }
+
+    /// How many ready values are held (expired ones included until they are removed).
+    pub(super) fn ready_len(&self) -> usize {
+        self.ready
+    }
+
+    /// How many ready values are live at `now`.
+    pub(super) fn live_len(&self, now: Instant) -> usize {
+        self.map
+            .values()
+            .filter(|s| matches!(s, Slot::Ready(r) if r.expires_at.is_none_or(|t| now < t)))
+            .count()
+    }
+
+    /// Deadline records held (one per ready value with a TTL).
+    #[cfg(test)]
+    fn deadline_len(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Drops the bookkeeping of a ready value that left the map. `in_lru`: whether its LRU
+    /// record is still there (an eviction popped it already).
+    fn forget(&mut self, r: &Ready<V>, in_lru: bool) {
+        self.ready -= 1;
+        if let Some(at) = r.expires_at {
+            self.deadlines.remove(&(at, r.id));
+        }
+        if in_lru && self.max_entries.is_some() {
+            self.lru.remove(&r.stamp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn hit<V: Clone>(s: &mut State<&'static str, V>, k: &'static str) -> Option<V> {
+        match s.lookup(&k, Instant::now) {
+            Found::Hit(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn lru_evicts_least_recently_used_exactly() {
+        for _ in 0..1000 {
+            let mut s = State::new(Some(2));
+            assert!(s.store("a", 1, None).evicted.is_empty());
+            assert!(s.store("b", 2, None).evicted.is_empty());
+            assert_eq!(hit(&mut s, "a"), Some(1));
+            assert_eq!(s.store("c", 3, None).evicted, vec![2]);
+            assert_eq!(hit(&mut s, "b"), None);
+            assert_eq!(s.ready_len(), 2);
+        }
+    }
+
+    #[test]
+    fn deadlines_leave_with_their_value_by_every_path() {
+        let now = Instant::now();
+        let at = Some(now + Duration::from_secs(60));
+        let mut s = State::new(Some(2));
+        for i in 0..100 {
+            s.store("replaced", i, at);
+        }
+        s.store("invalidated", 0, at);
+        s.remove(&"invalidated");
+        s.store("evicts", 0, at);
+        s.store("evicts-too", 0, at);
+        let f = s.start_flight("loaded");
+        s.finish_flight(&"loaded", f.id, 1, at);
+        assert_eq!(s.ready_len(), 2);
+        assert_eq!(s.deadline_len(), 2, "one deadline per value held, whatever left before");
+        assert_eq!(s.expire_due(now + Duration::from_secs(61), 100).len(), 2);
+        assert_eq!(s.deadline_len(), 0);
+        assert_eq!(s.ready_len(), 0);
+    }
+
+    #[test]
+    fn a_load_raced_by_remove_or_store_is_not_kept() {
+        let mut s: State<&str, i32> = State::new(None);
+        let f = s.start_flight("k");
+        s.remove(&"k");
+        assert!(s.finish_flight(&"k", f.id, 1, None).is_none());
+        assert!(matches!(s.lookup(&"k", Instant::now), Found::Missing { expired: None }));
+
+        let f = s.start_flight("k");
+        s.store("k", 2, None);
+        assert!(s.finish_flight(&"k", f.id, 1, None).is_none());
+        assert_eq!(hit(&mut s, "k"), Some(2), "a load never replaces an inserted value");
+
+        s.remove(&"k");
+        let f = s.start_flight("k");
+        let (values, flights) = s.take_all();
+        assert!(values.is_empty() && flights.len() == 1);
+        assert!(s.finish_flight(&"k", f.id, 1, None).is_none());
+    }
+
+    #[test]
+    fn an_expired_value_is_removed_on_lookup() {
+        let now = Instant::now();
+        let mut s = State::new(None);
+        s.store("k", 1, Some(now));
+        match s.lookup(&"k", || now) {
+            Found::Missing { expired } => assert_eq!(expired, Some(1)),
+            _ => panic!("an expired value was served"),
+        }
+        assert_eq!(s.ready_len(), 0);
+        assert!(s.expire_due(now, 10).is_empty());
+    }
+}
