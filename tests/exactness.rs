@@ -280,33 +280,41 @@ static IDLE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_request_and_an_idle_end_never_both_win() {
+    // Idle timeout zero: every session with no request running is idle at every pass.
     let rt = runtime().idle_timeout(Duration::ZERO).maintenance_interval(Duration::from_secs(3600)).build();
-    for _ in 0..2000 {
-        let session = rt.session();
-        let s = session.clone();
-        let request = tokio::spawn(async move {
-            s.run(async {
-                let current = connscope::Session::current().unwrap();
-                let began_active = !current.is_ended();
-                for _ in 0..4 {
-                    tokio::task::yield_now().await;
-                    if began_active {
-                        assert!(!current.is_ended(), "a session was ended under a running request");
-                    }
-                }
-                if began_active {
-                    IDLE_COUNTER.fetch_add(1, SeqCst);
-                }
-            })
-            .await
-        });
+    for _ in 0..20 {
+        let sessions: Vec<_> = (0..200).map(|_| rt.session()).collect();
         let maintenance = {
             let rt = rt.clone();
             tokio::spawn(async move { rt.run_maintenance().await })
         };
-        request.await.unwrap();
+        let requests: Vec<_> = sessions
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.run(async {
+                        let current = connscope::Session::current().unwrap();
+                        if current.is_ended() {
+                            return; // the idle end won: the request sees an ended session
+                        }
+                        IDLE_COUNTER.fetch_add(1, SeqCst);
+                        for _ in 0..8 {
+                            tokio::task::yield_now().await;
+                            assert!(!current.is_ended(), "a session was ended under a running request");
+                        }
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for r in requests {
+            r.await.unwrap();
+        }
         maintenance.await.unwrap();
-        session.end().await;
+        for s in sessions {
+            s.end().await;
+        }
     }
     assert_eq!(rt.shutdown().await.released, 0);
     assert!(IDLE_COUNTER.load(SeqCst) > 0, "some requests began on an active session");

@@ -155,3 +155,26 @@ where
         None => unreachable!("connscope: cache registered with other key/value types"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cache_created_after_its_set_closed_is_closed_too() {
+        let set = CacheSet::default();
+        let tracker = Arc::new(ReleaseTracker::default());
+        let before = set.get_or_create::<u32, u32>(1, &tracker, || CacheConfig::new("before"));
+        before.insert(1, 1).await.unwrap();
+        let report = set.close(RemovalCause::Shutdown, Error::RuntimeShutDown).await;
+        assert_eq!(report.released, 1);
+        // Created after the close took its snapshot (a request racing shutdown).
+        let after = set.get_or_create::<u32, u32>(2, &tracker, || CacheConfig::new("after"));
+        let err = after.get_with(1, async { 1 }).await.unwrap_err();
+        assert!(matches!(err, Error::RuntimeShutDown), "{err}");
+        assert!(matches!(after.insert(1, 1).await, Err(Error::RuntimeShutDown)));
+        assert_eq!(after.stats().evicted_shutdown, 1, "the refused value was released as a shutdown");
+        assert_eq!(after.get_or_run(1, async { 7 }).await, 7, "runs uncached, no panic");
+        assert_eq!(set.close(RemovalCause::Shutdown, Error::RuntimeShutDown).await.released, 0);
+    }
+}
