@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cache::{CacheConfig, CacheSet, Outcome, ReleaseTracker, ResourceCache, spawn_background};
+use crate::cache::{CacheConfig, CacheSet, Outcome, ReleaseTracker, ResourceCache, Timers, spawn_background};
 use crate::error::{Error, ReleaseReport};
 use crate::secrets::Config;
 use crate::session::{Session, SessionId};
@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     id: u64,
     epoch: Instant,
     pub(crate) global: CacheSet,
+    /// Deadlines of caches and sessions: what maintenance visits.
+    pub(crate) timers: Arc<Timers>,
     sessions: Mutex<Registry>,
     pub(crate) tracker: Arc<ReleaseTracker>,
     pub(crate) config: Config,
@@ -184,11 +186,13 @@ impl RuntimeBuilder {
     /// Builds the runtime. Its maintenance task starts on the current Tokio runtime, or on first
     /// use inside one.
     pub fn build(self) -> Runtime {
+        let timers = Arc::new(Timers::default());
         let rt = Runtime {
             shared: Arc::new(Shared {
                 id: NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed),
                 epoch: Instant::now(),
-                global: CacheSet::default(),
+                global: CacheSet::new(Arc::clone(&timers)),
+                timers,
                 sessions: Mutex::new(Registry::default()),
                 tracker: Arc::new(ReleaseTracker::default()),
                 config: self.config.build(),
@@ -239,6 +243,7 @@ impl Runtime {
             }
             registry.sessions.insert(id, session.clone());
         }
+        session.schedule_expiry(Instant::now());
         self.ensure_maintainer();
         tracing::info!(session = %id, "connscope: session started");
         session
@@ -366,6 +371,22 @@ impl Runtime {
         total
     }
 
+    /// The session idle timeout and lifetime, in milliseconds.
+    pub(crate) fn session_limits(&self) -> (Option<u64>, Option<u64>) {
+        let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        let s = &self.shared.settings;
+        (s.idle_timeout.map(ms), s.session_lifetime.map(ms))
+    }
+
+    pub(crate) fn maintenance_interval(&self) -> Duration {
+        self.shared.settings.maintenance_interval
+    }
+
+    /// The instant `ms` milliseconds after the runtime's epoch.
+    pub(crate) fn instant_at(&self, ms: u64) -> Instant {
+        self.shared.epoch + Duration::from_millis(ms)
+    }
+
     pub(crate) fn millis_since_epoch(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.shared.epoch).as_millis() as u64
     }
@@ -426,23 +447,25 @@ async fn maintenance_loop(weak: Weak<Shared>, interval: Duration) {
     }
 }
 
-/// One pass: expire global and session values, and start the end of idle or too old sessions
-/// (in the background: a slow release hook never delays another value's expiry).
+/// One pass: visit what is due on the runtime's timers (caches with values past their TTL,
+/// sessions that may be idle or too old), in batches, yielding between them. Its cost follows
+/// what is due, not how many sessions or caches are alive; ending a session and running release
+/// hooks happen in the background.
 async fn maintain(rt: &Runtime) {
-    let shared = &*rt.shared;
+    const BATCH: usize = 1024;
     let now = Instant::now();
-    for cache in shared.global.all() {
-        cache.sweep(now).await;
-    }
-    let now_ms = rt.millis_since_epoch(now);
-    let idle_ms = shared.settings.idle_timeout.map(|d| d.as_millis() as u64);
-    let lifetime_ms = shared.settings.session_lifetime.map(|d| d.as_millis() as u64);
-    for session in rt.sessions() {
-        if session.end_if_expired(now_ms, idle_ms, lifetime_ms) {
-            continue;
+    let timers = &rt.shared.timers;
+    loop {
+        let due = timers.take_due(now, BATCH);
+        let more = due.len() == BATCH;
+        for target in due {
+            if let Some(target) = target.upgrade() {
+                target.run_due(now, timers);
+            }
         }
-        for cache in session.inner.caches.all() {
-            cache.sweep(now).await;
+        if !more {
+            return;
         }
+        tokio::task::yield_now().await;
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::time::Instant;
 
-use crate::cache::{CacheSet, Outcome};
+use crate::cache::{CacheSet, Due, Outcome, Timers};
 use crate::error::{Error, ReleaseReport};
 use crate::runtime::Runtime;
 use crate::stats::RemovalCause;
@@ -81,8 +81,8 @@ impl Session {
         Session {
             inner: Arc::new(SessionInner {
                 id,
+                caches: CacheSet::new(Arc::clone(&runtime.shared.timers)),
                 runtime,
-                caches: CacheSet::default(),
                 state: AtomicU64::new(0),
                 end_reason: OnceLock::new(),
                 started: now,
@@ -233,11 +233,50 @@ impl Session {
         self.inner.ended.wait().await
     }
 
+    /// Schedules this session's next idle / lifetime check on the runtime's timers.
+    pub(crate) fn schedule_expiry(&self, now: Instant) {
+        if let Some(at) = self.next_expiry(now) {
+            let me: std::sync::Weak<dyn Due> = Arc::downgrade(&self.inner) as _;
+            self.inner.runtime.shared.timers.schedule(at, me);
+        }
+    }
+
+    /// When the session may next be idle or too old, judged at `now` (`None`: never, or ended).
+    fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        if self.is_ended() {
+            return None;
+        }
+        let rt = &self.inner.runtime;
+        let (idle, lifetime) = rt.session_limits();
+        let idle_at = idle.map(|ms| self.inner.last_active.load(Ordering::Relaxed).saturating_add(ms));
+        let old_at = lifetime.map(|ms| self.inner.started.saturating_add(ms));
+        let at_ms = match (idle_at, old_at) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        let at = rt.instant_at(at_ms);
+        // Due already but not ended (a request is running): look again next pass.
+        Some(if at <= now { now + rt.maintenance_interval() } else { at })
+    }
+
     /// Marks a session that never held anything as ended.
     pub(crate) fn mark_ended(&self, reason: Error) {
         let _ = self.inner.end_reason.set(reason);
         self.inner.state.fetch_or(ENDING | ENDED, Ordering::AcqRel);
         self.inner.ended.finish(ReleaseReport::default());
+    }
+}
+
+impl Due for SessionInner {
+    /// A maintenance visit: ends the session if it is idle or too old (in the background), else
+    /// schedules the next look.
+    fn run_due(self: Arc<Self>, now: Instant, _timers: &Arc<Timers>) {
+        let session = Session { inner: self };
+        let rt = session.runtime();
+        let (idle, lifetime) = rt.session_limits();
+        if !session.end_if_expired(rt.millis_since_epoch(now), idle, lifetime) {
+            session.schedule_expiry(now);
+        }
     }
 }
 

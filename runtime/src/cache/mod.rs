@@ -22,6 +22,7 @@ mod outcome;
 mod release;
 mod set;
 mod state;
+mod timers;
 
 use std::any::Any;
 use std::hash::Hash;
@@ -38,13 +39,14 @@ pub(crate) use release::{ReleaseTracker, Releaser};
 #[allow(unused_imports)]
 pub(crate) use set::CacheKey;
 pub(crate) use set::CacheSet;
+pub(crate) use timers::{Due, Timers};
 
 use self::flight::{Flight, Outcome as LoadOutcome};
 use self::state::{Closed, Displaced, Found, State};
 use crate::error::{Error, ReleaseReport};
 use crate::stats::{CacheStats, RemovalCause, StatsSnapshot};
 
-/// How many expired entries a maintenance pass removes under one hold of the lock.
+/// How many expired entries a maintenance visit removes under one hold of the lock.
 const SWEEP_BATCH: usize = 256;
 
 /// The settings of one cache.
@@ -103,6 +105,7 @@ where
 {
     state: Mutex<State<K, V>>,
     ttl: Option<Duration>,
+    timers: Arc<Timers>,
     releaser: Arc<Releaser<V>>,
     stats: Arc<CacheStats>,
 }
@@ -118,7 +121,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    pub(crate) fn new(config: CacheConfig<V>, tracker: Arc<ReleaseTracker>) -> Self {
+    pub(crate) fn new(config: CacheConfig<V>, tracker: Arc<ReleaseTracker>, timers: Arc<Timers>) -> Self {
         let stats = Arc::new(CacheStats::default());
         let releaser = Arc::new(Releaser {
             resource: Arc::clone(&config.name),
@@ -130,6 +133,7 @@ where
             inner: Arc::new(Inner {
                 state: Mutex::new(State::new(config.max_entries)),
                 ttl: config.ttl,
+                timers,
                 releaser,
                 stats,
             }),
@@ -390,6 +394,10 @@ where
     }
 
     fn release_displaced(&self, displaced: Displaced<V>) {
+        if let Some(at) = displaced.wake {
+            let me: std::sync::Weak<dyn Due> = Arc::downgrade(&self.inner) as _;
+            self.inner.timers.schedule(at, me);
+        }
         let releaser = &self.inner.releaser;
         if let Some(old) = displaced.replaced {
             releaser.release_in_background(old, RemovalCause::Replaced);
@@ -477,22 +485,6 @@ where
         &self.inner.stats
     }
 
-    /// One maintenance pass: release values whose TTL has passed (in batches, yielding between
-    /// them). Their hooks run in the background.
-    pub(crate) async fn sweep(&self, now: Instant) {
-        loop {
-            let due = self.lock().expire_due(now, SWEEP_BATCH);
-            let more = due.len() == SWEEP_BATCH;
-            for v in due {
-                self.inner.releaser.release_in_background(v, RemovalCause::Expired);
-            }
-            if !more {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
     /// Marks the cache closed (loads and inserts are refused from now on; loads in flight
     /// release their value when they finish) and releases every value.
     pub(crate) async fn close(&self, cause: RemovalCause, reason: Error) -> ReleaseReport {
@@ -515,6 +507,34 @@ where
         let mut state = self.lock();
         debug_assert_eq!(state.ready_len(), 0);
         state.closed.get_or_insert(Closed { cause, reason });
+    }
+}
+
+impl<K, V> Due for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A maintenance visit: releases the values whose TTL has passed (hooks in the background),
+    /// then schedules the next deadline.
+    fn run_due(self: Arc<Self>, now: Instant, timers: &Arc<Timers>) {
+        let next = loop {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let due = state.expire_due(now, SWEEP_BATCH);
+            let more = due.len() == SWEEP_BATCH;
+            let next = if more { None } else { state.reschedule() };
+            drop(state);
+            for v in due {
+                self.releaser.release_in_background(v, RemovalCause::Expired);
+            }
+            if !more {
+                break next;
+            }
+        };
+        if let Some(at) = next {
+            let me: std::sync::Weak<dyn Due> = Arc::downgrade(&self) as _;
+            timers.schedule(at, me);
+        }
     }
 }
 

@@ -6,16 +6,13 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 
-use tokio::time::Instant;
-
-use super::{BoxFuture, CacheConfig, ReleaseTracker, ResourceCache};
+use super::{BoxFuture, CacheConfig, ReleaseTracker, ResourceCache, Timers};
 use crate::error::{Error, ReleaseReport};
 use crate::stats::{RemovalCause, StatsSnapshot};
 
 /// What the runtime needs of a cache without knowing its key and value types.
 pub(crate) trait ErasedCache: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
-    fn sweep(&self, now: Instant) -> BoxFuture<'_, ()>;
     fn close(&self, cause: RemovalCause, reason: Error) -> BoxFuture<'_, ReleaseReport>;
     fn stats(&self) -> StatsSnapshot;
 }
@@ -28,9 +25,6 @@ where
     fn as_any(&self) -> &dyn Any {
         self
     }
-    fn sweep(&self, now: Instant) -> BoxFuture<'_, ()> {
-        Box::pin(ResourceCache::sweep(self, now))
-    }
     fn close(&self, cause: RemovalCause, reason: Error) -> BoxFuture<'_, ReleaseReport> {
         Box::pin(ResourceCache::close(self, cause, reason))
     }
@@ -40,9 +34,10 @@ where
 }
 
 /// The caches of one scope, keyed by a resource id.
-#[derive(Default)]
 pub(crate) struct CacheSet {
     caches: RwLock<Caches>,
+    /// The runtime's deadline queue, given to each cache.
+    timers: Arc<Timers>,
 }
 
 #[derive(Default)]
@@ -79,6 +74,11 @@ impl std::hash::Hasher for IdHasher {
 type Map = HashMap<CacheKey, Arc<dyn ErasedCache>, std::hash::BuildHasherDefault<IdHasher>>;
 
 impl CacheSet {
+    /// An empty set whose caches schedule their deadlines on `timers`.
+    pub(crate) fn new(timers: Arc<Timers>) -> Self {
+        CacheSet { caches: RwLock::default(), timers }
+    }
+
     /// The cache for `key`, created with `config` on first use.
     pub(crate) fn get_or_create<K, V>(
         &self,
@@ -96,18 +96,13 @@ impl CacheSet {
         let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
         let Caches { map, closed } = &mut *caches;
         let cache = map.entry(key).or_insert_with(|| {
-            let cache = ResourceCache::<K, V>::new(config(), Arc::clone(tracker));
+            let cache = ResourceCache::<K, V>::new(config(), Arc::clone(tracker), Arc::clone(&self.timers));
             if let Some((cause, reason)) = closed {
                 cache.close_empty(*cause, reason.clone());
             }
             Arc::new(cache)
         });
         downcast(&**cache)
-    }
-
-    /// Every cache, for maintenance and reporting.
-    pub(crate) fn all(&self) -> Vec<Arc<dyn ErasedCache>> {
-        self.read().map.values().cloned().collect()
     }
 
     /// Sum of the statistics of the caches of resource `id`.
@@ -162,7 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cache_created_after_its_set_closed_is_closed_too() {
-        let set = CacheSet::default();
+        let set = CacheSet::new(Arc::default());
         let tracker = Arc::new(ReleaseTracker::default());
         let before = set.get_or_create::<u32, u32>(1, &tracker, || CacheConfig::new("before"));
         before.insert(1, 1).await.unwrap();

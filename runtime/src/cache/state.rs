@@ -54,9 +54,11 @@ pub(super) enum Found<V> {
     Missing { expired: Option<V> },
 }
 
-/// What storing a value displaced.
+/// What storing a value displaced, and whether the cache's earliest deadline moved earlier.
 #[derive(Default)]
 pub(super) struct Displaced<V> {
+    /// The new earliest deadline, to schedule with the runtime's timers.
+    pub(super) wake: Option<Instant>,
     /// The value that was under the same key (cause `Replaced`).
     pub(super) replaced: Option<V>,
     /// Least recently used values evicted to stay within `max_entries` (cause `Size`).
@@ -70,6 +72,8 @@ pub(super) struct State<K, V> {
     max_entries: Option<usize>,
     deadlines: BTreeMap<(Instant, u64), K>,
     ready: usize,
+    /// The earliest deadline scheduled with the runtime's timers, if any.
+    next_wake: Option<Instant>,
     next_id: u64,
     next_stamp: u64,
     pub(super) closed: Option<Closed>,
@@ -84,6 +88,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             max_entries: max_entries.map(|m| usize::try_from(m).unwrap_or(usize::MAX).max(1)),
             deadlines: BTreeMap::new(),
             ready: 0,
+            next_wake: None,
             next_id: 1,
             next_stamp: 1,
             closed: None,
@@ -153,12 +158,16 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     /// Stores `value` under `key`, replacing what is there (a load in flight for the key then
     /// keeps its result to itself).
     pub(super) fn store(&mut self, key: K, value: V, expires_at: Option<Instant>) -> Displaced<V> {
-        let mut displaced = Displaced { replaced: self.remove(&key), evicted: Vec::new() };
+        let mut displaced = Displaced { replaced: self.remove(&key), evicted: Vec::new(), wake: None };
         let id = self.next_id();
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         if let Some(at) = expires_at {
             self.deadlines.insert((at, id), key.clone());
+            if self.next_wake.is_none_or(|w| at < w) {
+                self.next_wake = Some(at);
+                displaced.wake = Some(at);
+            }
         }
         if self.max_entries.is_some() {
             self.lru.insert(stamp, key.clone());
@@ -208,6 +217,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         }
         self.lru.clear();
         self.deadlines.clear();
+        self.next_wake = None;
         self.ready = 0;
         (values, flights)
     }
@@ -234,6 +244,12 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             }
         }
         due
+    }
+
+    /// After a visit by the timers: the earliest deadline left, now scheduled.
+    pub(super) fn reschedule(&mut self) -> Option<Instant> {
+        self.next_wake = self.deadlines.first_key_value().map(|((at, _), _)| *at);
+        self.next_wake
     }
 
     /// How many ready values are held (expired ones included until they are removed).
