@@ -416,6 +416,36 @@ async fn the_throttle_takes_the_apps_policy_and_client_key() {
     assert_eq!(rt.shutdown().await.released, 1);
 }
 
+#[tokio::test]
+async fn the_cookie_of_a_session_ended_behind_the_web_layers_back_is_no_session() {
+    static GRABBED: Mutex<Option<connscope::Session>> = Mutex::new(None);
+    async fn grab(web: WebSession) -> &'static str {
+        *GRABBED.lock().unwrap() = web.session();
+        "grabbed"
+    }
+    let rt = support::runtime().build();
+    let web = WebSessions::new(rt.clone());
+    let app = Router::new()
+        .route("/", get(home))
+        .route("/grab", get(grab))
+        .merge(login_routes::<PgLikeLogin>())
+        .layer(web.layer());
+    let mut b = Browser::new(&app);
+    assert!(b.login("yolanda", "yolanda-pw").await.redirects_to("/"));
+    assert_eq!(b.get("/grab").await.html, "grabbed");
+    let session = GRABBED.lock().unwrap().take().expect("the logged-in browser's session");
+    assert_eq!(session.end().await.released, 1, "ended by the runtime (idle, lifetime, shutdown of it)");
+
+    let page = b.get("/").await;
+    assert!(page.redirects_to("/login"), "the cookie means nothing now");
+    assert!(page.set_cookie.iter().any(|c| c.starts_with("connscope_session=;") && c.contains("Max-Age=0")));
+    assert!(!b.cookies.contains_key("connscope_session"), "deleted");
+    assert_eq!(rt.session_count(), 0, "and it created nothing");
+    assert!(b.login("yolanda", "yolanda-pw").await.redirects_to("/"), "logging in again works");
+    assert_eq!(b.get("/").await.status, 200);
+    assert_eq!(rt.session_count(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_cookie_of_a_session_the_runtime_ended_is_no_session() {
     let rt = support::runtime().idle_timeout(Duration::from_secs(60)).build();
