@@ -231,7 +231,7 @@ async fn log_in_see_the_table_and_log_out_in_chromium() {
     // 2. A wrong password: the form again, with the error, and the password field empty.
     log_in(&client, "alice", "not-her-password").await;
     let error = wait_for(&client, "p.error").await;
-    assert_eq!(error.text().await.unwrap(), "could not log in: wrong user name or password");
+    assert_eq!(error.text().await.unwrap(), connscope::web::LOGIN_FAILED);
     assert_eq!(path(&client).await, "/login");
     let kept = client.find(Locator::Css(r#"input[name="user"]"#)).await.unwrap();
     assert_eq!(kept.prop("value").await.unwrap().as_deref(), Some("alice"), "the user name is kept");

@@ -133,7 +133,7 @@ async fn a_wrong_password_shows_the_error_and_stores_nothing() {
         let page = s.login(&client, user, password).await;
         assert_eq!(page.status, 401);
         assert!(page.is_login_form(), "the form again: {}", page.html);
-        assert!(page.html.contains("could not log in: wrong user name or password"), "{}", page.html);
+        assert!(page.html.contains(connscope::web::LOGIN_FAILED), "{}", page.html);
         assert!(!page.html.contains(password), "a typed password is never echoed");
     }
     let c = s.connections();

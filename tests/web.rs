@@ -91,7 +91,7 @@ async fn a_wrong_password_shows_the_error_and_stores_nothing() {
     let client = browser();
     let (status, html) = login(&client, &base, "mallory", "guess").await;
     assert_eq!(status, 401);
-    assert!(html.contains("could not log in"), "{html}");
+    assert!(html.contains(connscope::web::LOGIN_FAILED), "{html}");
     assert!(!html.contains("guess"), "the typed password is never echoed");
     let resp = client.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(resp.url().path(), "/login", "still gated");
@@ -132,8 +132,8 @@ async fn a_connection_found_closed_sends_the_user_back_to_the_login_form() {
 }
 
 #[tokio::test]
-async fn login_without_the_csrf_token_is_refused_and_a_new_cookie_is_issued_on_login() {
-    let (base, _rt) = serve().await;
+async fn login_without_the_csrf_token_is_refused_and_the_session_cookie_is_issued_on_login() {
+    let (base, rt) = serve().await;
     let client = browser();
     let form = [("user", "dave"), ("password", "dave-pw")];
     let resp = client.post(format!("{base}/login")).form(&form).send().await.unwrap();
@@ -141,7 +141,11 @@ async fn login_without_the_csrf_token_is_refused_and_a_new_cookie_is_issued_on_l
 
     let raw = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let page = raw.get(format!("{base}/login")).send().await.unwrap();
-    let first = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookies: Vec<&str> =
+        page.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(cookies.len(), 1, "only the pre-session CSRF cookie, no session: {cookies:?}");
+    let first = cookies[0].to_owned();
+    assert!(first.starts_with("connscope_session_csrf="), "{first}");
     assert!(first.contains("HttpOnly") && first.contains("SameSite=Lax"), "{first}");
     let cookie = first.split(';').next().unwrap().to_owned();
     let token = csrf(&page.text().await.unwrap());
@@ -157,8 +161,29 @@ async fn login_without_the_csrf_token_is_refused_and_a_new_cookie_is_issued_on_l
     assert_ne!(renewed, cookie, "a new session id on login (fixation)");
     assert_eq!(renewed.len(), "connscope_session=".len() + 64, "256-bit id");
     let resp = raw.get(format!("{base}/")).header("cookie", &renewed).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "the same connscope session survived the rename");
+    assert_eq!(resp.status().as_u16(), 200, "logged in");
     let resp = raw.get(format!("{base}/")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 303, "the pre-session cookie is no session");
+
+    // Logging in again from a logged-in browser: the same connscope session, under a new id.
+    let token = csrf(
+        &raw.get(format!("{base}/")).header("cookie", &renewed).send().await.unwrap().text().await.unwrap(),
+    );
+    let sessions = rt.session_count();
+    let resp = raw
+        .post(format!("{base}/login"))
+        .header("cookie", &renewed)
+        .form(&[("_csrf", token.as_str()), ("user", "dave"), ("password", "dave-pw")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let again = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_ne!(again, renewed, "a new session id on every login (fixation)");
+    assert_eq!(rt.session_count(), sessions, "the session survived the rename");
+    let resp = raw.get(format!("{base}/")).header("cookie", &again).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = raw.get(format!("{base}/")).header("cookie", &renewed).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 303, "the old id no longer works");
 }
 

@@ -573,7 +573,7 @@ async fn dashboard<B: Backend>(web: WebSession, LoggedIn(conn): LoggedIn<B>) -> 
         Ok(orders) => orders,
         Err(e) => return query_failed::<B>(&web, e).await,
     };
-    let totals = match B::region_totals(web.session().runtime()).await {
+    let totals = match B::region_totals(web.runtime()).await {
         Ok(totals) => totals,
         Err(e) => return query_failed::<B>(&web, e).await,
     };
@@ -660,7 +660,11 @@ async fn dashboard<B: Backend>(web: WebSession, LoggedIn(conn): LoggedIn<B>) -> 
 /// A query failed: back to the login form if the user's connection turned out closed, else
 /// an error page.
 async fn query_failed<B: Backend>(web: &WebSession, e: AppError) -> Response {
-    if web.session().logged_in::<B>(B::NAME).await.is_err() {
+    let still_logged_in = match web.session() {
+        Some(session) => session.logged_in::<B>(B::NAME).await.is_ok(),
+        None => false,
+    };
+    if !still_logged_in {
         return Redirect::to("/login").into_response();
     }
     let body = format!(

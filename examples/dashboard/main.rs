@@ -46,7 +46,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let users: Vec<String> = app::DEMO_USERS.iter().map(|(u, p)| format!("{u} / {p}")).collect();
         println!("demo users: {}", users.join(", "));
     }
-    axum::serve(listener, dashboard.router.clone()).await?;
+    // With the peer's address, failed logins are also throttled per client, not only per user.
+    let service = dashboard.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).await?;
     let _ = dashboard.shutdown().await;
     Ok(())
 }

@@ -1,26 +1,27 @@
 //! The login flow: a page rendered from a provider's derived form description, a submit
-//! handler that checks the CSRF token, builds the settings, logs the session in and renews the
-//! cookie id, a logout handler, and the [`LoggedIn`] extractor that gates pages.
+//! handler that checks the CSRF token and the throttle, builds the settings and logs the browser
+//! in (creating its session), a logout handler, and the [`LoggedIn`] extractor that gates pages.
 
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 
 use axum::Router;
 use axum::extract::{Form, FromRequestParts};
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
 use super::sessions::WebSession;
+use super::throttle::ClientKey;
 use crate::conn::Conn;
-use crate::error::Error;
 use crate::form::FormValues;
 use crate::provider::{Connection, FieldKind};
 
 /// Extracts the logged-in connection of provider `P` (named `P::NAME`, or as set with
 /// [`WebSessions::connection_name`](super::WebSessions::connection_name)), or redirects to the
-/// login page when the session has none, or when it was found closed.
+/// login page when the browser has no session, the session has no login, or it was found closed.
 pub struct LoggedIn<P: Connection>(pub Conn<P>);
 
 impl<P, S> FromRequestParts<S> for LoggedIn<P>
@@ -32,9 +33,11 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let web = WebSession::from_request_parts(parts, state).await?;
-        match web.session().logged_in::<P>(web.web().config().name_of::<P>()).await {
+        let login_page = || Redirect::to(&web.web().config().login_path).into_response();
+        let Some(session) = web.session() else { return Err(login_page()) };
+        match session.logged_in::<P>(web.web().config().name_of::<P>()).await {
             Ok(conn) => Ok(LoggedIn(conn)),
-            Err(_) => Err(Redirect::to(&web.web().config().login_path).into_response()),
+            Err(_) => Err(login_page()),
         }
     }
 }
@@ -51,11 +54,18 @@ pub async fn login_form<P: Connection>(web: WebSession) -> Html<String> {
     Html(render::<P>(&web, None, &FormValues::new()))
 }
 
-/// Accepts the login form: checks the CSRF token, builds `P` from the fields, connects. On
-/// success the cookie id is renewed and the browser sent home; on failure the form is shown
-/// again with what went wrong (never with the secrets that were typed).
+/// What a visitor is told when a login fails, whatever the cause: a wrong password, an unknown
+/// user or a server that cannot be reached read the same, and name no server, database or user
+/// (the cause is logged with `tracing`).
+pub const LOGIN_FAILED: &str = "could not log in: wrong user name or password, or the server is unavailable";
+
+/// Accepts the login form: checks the CSRF token, builds `P` from the fields, checks the
+/// [`LoginThrottle`](super::LoginThrottle), connects. On success the browser gets a session (a
+/// new one unless it had one) under a new cookie id, and is sent home; on failure the form is
+/// shown again with [`LOGIN_FAILED`] (never with the secrets that were typed).
 pub async fn login_submit<P: Connection>(
     web: WebSession,
+    ClientKey(client): ClientKey,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
     let token = fields.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or("");
@@ -65,7 +75,7 @@ pub async fn login_submit<P: Connection>(
     }
     // Fields the app fixes (a server URL…) come from `[connections.<name>]`, never from the form.
     let name = web.web().config().name_of::<P>().to_owned();
-    let fixed = web.session().runtime().shared.config.section(&name).unwrap_or_default();
+    let fixed = web.runtime().shared.config.section(&name).unwrap_or_default();
     let values = FormValues::submitted(fields.into_iter().filter(|(k, _)| k != "_csrf")).fix_all(fixed);
     let settings = match P::from_form(&values) {
         Ok(settings) => settings,
@@ -77,28 +87,57 @@ pub async fn login_submit<P: Connection>(
                 .into_response();
         }
     };
-    match web.session().login(&name, settings).await {
-        Ok(_) => {
-            web.renew_id();
+    let attempt = match web.web().throttle().begin(account_key::<P>(&name, &values), client.clone()) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            tracing::warn!(connection = %name, client = ?client, retry_after_s = secs, "connscope: login refused: too many failures");
+            let message = format!(
+                "too many failed logins: try again in {}",
+                humantime::format_duration(std::time::Duration::from_secs(secs))
+            );
+            let mut response =
+                (StatusCode::TOO_MANY_REQUESTS, Html(render::<P>(&web, Some(&message), &values)))
+                    .into_response();
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
+    };
+    match web.log_in(&name, settings).await {
+        Ok(()) => {
+            attempt.succeeded();
             Redirect::to(&web.web().config().home_path).into_response()
         }
         Err(e) => {
-            let message = match &e {
-                Error::Connect { source, .. } => format!("could not log in: {source}"),
-                other => other.to_string(),
-            };
-            (StatusCode::UNAUTHORIZED, Html(render::<P>(&web, Some(&message), &values))).into_response()
+            drop(attempt); // a failure
+            tracing::warn!(connection = %name, client = ?client, error = %e, "connscope: login failed");
+            (StatusCode::UNAUTHORIZED, Html(render::<P>(&web, Some(LOGIN_FAILED), &values))).into_response()
         }
     }
 }
 
-/// Logs out: ends the session (closing its connections) and sends the browser to the login page.
+/// The throttling key of an account: the connection name and the non-secret fields (the user
+/// name…), without case.
+fn account_key<P: Connection>(name: &str, values: &FormValues) -> String {
+    let mut key = name.to_owned();
+    for field in P::FORM.iter().filter(|f| f.kind == FieldKind::Text) {
+        key.push('\u{1f}');
+        key.push_str(&values.get(field.name).unwrap_or("").trim().to_lowercase());
+    }
+    key
+}
+
+/// Logs out: ends the session (closing its connections), deletes the cookie, rotates the CSRF
+/// token, and sends the browser to the login page.
 pub async fn logout<P: Connection>(web: WebSession, Form(fields): Form<Vec<(String, String)>>) -> Response {
     let token = fields.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or("");
     if !web.check_csrf(token) {
         return (StatusCode::FORBIDDEN, "the form expired or came from another site").into_response();
     }
-    let _ = web.end().await;
+    let report = web.end().await;
+    if !report.is_ok() {
+        tracing::warn!(failures = report.failures.len(), "connscope: logout: release hooks failed");
+    }
     let _ = PhantomData::<P>;
     Redirect::to(&web.web().config().login_path).into_response()
 }
@@ -107,7 +146,7 @@ pub async fn logout<P: Connection>(web: WebSession, Form(fields): Form<Vec<(Stri
 pub fn logout_button(web: &WebSession) -> String {
     format!(
         r#"<form method="post" action="/logout"><input type="hidden" name="_csrf" value="{}"><button type="submit">Log out</button></form>"#,
-        escape_html(web.csrf_token())
+        escape_html(&web.csrf_token())
     )
 }
 
@@ -120,7 +159,7 @@ fn render<P: Connection>(web: &WebSession, error: Option<&str>, previous: &FormV
     }
     html.push_str("<form method=\"post\" action=\"/login\">\n");
     let _ =
-        writeln!(html, "<input type=\"hidden\" name=\"_csrf\" value=\"{}\">", escape_html(web.csrf_token()));
+        writeln!(html, "<input type=\"hidden\" name=\"_csrf\" value=\"{}\">", escape_html(&web.csrf_token()));
     for field in P::FORM {
         let kind = match field.kind {
             FieldKind::Text => "text",

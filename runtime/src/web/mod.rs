@@ -1,6 +1,21 @@
-//! The axum/tower integration: a session-cookie layer that runs each request inside the user's
-//! [`Session`](crate::Session), a [`LoggedIn`] extractor that redirects to the login page, and login/logout
-//! handlers that render and accept a provider's derived login form (with CSRF protection).
+//! The axum/tower integration: a session-cookie layer that runs each request of a logged-in
+//! browser inside its [`Session`](crate::Session), a [`LoggedIn`] extractor that redirects to the
+//! login page, and login/logout handlers that render and accept a provider's derived login form.
+//!
+//! What it guarantees against hostile clients:
+//!
+//! * A request without a valid session cookie creates no session and no server-side state:
+//!   only a successful login creates a session. A cookie whose session ended (logout, the
+//!   runtime's idle timeout or session lifetime) is deleted and means nothing.
+//! * Forms carry a signed CSRF token ([HMAC-SHA256] with a random key per [`WebSessions`]),
+//!   bound to the browser (a pre-session cookie, then the session), expiring after an hour,
+//!   and replaced on login and on logout.
+//! * A failed login reads [`LOGIN_FAILED`] whatever the cause, naming no server, database or
+//!   user; the cause is logged with `tracing`.
+//! * Repeated failures for one account or from one client back off ([`LoginThrottle`]) without
+//!   reaching the provider's `connect`.
+//!
+//! [HMAC-SHA256]: https://datatracker.ietf.org/doc/html/rfc2104
 //!
 //! ```no_run
 //! # use connscope::{Connection, Provider};
@@ -26,8 +41,14 @@
 //! # }
 //! ```
 
+mod csrf;
 mod form;
+mod handle;
 mod sessions;
+mod throttle;
 
-pub use form::{LoggedIn, escape_html, login_form, login_routes, login_submit, logout, logout_button};
+pub use form::{
+    LOGIN_FAILED, LoggedIn, escape_html, login_form, login_routes, login_submit, logout, logout_button,
+};
 pub use sessions::{SessionLayer, WebSession, WebSessions};
+pub use throttle::{ClientKey, LoginThrottle};

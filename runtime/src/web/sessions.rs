@@ -1,32 +1,36 @@
-//! Session cookies: a random id (256 bits) per browser, mapped to a connscope `Session`; a new
-//! id on login (the `Session` survives: a rename, not an end); the session ends on logout and
-//! on the runtime's idle timeout.
+//! Session cookies: a random id (256 bits) per logged-in browser, mapped to a connscope
+//! `Session`. A browser gets a session only by logging in, and a new id on every login; the
+//! session ends on logout and whenever the runtime ends it (idle timeout, lifetime), after
+//! which its cookie means nothing.
 
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header::{COOKIE, SET_COOKIE};
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderValue;
 
-use crate::error::ReleaseReport;
+use super::csrf::{Signer, hex};
+use super::handle::{MiddlewareFn, middleware};
+use super::throttle::{LoginThrottle, Throttle};
 use crate::provider::Connection;
 use crate::runtime::Runtime;
 use crate::session::Session;
 
-type MiddlewareFn = fn(State<WebSessions>, Request, Next) -> crate::cache::BoxFuture<'static, Response>;
+pub use super::handle::WebSession;
 
 /// The layer returned by [`WebSessions::layer`].
-pub type SessionLayer =
-    axum::middleware::FromFnLayer<MiddlewareFn, WebSessions, (State<WebSessions>, Request)>;
+pub type SessionLayer = axum::middleware::FromFnLayer<
+    MiddlewareFn,
+    WebSessions,
+    (axum::extract::State<WebSessions>, axum::extract::Request),
+>;
 
 /// Maps session cookies to connscope sessions. Cheap to clone.
+///
+/// A request without a valid session cookie runs outside any session, and creates none: only
+/// a successful login does. Forms carry a signed CSRF token that needs no session.
 #[derive(Clone)]
 pub struct WebSessions {
     inner: Arc<Inner>,
@@ -35,22 +39,35 @@ pub struct WebSessions {
 struct Inner {
     rt: Runtime,
     config: Config,
-    ids: Mutex<HashMap<String, Entry>>,
-    inserted: AtomicU64,
+    registry: Mutex<Registry>,
+    signer: Signer,
+    throttle: Arc<Throttle>,
 }
 
+/// Cookie ids of live sessions.
+#[derive(Default)]
+struct Registry {
+    ids: HashMap<String, Entry>,
+    /// Size at which ended sessions are next swept out.
+    sweep_at: usize,
+}
+
+/// A logged-in browser's session and its CSRF secret (replaced on every login).
 #[derive(Clone)]
-struct Entry {
-    session: Session,
-    csrf: Arc<str>,
+pub(crate) struct Entry {
+    pub(crate) session: Session,
+    pub(crate) secret: Arc<str>,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) cookie: String,
+    pub(crate) csrf_cookie: String,
     pub(crate) secure: bool,
     pub(crate) login_path: String,
     pub(crate) home_path: String,
+    pub(crate) csrf_lifetime: Duration,
+    pub(crate) throttle: LoginThrottle,
     /// Connection names set with [`WebSessions::connection_name`], by provider type.
     names: HashMap<TypeId, Arc<str>>,
 }
@@ -70,21 +87,30 @@ impl fmt::Debug for WebSessions {
 
 impl WebSessions {
     /// Sessions of `rt`, with cookie `connscope_session` (`HttpOnly; SameSite=Lax`, not
-    /// `Secure`: call [`secure`](Self::secure) behind HTTPS), login page `/login`, home `/`.
+    /// `Secure`: call [`secure`](Self::secure) behind HTTPS), login page `/login`, home `/`,
+    /// CSRF tokens valid for an hour, and the default [`LoginThrottle`].
     pub fn new(rt: Runtime) -> Self {
         let config = Config {
             cookie: "connscope_session".to_owned(),
+            csrf_cookie: "connscope_session_csrf".to_owned(),
             secure: false,
             login_path: "/login".to_owned(),
             home_path: "/".to_owned(),
+            csrf_lifetime: Duration::from_secs(60 * 60),
+            throttle: LoginThrottle::default(),
             names: HashMap::new(),
         };
+        Self::with(rt, config)
+    }
+
+    fn with(rt: Runtime, config: Config) -> Self {
         WebSessions {
             inner: Arc::new(Inner {
                 rt,
+                signer: Signer::new(config.csrf_lifetime),
+                throttle: Throttle::new(config.throttle.clone()),
                 config,
-                ids: Mutex::new(HashMap::new()),
-                inserted: AtomicU64::new(0),
+                registry: Mutex::new(Registry::default()),
             }),
         }
     }
@@ -92,31 +118,39 @@ impl WebSessions {
     fn with_config(self, f: impl FnOnce(&mut Config)) -> Self {
         let mut config = self.inner.config.clone();
         f(&mut config);
-        WebSessions {
-            inner: Arc::new(Inner {
-                rt: self.inner.rt.clone(),
-                config,
-                ids: Mutex::new(HashMap::new()),
-                inserted: AtomicU64::new(0),
-            }),
-        }
+        Self::with(self.inner.rt.clone(), config)
     }
 
-    /// Marks the cookie `Secure` (sent over HTTPS only).
+    /// Marks the cookies `Secure` (sent over HTTPS only).
     pub fn secure(self, secure: bool) -> Self {
         self.with_config(|c| c.secure = secure)
     }
 
-    /// The cookie's name.
+    /// The session cookie's name (default `connscope_session`); the pre-session CSRF cookie is
+    /// named after it, with `_csrf` appended.
     pub fn cookie_name(self, name: impl Into<String>) -> Self {
         let name = name.into();
-        self.with_config(|c| c.cookie = name)
+        self.with_config(|c| {
+            c.csrf_cookie = format!("{name}_csrf");
+            c.cookie = name;
+        })
     }
 
     /// Where [`LoggedIn`](super::LoggedIn) redirects when there is no login (default `/login`).
     pub fn login_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.with_config(|c| c.login_path = path)
+    }
+
+    /// How long a form's CSRF token is accepted after the page was served (default 1 hour).
+    pub fn csrf_token_lifetime(self, lifetime: Duration) -> Self {
+        self.with_config(|c| c.csrf_lifetime = lifetime)
+    }
+
+    /// How repeated login failures back off (see [`LoginThrottle`]; `LoginThrottle::off()`
+    /// disables it).
+    pub fn login_throttle(self, throttle: LoginThrottle) -> Self {
+        self.with_config(|c| c.throttle = throttle)
     }
 
     /// The connection name under which users of provider `P` log in (default `P::NAME`): the
@@ -153,51 +187,56 @@ impl WebSessions {
         &self.inner.rt
     }
 
-    /// The tower layer: runs every request inside its user's session.
+    /// The tower layer: runs every request of a logged-in browser inside its session.
     pub fn layer(&self) -> SessionLayer {
         let f: MiddlewareFn = |state, req, next| Box::pin(middleware(state, req, next));
         axum::middleware::from_fn_with_state(self.clone(), f)
     }
 
-    /// The live session behind a cookie value, or a new one (with a new id).
-    fn resolve(&self, cookie: Option<&str>) -> (String, Entry, bool) {
-        let mut ids = self.inner.ids.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = cookie
-            && let Some(entry) = ids.get(id)
-            && !entry.session.is_ended()
-        {
-            return (id.to_owned(), entry.clone(), false);
+    /// The live session behind a cookie id. An id that is unknown, or whose session ended,
+    /// gives `None` (and is forgotten); nothing is created.
+    pub(crate) fn lookup(&self, id: &str) -> Option<Entry> {
+        let mut registry = self.registry();
+        match registry.ids.get(id) {
+            Some(entry) if !entry.session.is_ended() => Some(entry.clone()),
+            Some(_) => {
+                registry.ids.remove(id);
+                None
+            }
+            None => None,
         }
-        if let Some(id) = cookie {
-            ids.remove(id);
-        }
-        // Forget ended sessions (idle timeout) now and then.
-        if self.inner.inserted.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
-            ids.retain(|_, e| !e.session.is_ended());
-        }
-        let entry = Entry { session: self.inner.rt.session(), csrf: Arc::from(random_id()) };
-        let id = random_id();
-        ids.insert(id.clone(), entry.clone());
-        (id, entry, true)
     }
 
-    fn rename(&self, old: &str) -> String {
-        let mut ids = self.inner.ids.lock().unwrap_or_else(|p| p.into_inner());
-        let new = random_id();
-        if let Some(entry) = ids.remove(old) {
-            ids.insert(new.clone(), entry);
+    /// Gives `session` a new cookie id and CSRF secret (a login), dropping `old`.
+    pub(crate) fn register(&self, session: &Session, old: Option<&str>) -> (String, Arc<str>) {
+        let (id, secret) = (random_id(), Arc::<str>::from(random_id()));
+        let mut registry = self.registry();
+        if let Some(old) = old {
+            registry.ids.remove(old);
         }
-        new
+        // Sessions the runtime ended (idle, lifetime) leave their ids: sweep them out whenever
+        // the map has doubled since the last sweep.
+        if registry.ids.len() >= registry.sweep_at {
+            registry.ids.retain(|_, e| !e.session.is_ended());
+            registry.sweep_at = (registry.ids.len() * 2).max(64);
+        }
+        registry.ids.insert(id.clone(), Entry { session: session.clone(), secret: Arc::clone(&secret) });
+        (id, secret)
     }
 
-    fn forget(&self, id: &str) {
-        self.inner.ids.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    pub(crate) fn forget(&self, id: &str) {
+        self.registry().ids.remove(id);
     }
 
-    fn cookie(&self, id: &str, clear: bool) -> HeaderValue {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A `Set-Cookie` value: `name=value`, or a deletion when `value` is `None`.
+    pub(crate) fn cookie(&self, name: &str, value: Option<&str>) -> HeaderValue {
         let c = &self.inner.config;
-        let mut v = format!("{}={}; Path=/; HttpOnly; SameSite=Lax", c.cookie, if clear { "" } else { id });
-        if clear {
+        let mut v = format!("{name}={}; Path=/; HttpOnly; SameSite=Lax", value.unwrap_or(""));
+        if value.is_none() {
             v.push_str("; Max-Age=0");
         }
         if c.secure {
@@ -209,108 +248,23 @@ impl WebSessions {
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }
-}
 
-/// The current request's session, from the layer: extract it in a handler.
-#[derive(Clone)]
-pub struct WebSession {
-    web: WebSessions,
-    session: Session,
-    csrf: Arc<str>,
-    id: Arc<Mutex<String>>,
-    renamed: Arc<AtomicBool>,
-    ended: Arc<AtomicBool>,
-}
-
-impl fmt::Debug for WebSession {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebSession").field("session", &self.session.id()).finish_non_exhaustive()
-    }
-}
-
-impl WebSession {
-    /// The connscope session of this browser.
-    pub fn session(&self) -> &Session {
-        &self.session
+    pub(crate) fn signer(&self) -> &Signer {
+        &self.inner.signer
     }
 
-    /// The token a form of this session must send back as `_csrf`.
-    pub fn csrf_token(&self) -> &str {
-        &self.csrf
+    pub(crate) fn throttle(&self) -> &Arc<Throttle> {
+        &self.inner.throttle
     }
-
-    /// Whether `token` is this session's CSRF token (compared in constant time).
-    pub fn check_csrf(&self, token: &str) -> bool {
-        let (a, b) = (self.csrf.as_bytes(), token.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-
-    /// Gives this browser a new cookie id (call on login, against session fixation). The
-    /// connscope session, and everything cached in it, stays.
-    pub fn renew_id(&self) {
-        let mut id = self.id.lock().unwrap_or_else(|p| p.into_inner());
-        *id = self.web.rename(&id);
-        self.renamed.store(true, Ordering::Release);
-    }
-
-    /// Ends the session (releasing its values) and clears the cookie.
-    pub async fn end(&self) -> ReleaseReport {
-        let id = self.id.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.web.forget(&id);
-        self.ended.store(true, Ordering::Release);
-        self.session.end().await
-    }
-
-    pub(crate) fn web(&self) -> &WebSessions {
-        &self.web
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for WebSession {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<WebSession>().cloned().ok_or_else(|| {
-            (StatusCode::INTERNAL_SERVER_ERROR, "connscope: add `WebSessions::layer()` to the router")
-                .into_response()
-        })
-    }
-}
-
-async fn middleware(State(web): State<WebSessions>, mut req: Request, next: Next) -> Response {
-    let cookie = cookie_value(&req, &web.inner.config.cookie);
-    let (id, entry, fresh) = web.resolve(cookie.as_deref());
-    let handle = WebSession {
-        web: web.clone(),
-        session: entry.session.clone(),
-        csrf: entry.csrf,
-        id: Arc::new(Mutex::new(id)),
-        renamed: Arc::new(AtomicBool::new(false)),
-        ended: Arc::new(AtomicBool::new(false)),
-    };
-    req.extensions_mut().insert(handle.clone());
-    let mut response = entry.session.run(next.run(req)).await;
-    let id = handle.id.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if handle.ended.load(Ordering::Acquire) {
-        response.headers_mut().append(SET_COOKIE, web.cookie(&id, true));
-    } else if fresh || handle.renamed.load(Ordering::Acquire) {
-        response.headers_mut().append(SET_COOKIE, web.cookie(&id, false));
-    }
-    response
-}
-
-fn cookie_value(req: &Request, name: &str) -> Option<String> {
-    req.headers().get_all(COOKIE).iter().filter_map(|h| h.to_str().ok()).flat_map(|h| h.split(';')).find_map(
-        |kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name && !v.is_empty()).then(|| v.to_owned())
-        },
-    )
 }
 
 /// 256 random bits, hex-encoded.
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("connscope: the OS random number generator failed");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    fill_random(&mut bytes);
+    hex(&bytes)
+}
+
+pub(crate) fn fill_random(bytes: &mut [u8]) {
+    getrandom::fill(bytes).expect("connscope: the OS random number generator failed");
 }

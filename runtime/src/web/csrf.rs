@@ -1,0 +1,129 @@
+//! CSRF tokens that need no server-side state: `<expiry>.<HMAC-SHA256(key, binding, expiry)>`,
+//! with a random key per [`WebSessions`](super::WebSessions). A token is bound to what the
+//! browser holds: before login, a random pre-session cookie (a signed double-submit cookie);
+//! after login, a secret of the session, replaced on every login. It expires after the token
+//! lifetime (one hour by default), measured on Tokio's clock.
+
+use std::fmt;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::time::Instant;
+
+/// What a token is bound to.
+#[derive(Clone, Copy)]
+pub(crate) enum Binding<'a> {
+    /// A browser without a session: the value of its pre-session cookie.
+    Browser(&'a str),
+    /// A live session: its current secret.
+    Session(&'a str),
+}
+
+/// Issues and checks tokens with one key.
+pub(crate) struct Signer {
+    key: [u8; 32],
+    epoch: Instant,
+    lifetime: Duration,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer").field("lifetime", &self.lifetime).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer with a fresh random key.
+    pub(crate) fn new(lifetime: Duration) -> Signer {
+        let mut key = [0u8; 32];
+        super::sessions::fill_random(&mut key);
+        Signer { key, epoch: Instant::now(), lifetime }
+    }
+
+    /// A token for `binding`, valid for the token lifetime from now.
+    pub(crate) fn issue(&self, binding: Binding<'_>) -> String {
+        let expiry = self.now_ms().saturating_add(self.lifetime.as_millis().min(u64::MAX as u128) as u64);
+        let tag = self.mac(binding, expiry).map(|m| hex(&m.finalize().into_bytes())).unwrap_or_default();
+        format!("{expiry:x}.{tag}")
+    }
+
+    /// Whether `token` was issued by this signer for `binding` and has not expired.
+    pub(crate) fn check(&self, binding: Binding<'_>, token: &str) -> bool {
+        let Some((expiry, tag)) = token.split_once('.') else { return false };
+        let (Ok(expiry), Some(tag)) = (u64::from_str_radix(expiry, 16), unhex(tag)) else { return false };
+        if self.now_ms() > expiry {
+            return false;
+        }
+        // `verify_slice` compares in constant time.
+        self.mac(binding, expiry).is_some_and(|m| m.verify_slice(&tag).is_ok())
+    }
+
+    fn mac(&self, binding: Binding<'_>, expiry: u64) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).ok()?;
+        let (kind, value) = match binding {
+            Binding::Browser(v) => (b"browser\0", v),
+            Binding::Session(v) => (b"session\0", v),
+        };
+        mac.update(kind);
+        mac.update(&(value.len() as u64).to_be_bytes());
+        mac.update(value.as_bytes());
+        mac.update(&expiry.to_be_bytes());
+        Some(mac)
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now().saturating_duration_since(self.epoch).as_millis().min(u64::MAX as u128) as u64
+    }
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16);
+    s.as_bytes().chunks(2).map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_checks_only_for_its_binding_and_until_it_expires() {
+        let signer = Signer::new(Duration::from_secs(60));
+        let token = signer.issue(Binding::Browser("n1"));
+        assert!(signer.check(Binding::Browser("n1"), &token));
+        assert!(!signer.check(Binding::Browser("n2"), &token), "another browser");
+        assert!(!signer.check(Binding::Session("n1"), &token), "a session with the same text");
+        assert!(!Signer::new(Duration::from_secs(60)).check(Binding::Browser("n1"), &token), "another key");
+        let (expiry, tag) = token.split_once('.').unwrap();
+        let later = format!("{:x}.{tag}", u64::from_str_radix(expiry, 16).unwrap() + 1);
+        assert!(!signer.check(Binding::Browser("n1"), &later), "the expiry is signed");
+        for bad in ["", ".", "zz.zz", "1.abc", "ffffffffffffffffffff.00", "1.é0"] {
+            assert!(!signer.check(Binding::Browser("n1"), bad), "{bad:?}");
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(signer.check(Binding::Browser("n1"), &token), "valid for its whole lifetime");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!signer.check(Binding::Browser("n1"), &token), "expired");
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(hex(&[0, 1, 0xab, 0xff]), "0001abff");
+        assert_eq!(unhex("0001abff"), Some(vec![0, 1, 0xab, 0xff]));
+        assert_eq!(unhex("0g"), None);
+    }
+}
