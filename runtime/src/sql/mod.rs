@@ -42,12 +42,17 @@ mod backend;
 mod cache;
 mod client;
 mod error;
+mod generations;
 mod query;
 mod settings;
 mod value;
 
 pub use backend::{Backend, ConnectOptionsOf};
-pub use cache::invalidate;
+#[doc(hidden)]
+pub use cache::query_cache_kinds;
+#[doc(hidden)]
+pub use generations::live_tag_counters;
+pub use generations::invalidate;
 pub use client::{SqlClient, SqlStats};
 pub use error::{ConnectCause, ConnectError, SqlError};
 pub use query::{Execute, Query};

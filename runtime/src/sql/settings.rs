@@ -34,7 +34,8 @@ pub struct PoolSettings {
     pub check_idle_after: Duration,
     /// The ttl of a cached query that does not set its own.
     pub query_ttl: Duration,
-    /// Most cached query results per scope and ttl.
+    /// Most cached query results per scope and ttl range (ttls within one power of two of
+    /// milliseconds share a cache).
     pub query_cache_entries: u64,
     /// How long a statement may run (`None`: no limit).
     pub statement_timeout: Option<Duration>,
@@ -201,7 +202,8 @@ macro_rules! sql_provider {
             #[connection(fixed)]
             #[serde(default = "defaults::query_ttl", with = "duration")]
             pub query_ttl: Duration,
-            /// Most cached query results per scope and ttl (default 10 000).
+            /// Most cached query results per scope and ttl range (ttls within one power of two of
+            /// milliseconds share a cache; default 10 000).
             #[connection(fixed)]
             #[serde(default = "defaults::query_cache_entries")]
             pub query_cache_entries: u64,
