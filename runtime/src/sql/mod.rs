@@ -44,6 +44,7 @@ mod client;
 mod error;
 mod generations;
 mod query;
+mod redact;
 mod settings;
 mod value;
 
