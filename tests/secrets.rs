@@ -22,8 +22,11 @@ impl Drop for SecretsFile {
 
 fn secrets(contents: &str) -> SecretsFile {
     static N: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir()
-        .join(format!("connscope-secrets-test-{}-{}.toml", std::process::id(), N.fetch_add(1, SeqCst)));
+    let path = std::env::temp_dir().join(format!(
+        "connscope-secrets-test-{}-{}.toml",
+        std::process::id(),
+        N.fetch_add(1, SeqCst)
+    ));
     std::fs::write(&path, contents).unwrap();
     SecretsFile(path)
 }

@@ -65,9 +65,9 @@ impl ConfigBuilder {
                     Ok(mut doc) => match doc.remove("connections") {
                         None => Ok(Some(Table::new())),
                         Some(Value::Table(t)) => Ok(Some(t)),
-                        Some(_) => Err(
-                            "`connections` must be a table of `[connections.<name>]` tables".to_owned(),
-                        ),
+                        Some(_) => {
+                            Err("`connections` must be a table of `[connections.<name>]` tables".to_owned())
+                        }
                     },
                 };
                 // The file's text holds every secret in it: wipe it once parsed.
@@ -147,10 +147,8 @@ impl Config {
     ) -> Result<P, Error> {
         let secret_fields: Vec<&str> =
             P::FORM.iter().filter(|f| f.kind == FieldKind::Password).map(|f| f.name).collect();
-        let secrets: Table = secret_fields
-            .iter()
-            .filter_map(|&f| table.get(f).map(|v| (f.to_owned(), v.clone())))
-            .collect();
+        let secrets: Table =
+            secret_fields.iter().filter_map(|&f| table.get(f).map(|v| (f.to_owned(), v.clone()))).collect();
         Value::Table(table).try_into::<P>().map_err(|e| {
             let field = quiet::field_of(&e);
             let why = quiet::settings_error(e.message().trim(), field.as_deref(), &secret_fields, &secrets);

@@ -180,7 +180,8 @@ mod tests {
         assert_eq!(shown, "`password` is not accepted (the reason is not shown for a secret field)");
         let shown = settings_error("no good: `hunter2`", None, &secret, &table);
         assert!(!shown.contains("hunter2"), "{shown}");
-        let shown = settings_error("invalid value: integer `99999`, expected u16", Some("port"), &secret, &table);
+        let shown =
+            settings_error("invalid value: integer `99999`, expected u16", Some("port"), &secret, &table);
         assert_eq!(shown, "`port`: invalid value: integer `99999`, expected u16");
     }
 }

@@ -132,7 +132,9 @@ mod tests {
 
     #[test]
     fn a_value_of_another_type_is_refused_without_being_quoted() {
-        for text in ["password = 918273645", "password = 9182736.45", "password = true", "password = [918273645]"] {
+        for text in
+            ["password = 918273645", "password = 9182736.45", "password = true", "password = [918273645]"]
+        {
             let table: toml::Table = text.parse().unwrap();
             let value = table["password"].clone();
             let err = value.try_into::<Secret>().err().unwrap();

@@ -104,7 +104,10 @@ static IDS: LazyLock<Mutex<CacheIds>> = LazyLock::new(Default::default);
 
 /// The cache id of query caches with this bucket and bound (the same id in every scope).
 fn cache_id(bucket: Option<Duration>, max_entries: u64) -> u64 {
-    *IDS.lock().unwrap_or_else(|p| p.into_inner()).entry((bucket, max_entries)).or_insert_with(next_resource_id)
+    *IDS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((bucket, max_entries))
+        .or_insert_with(next_resource_id)
 }
 
 /// How many kinds of query cache (bucket and bound) exist in this process: each may have one

@@ -51,11 +51,11 @@ mod value;
 pub use backend::{Backend, ConnectOptionsOf};
 #[doc(hidden)]
 pub use cache::query_cache_kinds;
-#[doc(hidden)]
-pub use generations::live_tag_counters;
-pub use generations::invalidate;
 pub use client::{SqlClient, SqlStats};
 pub use error::{ConnectCause, ConnectError, SqlError};
+pub use generations::invalidate;
+#[doc(hidden)]
+pub use generations::live_tag_counters;
 pub use query::{Execute, Query};
 pub use settings::{PoolSettings, SqlDb, SqlLogin, SqlProvider, SqlState};
 pub use value::SqlValue;

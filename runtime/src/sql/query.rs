@@ -11,9 +11,9 @@ use sqlx::{Connection as _, FromRow, SqlSafeStr, SqlStr};
 
 use super::backend::Backend;
 use super::cache::{Cached, Entry, QueryKey, Shape, identity, query_cache};
-use super::generations::{clear_connection, generation, pin};
 use super::client::{SqlStats, connect_direct};
 use super::error::{ConnectError, SqlError, connect_cause, is_connection_lost};
+use super::generations::{clear_connection, generation, pin};
 use super::settings::SqlProvider;
 use super::value::SqlValue;
 use crate::cache::BoxFuture;

@@ -139,7 +139,10 @@ mod tests {
     #[test]
     fn password_query_parameters_are_hidden_in_any_case() {
         let cases = [
-            ("postgres://h/db?user=ada&password=hunter2&sslmode=require", "postgres://h/db?user=ada&password=***&sslmode=require"),
+            (
+                "postgres://h/db?user=ada&password=hunter2&sslmode=require",
+                "postgres://h/db?user=ada&password=***&sslmode=require",
+            ),
             ("postgres://h/db?PassWord=hunter2", "postgres://h/db?PassWord=***"),
             ("postgres://h/db?sslpassword=hunter2", "postgres://h/db?sslpassword=***"),
             ("postgres://h/db?SSLPASSWORD=hunter2&x=1", "postgres://h/db?SSLPASSWORD=***&x=1"),
