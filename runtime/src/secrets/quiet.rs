@@ -68,14 +68,20 @@ pub(super) fn settings_error(
     table: &toml::Table,
 ) -> String {
     let top = field.map(|f| f.split('.').next().unwrap_or(f));
-    let secret_field = top.is_some_and(|f| secret_fields.contains(&f));
+    if let Some(field) = field
+        && top.is_some_and(|f| secret_fields.contains(&f))
+    {
+        return format!("`{field}` is not accepted (the reason is not shown for a secret field)");
+    }
     let quotes_a_secret =
         secret_fields.iter().filter_map(|name| table.get(*name)).any(|v| quoted_in(message, v));
-    match (secret_field || quotes_a_secret, field) {
+    match (quotes_a_secret, field) {
         (true, Some(field)) => {
-            format!("`{field}` is not accepted (the reason is not shown for a secret field)")
+            format!("`{field}` is not accepted (the reason is not shown: it would quote a secret)")
         }
-        (true, None) => "a secret field is not accepted (the reason is not shown)".to_owned(),
+        (true, None) => {
+            "a field is not accepted (the reason is not shown: it would quote a secret)".to_owned()
+        }
         (false, Some(field)) => format!("`{field}`: {message}"),
         (false, None) => message.to_owned(),
     }

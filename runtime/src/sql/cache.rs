@@ -174,9 +174,24 @@ pub(crate) fn query_cache<P: SqlProvider>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use super::bucket;
+    use super::{Entry, bucket};
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_expires_at_its_own_ttl_not_its_buckets() {
+        let ttl = Duration::from_millis(513);
+        assert_eq!(bucket(ttl), Some(Duration::from_millis(1024)));
+        let entry = Entry::new(Arc::new(1u8), ttl, Default::default());
+        tokio::time::advance(Duration::from_millis(512)).await;
+        assert!(!entry.is_expired());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(entry.is_expired(), "served for its ttl exactly, though its cache keeps it for 1024 ms");
+        let forever = Entry::new(Arc::new(1u8), Duration::MAX, Default::default());
+        tokio::time::advance(Duration::from_secs(1 << 32)).await;
+        assert!(!forever.is_expired());
+    }
 
     #[test]
     fn a_bucket_holds_its_ttl_and_at_most_twice_it() {

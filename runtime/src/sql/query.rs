@@ -193,7 +193,9 @@ impl<P: SqlProvider> Query<'_, P> {
             && !ran.load(Relaxed)
             && found.is_expired()
         {
-            // Past its own ttl, though its bucket's cache still holds it: load it again.
+            // Past its own ttl, though its bucket's cache still holds it: load it again. (Two
+            // callers meeting the same expired entry may both remove it; the later removal can
+            // then drop the other's fresh value: one extra load, never a stale value.)
             cache.invalidate(&key).await;
             entry = cache.try_get_with_own_error(key, loader()).await;
         }
