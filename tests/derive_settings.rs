@@ -306,3 +306,42 @@ fn a_rejected_secret_is_never_quoted() {
     let ok = Token::from_form(&FormValues::submitted([("token", "tk-1")])).unwrap();
     assert_eq!((ok.token.as_str(), ok.backup.is_none()), ("tk-1", true));
 }
+
+/// A provider declared by a `macro_rules!` macro, as the SQL providers are: field types arrive
+/// as `$ty` fragments (an invisible group around the type).
+macro_rules! declare_provider {
+    ($name:ident, $secret:ty) => {
+        #[derive(Connection, serde::Deserialize)]
+        struct $name {
+            #[connection(fixed)]
+            key: $secret,
+            #[connection(fixed)]
+            #[serde(default)]
+            spare_key: Option<$secret>,
+            user: String,
+        }
+
+        impl Provider for $name {
+            type Raw = ();
+            type Error = std::io::Error;
+            async fn connect(&self) -> Result<(), std::io::Error> {
+                Ok(())
+            }
+            async fn is_open(&self, _raw: &()) -> bool {
+                true
+            }
+        }
+    };
+}
+
+declare_provider!(Declared, Secret);
+
+#[test]
+fn a_secret_type_given_through_a_macro_is_still_a_secret() {
+    let values = FormValues::submitted([("user", "ada")]).fix("key", "hunter2").fix("spare_key", "hunter3");
+    let mut p = Declared::from_form(&values).unwrap();
+    assert_eq!((p.key.expose(), p.user.as_str()), ("hunter2", "ada"));
+    p.forget_secrets();
+    assert!(p.key.is_empty(), "a `Secret` field is wiped after login, however its type was written");
+    assert!(p.spare_key.as_ref().is_some_and(Secret::is_empty));
+}

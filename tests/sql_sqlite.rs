@@ -314,3 +314,48 @@ async fn a_statement_past_its_timeout_fails_and_the_next_one_works() {
     assert_eq!(conn.sql_stats().cache_hits, 0, "nothing was cached");
     let _ = rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_tag_generation_table_keeps_only_what_is_cached() {
+    use connscope::sql::{invalidate, live_tag_counters};
+    let (rt, conn) = memory_db().await;
+    let prefix = unique("live-tags");
+    for i in 0..300i64 {
+        let tag = format!("{prefix}-{i}");
+        let read = || conn.query("select ? + 0").bind(i).tag(&tag).fetch_one::<(i64,)>();
+        assert_eq!(read().await.unwrap().0, i);
+        invalidate(&tag);
+        assert_eq!(read().await.unwrap().0, i);
+    }
+    assert_eq!(conn.sql_stats().cache_misses, 600, "every invalidation made the next read run");
+    assert_eq!(live_tag_counters(&prefix), 300, "a cached read keeps its tag's counter");
+
+    // Invalidating tags that no cached read uses keeps nothing.
+    for i in 0..1000 {
+        invalidate(&format!("{prefix}-unused-{i}"));
+    }
+    assert_eq!(live_tag_counters(&format!("{prefix}-unused")), 0);
+
+    // Once the reads leave the cache, so do their counters.
+    let report = rt.shutdown().await;
+    assert_eq!((report.released, report.is_ok()), (1 + 600, true), "the connection and every read");
+    assert_eq!(live_tag_counters(&prefix), 0, "nothing cached uses these tags any more");
+}
+
+#[tokio::test]
+async fn distinct_ttls_share_a_bounded_set_of_caches() {
+    use connscope::sql::query_cache_kinds;
+    let (rt, conn) = memory_db().await;
+    for n in 1..=500i64 {
+        // 500 distinct ttls, from 1001 s to 1500 s.
+        let ttl = Duration::from_secs(1000 + n as u64);
+        let (v,) = *conn.query("select ? + 0").bind(n).ttl(ttl).fetch_one::<(i64,)>().await.unwrap();
+        assert_eq!(v, n);
+    }
+    let kinds = query_cache_kinds();
+    // Across this whole test binary: a few ttl buckets (1 ms to 2^42 ms) per `query_cache_entries`.
+    assert!(kinds <= 64, "{kinds} kinds of query cache");
+    assert_eq!(conn.sql_stats().cache_misses, 500);
+    let report = rt.shutdown().await;
+    assert_eq!((report.released, report.is_ok()), (1 + 500, true), "the connection and every result");
+}

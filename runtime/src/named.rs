@@ -47,6 +47,9 @@ impl Runtime {
         cache
             .try_get_with_own_error(key, async move {
                 let settings = self.shared.config.settings::<P>(name, table)?;
+                // `fingerprint` is keyed per process (`secrets::keyed_digest`): the id shows a
+                // digest of settings that may hold a password, and must not let anyone test
+                // guesses of it offline.
                 let id = ConnId::named((TypeId::of::<P>(), name, fingerprint));
                 let conn = Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace);
                 conn.attach_stats(stats);

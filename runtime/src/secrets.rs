@@ -2,15 +2,22 @@
 //! `CONNSCOPE__<NAME>__<FIELD>` environment variables, overridden by settings given in code;
 //! and [`Secret`], a settings field that is never printed.
 
+mod quiet;
+mod secret;
+
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
-use secrecy::{ExposeSecret, SecretString};
 use toml::{Table, Value};
+use zeroize::Zeroize;
+
+pub use secret::Secret;
 
 use crate::error::Error;
+use crate::provider::{Connection, FieldKind};
 
 /// The prefix of environment overrides: `CONNSCOPE__WAREHOUSE__PASSWORD=...` sets field
 /// `password` of `[connections.warehouse]`.
@@ -18,63 +25,6 @@ pub const ENV_PREFIX: &str = "CONNSCOPE__";
 
 /// The variable naming the secrets file when the builder does not.
 pub const SECRETS_FILE_VAR: &str = "CONNSCOPE_SECRETS";
-
-/// A secret settings value (a password, a token). Never appears in `Debug`, logs or errors, is
-/// not serializable, and is wiped from memory when dropped.
-///
-/// ```
-/// let s = connscope::Secret::new("hunter2");
-/// assert_eq!(format!("{s:?}"), "Secret(\"***\")");
-/// assert_eq!(s.expose(), "hunter2");
-/// ```
-#[derive(Clone)]
-pub struct Secret(SecretString);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(SecretString::from(value.into()))
-    }
-
-    /// The secret value, for the one place that needs it (a connect call).
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-
-    /// Wipes the value: the old bytes are zeroized and the secret becomes empty.
-    pub fn forget(&mut self) {
-        self.0 = SecretString::from(String::new());
-    }
-
-    /// Whether the value is empty (never set, or forgotten).
-    pub fn is_empty(&self) -> bool {
-        self.0.expose_secret().is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(\"***\")")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Secret::new(s)
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Secret::new(s)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret::new)
-    }
-}
 
 #[derive(Default)]
 pub(crate) struct ConfigBuilder {
@@ -107,16 +57,23 @@ impl ConfigBuilder {
         let connections = match std::fs::read_to_string(&file) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read the file: {e}")),
-            Ok(text) => match text.parse::<Table>() {
-                Err(e) => Err(format!("not valid TOML: {e}")),
-                Ok(mut doc) => match doc.remove("connections") {
-                    None => Ok(Some(Table::new())),
-                    Some(Value::Table(t)) => Ok(Some(t)),
-                    Some(_) => {
-                        Err("`connections` must be a table of `[connections.<name>]` tables".to_owned())
-                    }
-                },
-            },
+            Ok(mut text) => {
+                let parsed = match text.parse::<Table>() {
+                    // Line, column and the parser's message: never toml's `Display`, which
+                    // quotes the broken line (and that line may hold a password).
+                    Err(e) => Err(quiet::syntax_error(&text, &e)),
+                    Ok(mut doc) => match doc.remove("connections") {
+                        None => Ok(Some(Table::new())),
+                        Some(Value::Table(t)) => Ok(Some(t)),
+                        Some(_) => {
+                            Err("`connections` must be a table of `[connections.<name>]` tables".to_owned())
+                        }
+                    },
+                };
+                // The file's text holds every secret in it: wipe it once parsed.
+                text.zeroize();
+                parsed
+            }
         };
         let vars: Vec<(String, String)> = match self.env {
             Some(vars) => vars,
@@ -180,40 +137,88 @@ impl Config {
     }
 
     /// Deserializes the resolved section `table` of `name` into `P`; a missing or malformed
-    /// field is an error naming the file, the section and the field.
-    pub(crate) fn settings<P: serde::de::DeserializeOwned>(
+    /// field is an error naming the file, the section and the field. The reason is left out for
+    /// a secret field (a password input of `P`'s login form), since serde's messages quote the
+    /// value; a [`Secret`] never quotes it in the first place.
+    pub(crate) fn settings<P: Connection + serde::de::DeserializeOwned>(
         &self,
         name: &str,
         table: Table,
     ) -> Result<P, Error> {
-        Value::Table(table).try_into::<P>().map_err(|e| Error::Config {
-            file: self.file.clone(),
-            section: format!("connections.{name}"),
-            message: format!("{} (settings of `{}`)", e.message().trim(), std::any::type_name::<P>()),
+        let secret_fields: Vec<&str> =
+            P::FORM.iter().filter(|f| f.kind == FieldKind::Password).map(|f| f.name).collect();
+        let secrets: Table =
+            secret_fields.iter().filter_map(|&f| table.get(f).map(|v| (f.to_owned(), v.clone()))).collect();
+        Value::Table(table).try_into::<P>().map_err(|e| {
+            let field = quiet::field_of(&e);
+            let why = quiet::settings_error(e.message().trim(), field.as_deref(), &secret_fields, &secrets);
+            Error::Config {
+                file: self.file.clone(),
+                section: format!("connections.{name}"),
+                message: format!("{why} (settings of `{}`)", std::any::type_name::<P>()),
+            }
         })
     }
 }
 
 /// An environment value takes the type of the value it overrides; otherwise it is a string.
+/// The error names the expected type, never the value (the variable may hold a password).
 fn coerce(existing: Option<&Value>, raw: &str) -> Result<Value, String> {
+    let fail = |what: &str| format!("expected {what} (the value is not shown)");
     Ok(match existing {
-        Some(Value::Integer(_)) => {
-            Value::Integer(raw.trim().parse().map_err(|_| format!("expected an integer, got `{raw}`"))?)
-        }
-        Some(Value::Float(_)) => {
-            Value::Float(raw.trim().parse().map_err(|_| format!("expected a number, got `{raw}`"))?)
-        }
-        Some(Value::Boolean(_)) => {
-            Value::Boolean(raw.trim().parse().map_err(|_| format!("expected true or false, got `{raw}`"))?)
-        }
+        Some(Value::Integer(_)) => Value::Integer(raw.trim().parse().map_err(|_| fail("an integer"))?),
+        Some(Value::Float(_)) => Value::Float(raw.trim().parse().map_err(|_| fail("a number"))?),
+        Some(Value::Boolean(_)) => Value::Boolean(raw.trim().parse().map_err(|_| fail("true or false"))?),
         _ => Value::String(raw.to_owned()),
     })
 }
 
-/// A stable digest of resolved settings, part of a connection's cache key (so two connections
-/// with different settings never share a client). Secrets go into the digest, never into text.
+/// The key of this process's digests of settings: drawn at random once (std's `RandomState`,
+/// SipHash keyed from the operating system's randomness).
+static PROCESS_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// A digest of `value` keyed per process: stable within the process, and useless outside it.
+/// Digests of settings that hold secrets use it, so that a digest that shows somewhere (a
+/// connection's [`ConnId`](crate::ConnId)) is no offline oracle for guessing a password.
+pub(crate) fn keyed_digest(value: impl Hash) -> u64 {
+    PROCESS_KEY.hash_one(value)
+}
+
+/// A digest of resolved settings, part of a connection's cache key and identity (so two
+/// connections with different settings never share a client). Keyed per process
+/// ([`keyed_digest`]); computed from the values themselves, without rendering the table (and
+/// its secrets) to text first.
 fn fingerprint(table: &Table) -> u64 {
-    let mut h = DefaultHasher::new();
-    table.to_string().hash(&mut h);
+    let mut h = PROCESS_KEY.build_hasher();
+    hash_table(table, &mut h);
     h.finish()
+}
+
+fn hash_table(table: &Table, h: &mut impl Hasher) {
+    // Sorted by key: the digest does not depend on the order the layers inserted them in.
+    let mut entries: Vec<(&String, &Value)> = table.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries.len().hash(h);
+    for (key, value) in entries {
+        key.hash(h);
+        hash_value(value, h);
+    }
+}
+
+fn hash_value(value: &Value, h: &mut impl Hasher) {
+    std::mem::discriminant(value).hash(h);
+    match value {
+        Value::String(s) => s.hash(h),
+        Value::Integer(i) => i.hash(h),
+        Value::Float(f) => f.to_bits().hash(h),
+        Value::Boolean(b) => b.hash(h),
+        Value::Datetime(d) => d.to_string().hash(h),
+        Value::Array(items) => {
+            items.len().hash(h);
+            for item in items {
+                hash_value(item, h);
+            }
+        }
+        Value::Table(t) => hash_table(t, h),
+    }
 }

@@ -376,8 +376,14 @@ fn default_text(expr: &Expr) -> Result<Default> {
     }
 }
 
-/// Whether a type is spelled `Secret` / `connscope::Secret`, or `Option` of one.
+/// Whether a type is spelled `Secret` / `connscope::Secret`, or `Option` of one. Seen through
+/// the invisible group a `macro_rules!` `$ty:ty` fragment arrives in, and parentheses.
 fn is_secret_type(ty: &Type) -> bool {
+    let ty = match ty {
+        Type::Group(g) => return is_secret_type(&g.elem),
+        Type::Paren(p) => return is_secret_type(&p.elem),
+        ty => ty,
+    };
     let Type::Path(p) = ty else { return false };
     let Some(last) = p.path.segments.last() else { return false };
     if last.ident == "Secret" {

@@ -11,7 +11,8 @@ use sqlx::pool::{Pool, PoolOptions};
 
 use super::backend::{Backend, ConnectOptionsOf};
 use super::error::{ConnectCause, ConnectError, connect_cause};
-use super::settings::{SqlDb, SqlLogin, SqlProvider, redact_url};
+use super::redact::redact_url;
+use super::settings::{SqlDb, SqlLogin, SqlProvider};
 use crate::provider::Provider;
 
 /// The live client of a SQL connection: a sqlx pool (plus, for an in-memory SQLite database,

@@ -42,14 +42,20 @@ mod backend;
 mod cache;
 mod client;
 mod error;
+mod generations;
 mod query;
+mod redact;
 mod settings;
 mod value;
 
 pub use backend::{Backend, ConnectOptionsOf};
-pub use cache::invalidate;
+#[doc(hidden)]
+pub use cache::query_cache_kinds;
 pub use client::{SqlClient, SqlStats};
 pub use error::{ConnectCause, ConnectError, SqlError};
+pub use generations::invalidate;
+#[doc(hidden)]
+pub use generations::live_tag_counters;
 pub use query::{Execute, Query};
 pub use settings::{PoolSettings, SqlDb, SqlLogin, SqlProvider, SqlState};
 pub use value::SqlValue;

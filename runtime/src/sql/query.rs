@@ -10,9 +10,10 @@ use std::time::Duration;
 use sqlx::{Connection as _, FromRow, SqlSafeStr, SqlStr};
 
 use super::backend::Backend;
-use super::cache::{Cached, QueryKey, Shape, clear_connection, generation, identity, query_cache};
+use super::cache::{Cached, Entry, QueryKey, Shape, identity, query_cache};
 use super::client::{SqlStats, connect_direct};
 use super::error::{ConnectError, SqlError, connect_cause, is_connection_lost};
+use super::generations::{clear_connection, generation, pin};
 use super::settings::SqlProvider;
 use super::value::SqlValue;
 use crate::cache::BoxFuture;
@@ -180,20 +181,30 @@ impl<P: SqlProvider> Query<'_, P> {
             shape,
             row: std::any::TypeId::of::<T>(),
         };
-        let mut ran = false;
-        let ran_flag = &mut ran;
-        let value = cache
-            .try_get_with_own_error(key, async {
-                *ran_flag = true;
-                run(conn, &st, op, true).await
-            })
-            .await;
-        if ran {
+        let (tags, st, ran_flag) = (&self.tags, &st, std::sync::atomic::AtomicBool::new(false));
+        let ran = &ran_flag;
+        let loader = move || async move {
+            ran.store(true, Relaxed);
+            let pins = pin(id, tags);
+            run(conn, st, op, true).await.map(|value| Entry::new(value, ttl, pins))
+        };
+        let mut entry = cache.try_get_with_own_error(key.clone(), loader()).await;
+        if let Ok(found) = &entry
+            && !ran.load(Relaxed)
+            && found.is_expired()
+        {
+            // Past its own ttl, though its bucket's cache still holds it: load it again. (Two
+            // callers meeting the same expired entry may both remove it; the later removal can
+            // then drop the other's fresh value: one extra load, never a stale value.)
+            cache.invalidate(&key).await;
+            entry = cache.try_get_with_own_error(key, loader()).await;
+        }
+        if ran.load(Relaxed) {
             counters.cache_misses.fetch_add(1, Relaxed);
-        } else if value.is_ok() {
+        } else if entry.is_ok() {
             counters.cache_hits.fetch_add(1, Relaxed);
         }
-        value
+        entry.map(|e| e.value)
     }
 }
 
