@@ -310,19 +310,23 @@ impl Runtime {
     async fn shut_down_now(&self) -> ReleaseReport {
         let shared = &*self.shared;
         let mut report = ReleaseReport::default();
-        // End sessions concurrently (each end is a task of its own that may wait up to the grace
-        // period for its users); one already ending is awaited too.
-        let ends: Vec<_> = self
-            .sessions()
-            .into_iter()
-            .map(|s| {
-                spawn_background(async move { s.end_with(Error::RuntimeShutDown, "runtime shutdown").await })
-            })
-            .collect();
-        for end in ends {
-            if let Ok(r) = end.await {
-                report.merge(r);
+        // End every session: right here when its end finishes at once (no hook waits: the common
+        // case, which then costs no task and no memory held), else in a task of its own, so a
+        // session waiting for its connections' users never holds up the others.
+        let mut slow = Vec::new();
+        for (i, s) in self.sessions().into_iter().enumerate() {
+            let mut end =
+                Box::pin(async move { s.end_here(Error::RuntimeShutDown, "runtime shutdown").await });
+            match std::future::poll_fn(|cx| std::task::Poll::Ready(end.as_mut().poll(cx))).await {
+                std::task::Poll::Ready(r) => report.merge(r),
+                std::task::Poll::Pending => slow.push(spawn_background(end)),
             }
+            if i % 256 == 255 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for end in slow {
+            report.merge(end.await.unwrap_or_default());
         }
         report.merge(shared.global.close(RemovalCause::Shutdown, Error::RuntimeShutDown).await);
         if !shared.tracker.wait_idle(shared.settings.grace_period).await {

@@ -181,11 +181,16 @@ impl Session {
     }
 
     pub(crate) async fn end_with(&self, reason: Error, why: &'static str) -> ReleaseReport {
+        self.begin_end(reason, why);
+        self.wait_ended().await
+    }
+
+    /// Starts the end in the background, unless it started already.
+    fn begin_end(&self, reason: Error, why: &'static str) {
         let prev = self.inner.state.fetch_or(ENDING, Ordering::AcqRel);
         if prev & PHASE == 0 {
             self.start_end(reason, why);
         }
-        self.wait_ended().await
     }
 
     /// Ends the session in the background if it has been idle for `idle_ms`, or alive for
@@ -217,19 +222,33 @@ impl Session {
 
     /// Spawns the end (tracked, so shutdown waits for it). Called once, by whoever set `ENDING`.
     fn start_end(&self, reason: Error, why: &'static str) {
-        let _ = self.inner.end_reason.set(reason.clone());
         let this = self.clone();
         let tracker = std::sync::Arc::clone(&self.inner.runtime.shared.tracker);
-        drop(tracker.spawn(async move {
-            let report = this.inner.caches.close(RemovalCause::SessionEnd, reason).await;
-            this.inner.state.fetch_or(ENDED, Ordering::AcqRel);
-            this.inner.runtime.forget_session(this.inner.id);
-            tracing::info!(session = %this.inner.id, why, released = report.released, "connscope: session ended");
-            this.inner.ended.finish(report);
-        }));
+        drop(tracker.spawn(async move { this.run_end(reason, why).await }));
     }
 
-    async fn wait_ended(&self) -> ReleaseReport {
+    /// Ends the session here, if no end started yet; either way waits for the end. For a caller
+    /// that is itself a task that runs to its end (shutdown ends sessions in chunks this way,
+    /// without a task per session).
+    pub(crate) async fn end_here(&self, reason: Error, why: &'static str) -> ReleaseReport {
+        let prev = self.inner.state.fetch_or(ENDING, Ordering::AcqRel);
+        if prev & PHASE == 0 {
+            self.run_end(reason, why).await;
+        }
+        self.wait_ended().await
+    }
+
+    /// The end itself: release every value, then publish the report.
+    async fn run_end(&self, reason: Error, why: &'static str) {
+        let _ = self.inner.end_reason.set(reason.clone());
+        let report = self.inner.caches.close(RemovalCause::SessionEnd, reason).await;
+        self.inner.state.fetch_or(ENDED, Ordering::AcqRel);
+        self.inner.runtime.forget_session(self.inner.id);
+        tracing::info!(session = %self.inner.id, why, released = report.released, "connscope: session ended");
+        self.inner.ended.finish(report);
+    }
+
+    pub(crate) async fn wait_ended(&self) -> ReleaseReport {
         self.inner.ended.wait().await
     }
 

@@ -499,7 +499,8 @@ where
         for flight in flights {
             flight.finish(LoadOutcome::Closed(reason.clone()));
         }
-        self.inner.releaser.release_all(values, cause).await
+        // Called by a session end or a shutdown, tasks of their own that run to their end.
+        self.inner.releaser.release_all_here(values, cause).await
     }
 
     /// Marks a cache that holds nothing yet as closed (created after its scope closed).

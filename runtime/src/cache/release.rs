@@ -4,9 +4,11 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -123,13 +125,64 @@ impl<V: Send + 'static> Releaser<V> {
         drop(self.spawn(value, cause));
     }
 
-    /// Releases many values concurrently and reports every failure.
+    /// Releases many values and reports every failure, in tasks of their own (a caller dropped
+    /// meanwhile strands nothing): one task per [`CHUNK`] values, whose hooks run concurrently.
     pub(crate) async fn release_all(self: &Arc<Self>, values: Vec<V>, cause: RemovalCause) -> ReleaseReport {
-        let tasks: Vec<_> = values.into_iter().map(|v| self.spawn(v, cause)).collect();
+        self.release_chunks(values, cause, false).await
+    }
+
+    /// Like [`release_all`](Self::release_all), for a caller that is itself a task that runs to
+    /// its end (a session end, a shutdown): the first chunk runs right here, without a task.
+    pub(crate) async fn release_all_here(
+        self: &Arc<Self>,
+        values: Vec<V>,
+        cause: RemovalCause,
+    ) -> ReleaseReport {
+        self.release_chunks(values, cause, true).await
+    }
+
+    async fn release_chunks(
+        self: &Arc<Self>,
+        mut values: Vec<V>,
+        cause: RemovalCause,
+        here: bool,
+    ) -> ReleaseReport {
+        let first = if here {
+            let rest = values.split_off(values.len().min(CHUNK));
+            Some(std::mem::replace(&mut values, rest))
+        } else {
+            None
+        };
+        let mut tasks = Vec::with_capacity(values.len().div_ceil(CHUNK));
+        while !values.is_empty() {
+            let rest = values.split_off(values.len().min(CHUNK));
+            let chunk = std::mem::replace(&mut values, rest);
+            let (this, len) = (Arc::clone(self), chunk.len());
+            tasks.push((len, self.tracker.spawn(async move { this.run_chunk(chunk, cause).await })));
+        }
+        let mut report = match first {
+            Some(chunk) => self.run_chunk(chunk, cause).await,
+            None => ReleaseReport::default(),
+        };
+        for (len, task) in tasks {
+            match task.await {
+                Ok(r) => report.merge(r),
+                Err(join) => {
+                    report.released += len;
+                    report.failures.push(self.failure(panic_message(join), true));
+                }
+            }
+        }
+        report
+    }
+
+    /// Runs the releases of `chunk` concurrently, in the current task.
+    async fn run_chunk(&self, chunk: Vec<V>, cause: RemovalCause) -> ReleaseReport {
+        let runs = chunk.into_iter().map(|v| self.run(v, cause));
         let mut report = ReleaseReport::default();
-        for task in tasks {
+        for result in join_all(runs.collect()).await {
             report.released += 1;
-            if let Err(f) = self.joined(task).await {
+            if let Err(f) = result {
                 report.failures.push(f);
             }
         }
@@ -143,16 +196,16 @@ impl<V: Send + 'static> Releaser<V> {
         }
     }
 
-    /// The release itself: counts the eviction, runs the hook (in a task of its own, so its
-    /// panic is contained and reported), counts and logs the outcome.
+    /// The release itself: counts the eviction, runs the hook (a panic, while it is called or
+    /// polled, is caught and reported), counts and logs the outcome.
     async fn run(&self, value: V, cause: RemovalCause) -> Result<(), ReleaseFailure> {
         self.stats.evicted(cause);
         let result = match &self.hook {
             None => Ok(()),
-            Some(hook) => match tokio::spawn(hook(value)).await {
+            Some(hook) => match catch_unwind(hook, value).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(self.failure(e.to_string(), false)),
-                Err(join) => Err(self.failure(panic_message(join), true)),
+                Err(panic) => Err(self.failure(panic, true)),
             },
         };
         self.stats.released(result.is_err());
@@ -170,11 +223,54 @@ impl<V: Send + 'static> Releaser<V> {
     }
 }
 
+/// How many values one release task handles (their hooks run concurrently within it).
+pub(crate) const CHUNK: usize = 32;
+
+/// Calls and runs a hook, catching a panic in either (no task needed to contain it).
+async fn catch_unwind<V>(hook: &ReleaseHook<V>, value: V) -> Result<Result<(), HookError>, String> {
+    let mut fut = std::panic::catch_unwind(AssertUnwindSafe(|| hook(value))).map_err(payload_message)?;
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(payload_message(payload))),
+        }
+    })
+    .await
+}
+
+/// Awaits every future concurrently in the current task; outputs in input order. For small sets
+/// (a chunk): each wake polls the ones still pending.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 fn panic_message(join: tokio::task::JoinError) -> String {
     if join.is_cancelled() {
         return "release task was cancelled (runtime shutting down)".to_owned();
     }
-    let payload = join.into_panic();
+    payload_message(join.into_panic())
+}
+
+fn payload_message(payload: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
