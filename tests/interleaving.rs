@@ -145,15 +145,23 @@ fn ten_thousand_random_interleavings() {
 }
 
 #[test]
+fn the_checks_catch_each_broken_promise() {
+    interleave::selftest::run();
+}
+
+#[test]
 fn lru_eviction_follows_the_model() {
     let seeds = seeds(300);
-    let failures: Vec<String> = seeds.iter().filter_map(|&s| interleave::lru::check_seed(s).err()).collect();
-    if let Some(first) = failures.first() {
+    let failures: Vec<(u64, String)> =
+        seeds.iter().filter_map(|&s| interleave::lru::check_seed(s).err().map(|e| (s, e))).collect();
+    if let Some((seed, first)) = failures.first() {
+        let examples: Vec<String> = failures.iter().take(8).map(|f| f.0.to_string()).collect();
         panic!(
-            "{} of {} LRU sequences differ from the model; the first:\n{first}\nreplay one: \
-             INTERLEAVE_SEED=<seed> cargo test --test interleaving lru -- --nocapture",
+            "{} of {} LRU sequences differ from the model (seeds {}, ...); the first:\n{first}\nreplay it: \
+             INTERLEAVE_SEED={seed} cargo test --test interleaving lru -- --nocapture",
             failures.len(),
-            seeds.len()
+            seeds.len(),
+            examples.join(", ")
         );
     }
 }

@@ -38,7 +38,10 @@ pub fn check(log: &LogInner, probes: &Probes, script: &Script) -> Vec<Violation>
     // No hook runs twice.
     for (serial, v) in &log.values {
         if v.hook_starts.len() > 1 {
-            push("hook-twice", format!("hook of #{serial} ran {} times (ticks {:?})", v.hook_starts.len(), v.hook_starts));
+            push(
+                "hook-twice",
+                format!("hook of #{serial} ran {} times (ticks {:?})", v.hook_starts.len(), v.hook_starts),
+            );
         }
     }
 
@@ -49,12 +52,19 @@ pub fn check(log: &LogInner, probes: &Probes, script: &Script) -> Vec<Violation>
             let v = &log.values[serial];
             let problem = match (v.hook_starts.first(), v.hook_end) {
                 (None, _) => "its hook never ran".to_owned(),
-                (Some(&t), _) if t > done => format!("its hook only started at tick {t}, after shutdown returned"),
+                (Some(&t), _) if t > done => {
+                    format!("its hook only started at tick {t}, after shutdown returned")
+                }
                 (Some(_), None) => "its hook never finished".to_owned(),
-                (Some(_), Some(e)) if e > done => format!("its hook finished at tick {e}, after shutdown returned"),
+                (Some(_), Some(e)) if e > done => {
+                    format!("its hook finished at tick {e}, after shutdown returned")
+                }
                 _ => continue,
             };
-            push("stored-not-released", format!("#{serial} ({why}): {problem} (shutdown returned at tick {done})"));
+            push(
+                "stored-not-released",
+                format!("#{serial} ({why}): {problem} (shutdown returned at tick {done})"),
+            );
         }
         let quiet_until = log.probe_began.unwrap_or(u64::MAX);
         for (serial, v) in &log.values {
@@ -63,14 +73,20 @@ pub fn check(log: &LogInner, probes: &Probes, script: &Script) -> Vec<Violation>
                 && t < quiet_until
                 && !stored.contains_key(serial)
             {
-                push("released-after-shutdown", format!("hook of #{serial} started at tick {t}, after shutdown returned"));
+                push(
+                    "released-after-shutdown",
+                    format!("hook of #{serial} started at tick {t}, after shutdown returned"),
+                );
             }
         }
     }
 
     // Nothing left in any registry.
     for (cache, key, serial) in &probes.left_in_caches {
-        push("left-in-cache", format!("#{serial} still in {} key {key} after shutdown", super::log::show(*cache)));
+        push(
+            "left-in-cache",
+            format!("#{serial} still in {} key {key} after shutdown", super::log::show(*cache)),
+        );
     }
     for (cache, len) in &probes.nonempty_caches {
         push("registry-not-empty", format!("{} holds {len} values after shutdown", super::log::show(*cache)));
@@ -88,7 +104,10 @@ pub fn check(log: &LogInner, probes: &Probes, script: &Script) -> Vec<Violation>
         let mut report = |invariant: &'static str, detail: String| {
             if !seen.contains(&invariant) {
                 seen.push(invariant);
-                push(invariant, format!("call {call_id} (began at tick {}) got #{serial}: {detail}", call.begin_tick));
+                push(
+                    invariant,
+                    format!("call {call_id} (began at tick {}) got #{serial}: {detail}", call.begin_tick),
+                );
             }
         };
         if let Some(&t) = v.hook_starts.first()
@@ -108,7 +127,10 @@ pub fn check(log: &LogInner, probes: &Probes, script: &Script) -> Vec<Violation>
                 continue;
             }
             if let Some((invariant, why)) = stale(w, v, serial, own) {
-                report(invariant, format!("{why} (write began at tick {}, completed at tick {end})", w.start_tick));
+                report(
+                    invariant,
+                    format!("{why} (write began at tick {}, completed at tick {end})", w.start_tick),
+                );
             }
         }
     }
@@ -157,11 +179,14 @@ fn stale(w: &WriteRec, v: &ValueRec, serial: u64, own: bool) -> Option<(&'static
         WriteKind::Shutdown => Some(("served-after-shutdown", "the runtime had shut down".to_owned())),
         _ if own => None,
         WriteKind::Invalidate | WriteKind::Clear if loaded_before || inserted_before => {
-            let invariant = if w.kind == WriteKind::Clear { "stale-after-clear" } else { "stale-after-invalidate" };
+            let invariant =
+                if w.kind == WriteKind::Clear { "stale-after-clear" } else { "stale-after-invalidate" };
             let how = if loaded_before { "its load started" } else { "it was inserted" };
             Some((invariant, format!("{how} before a {:?} of its key", w.kind)))
         }
-        WriteKind::Insert(x) if x != serial && loaded_before && v.end_tick.is_some_and(|e| e > w.start_tick) => {
+        WriteKind::Insert(x)
+            if x != serial && loaded_before && v.end_tick.is_some_and(|e| e > w.start_tick) =>
+        {
             Some(("load-replaced-insert", format!("a load that began before insert #{x} replaced it")))
         }
         WriteKind::Insert(x) if x != serial && (loaded_before || inserted_before) => {

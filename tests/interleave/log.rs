@@ -223,7 +223,13 @@ impl Log {
         let id = self.with(|l| l.calls.len());
         let tick = self.note(|| format!("call {id}: get {} key {key} begins", show(cache)));
         self.with(|l| {
-            l.calls.push(CallRec { cache, key, begin_tick: tick, begin_at: Instant::now(), outcome: Outcome::Pending })
+            l.calls.push(CallRec {
+                cache,
+                key,
+                begin_tick: tick,
+                begin_at: Instant::now(),
+                outcome: Outcome::Pending,
+            })
         });
         id
     }

@@ -60,7 +60,11 @@ async fn run(seed: u64) -> Result<(), String> {
         let got = session.run(res.try_get_with(key, loader)).await.map_err(|e| format!("{e:?}"))?;
         let hit = loaded.load(Ordering::SeqCst) == 0;
         let expected = model.iter().position(|e| e.0 == key);
-        trace.push_str(&format!("step {step}: get {key} -> {} #{}\n", if hit { "hit" } else { "loaded" }, got.serial));
+        trace.push_str(&format!(
+            "step {step}: get {key} -> {} #{}\n",
+            if hit { "hit" } else { "loaded" },
+            got.serial
+        ));
         if hit != expected.is_some() {
             return Err(format!(
                 "{trace}=> lru-order: the model {} key {key} (order, most recent first: {:?})\n",
@@ -81,16 +85,19 @@ async fn run(seed: u64) -> Result<(), String> {
         }
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let released: BTreeSet<u64> = log.with(|l| {
-        l.values.iter().filter(|(_, v)| !v.hook_starts.is_empty()).map(|(s, _)| *s).collect()
-    });
+    let released: BTreeSet<u64> =
+        log.with(|l| l.values.iter().filter(|(_, v)| !v.hook_starts.is_empty()).map(|(s, _)| *s).collect());
     let report = rt.shutdown().await;
     if released != gone {
-        return Err(format!("{trace}=> lru-order: released before shutdown {released:?}, the model says {gone:?}\n"));
+        return Err(format!(
+            "{trace}=> lru-order: released before shutdown {released:?}, the model says {gone:?}\n"
+        ));
     }
     let twice = log.with(|l| l.values.values().filter(|v| v.hook_starts.len() != 1).count());
     if twice != 0 || !report.is_ok() {
-        return Err(format!("{trace}=> hook-twice: {twice} values not released exactly once; report {report:?}\n"));
+        return Err(format!(
+            "{trace}=> hook-twice: {twice} values not released exactly once; report {report:?}\n"
+        ));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod log;
 pub mod lru;
 pub mod run;
 pub mod script;
+pub mod selftest;
 
 use std::cell::RefCell;
 use std::sync::{Arc, Once};

@@ -3,14 +3,14 @@
 //! probes the checks need.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use connscope::{LoadError, ReleaseReport, Resource, ResourceCache, Runtime, Scope, Session};
 use tokio::time::{Instant, timeout};
 
 use super::log::{CacheId, Log, Origin, Outcome, Target, WriteKind, show};
-use super::script::{KEYS, LoadKind, Op, OpKind, Script};
+use super::script::{KEYS, LoadKind, Op, OpKind, Script, Spec};
 use super::{HookKind, InsertOutcome, PLANNED, Val, panic_text, release_hook};
 
 /// How long an `end`, `shutdown` or operation may take (paused time) before it counts as hung.
@@ -65,15 +65,8 @@ async fn play_async(script: &Script) -> (Arc<Log>, Probes) {
         builder = builder.idle_timeout(idle);
     }
     let rt = builder.build();
-    // Leaked, as `Resource` needs `'static`: a few small structs per sequence.
-    let resources = script
-        .resources
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            &*Box::leak(Box::new(Resource::new(NAMES[i], s.scope, s.ttl, s.max_entries, Some(release_hook))))
-        })
-        .collect();
+    let resources =
+        script.resources.iter().enumerate().map(|(i, s)| resource(i, s, script.fresh_resources)).collect();
     let carrier = rt.session();
     log.note(|| format!("{} started (carrier)", carrier.id()));
     let h = Arc::new(Harness {
@@ -113,13 +106,37 @@ async fn play_async(script: &Script) -> (Arc<Log>, Probes) {
             Ok(Err(join)) => log.violation("op-hang", format!("op {i} did not finish: {join}")),
             Err(_) => {
                 abort.abort();
-                log.violation("op-hang", format!("op {i} ({:?}) still running after {HANG:?}", script.ops[i].kind));
+                log.violation(
+                    "op-hang",
+                    format!("op {i} ({:?}) still running after {HANG:?}", script.ops[i].kind),
+                );
             }
         }
     }
     h.final_phase(script.end_sessions_first).await;
     let probes = h.probe().await;
     (log, probes)
+}
+
+/// A `Resource` (they are `'static`) for slot `i` with `spec`: a new one leaked for this
+/// sequence if `fresh` (its global cache then takes the fast path, and stays allocated for the
+/// process), else one shared by every sequence with the same slot and settings.
+fn resource(i: usize, spec: &Spec, fresh: bool) -> &'static Resource<u8, Val> {
+    type Pool = HashMap<(usize, Option<Duration>, Option<u64>), &'static Resource<u8, Val>>;
+    static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(Default::default);
+    let make = || {
+        &*Box::leak(Box::new(Resource::new(
+            NAMES[i],
+            spec.scope,
+            spec.ttl,
+            spec.max_entries,
+            Some(release_hook),
+        )))
+    };
+    if fresh {
+        return make();
+    }
+    *POOL.lock().unwrap().entry((i, spec.ttl, spec.max_entries)).or_insert_with(make)
 }
 
 impl Harness {
@@ -156,7 +173,8 @@ impl Harness {
                     .run(async {
                         self.keep_cache(res, id);
                         let call = self.log.call_begins(id, key);
-                        let get = self.resources[res].try_get_with(key, self.loader(call, id, key, load, hook));
+                        let get =
+                            self.resources[res].try_get_with(key, self.loader(call, id, key, load, hook));
                         let outcome = match cancel_ms {
                             None => Some(get.await),
                             Some(ms) => timeout(Duration::from_millis(ms), get).await.ok(),

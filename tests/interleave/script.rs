@@ -11,6 +11,9 @@ use super::{HookKind, Rng};
 /// Keys are `0..KEYS`: few, so calls collide.
 pub const KEYS: u64 = 3;
 
+/// The TTLs a resource may have.
+const TTLS_MS: [u64; 5] = [150, 400, 900, 1600, 2500];
+
 /// One resource of the sequence.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -36,20 +39,42 @@ pub enum LoadKind {
 #[derive(Clone, Debug)]
 pub enum OpKind {
     /// `try_get_with`, dropped after `cancel_ms` if set.
-    Get { res: usize, key: u8, load: LoadKind, hook: HookKind, cancel_ms: Option<u64> },
+    Get {
+        res: usize,
+        key: u8,
+        load: LoadKind,
+        hook: HookKind,
+        cancel_ms: Option<u64>,
+    },
     /// Takes the cache handle now, inserts after `delay_ms` (so the scope may have closed).
-    Insert { res: usize, key: u8, delay_ms: u64, hook: HookKind },
-    Invalidate { res: usize, key: u8 },
-    Clear { res: usize },
+    Insert {
+        res: usize,
+        key: u8,
+        delay_ms: u64,
+        hook: HookKind,
+    },
+    Invalidate {
+        res: usize,
+        key: u8,
+    },
+    Clear {
+        res: usize,
+    },
     StartSession,
     /// `Session::end`, dropped after `cancel_ms` if set.
-    EndSession { cancel_ms: Option<u64> },
+    EndSession {
+        cancel_ms: Option<u64>,
+    },
     /// `Runtime::run_maintenance` (idle sessions, TTL, evictions), besides the background task.
     Maintenance,
     /// `tokio::time::advance`.
-    Advance { ms: u64 },
+    Advance {
+        ms: u64,
+    },
     /// `Runtime::shutdown`, dropped after `cancel_ms` if set.
-    Shutdown { cancel_ms: Option<u64> },
+    Shutdown {
+        cancel_ms: Option<u64>,
+    },
 }
 
 /// One operation: it starts at `at_ms`, yields `yields` times, and works in session
@@ -72,6 +97,9 @@ pub struct Script {
     pub ops: Vec<Op>,
     /// Whether the final phase ends every session before the final shutdown.
     pub end_sessions_first: bool,
+    /// Whether the resources are new ones (so global calls take the resource's fast path, kept
+    /// for its first runtime) rather than ones shared with earlier sequences.
+    pub fresh_resources: bool,
 }
 
 impl Script {
@@ -80,7 +108,9 @@ impl Script {
         let mut rng = Rng::new(seed);
         let idle_timeout = rng.chance(50).then(|| Duration::from_millis(rng.between(300, 3000)));
         let maintenance_interval = Duration::from_millis(rng.between(50, 1000));
-        let ttl = |rng: &mut Rng| rng.chance(50).then(|| Duration::from_millis(rng.between(100, 3000)));
+        // A few TTLs only, so the harness can reuse one `Resource` per setting (see `run`).
+        let ttl =
+            |rng: &mut Rng| rng.chance(50).then(|| Duration::from_millis(TTLS_MS[rng.below(5) as usize]));
         let resources = vec![
             Spec { scope: Scope::Global, ttl: ttl(&mut rng), max_entries: None },
             Spec { scope: Scope::Global, ttl: ttl(&mut rng), max_entries: Some(rng.between(1, 3)) },
@@ -105,6 +135,7 @@ impl Script {
             resources,
             ops,
             end_sessions_first: rng.chance(50),
+            fresh_resources: rng.chance(12),
         }
     }
 }
@@ -117,7 +148,9 @@ fn op_kind(rng: &mut Rng, resources: usize, shutdown_chance: u64) -> OpKind {
         return OpKind::Shutdown { cancel_ms: cancel(rng, 50) };
     }
     match roll {
-        0..=44 => OpKind::Get { res, key, load: load_kind(rng), hook: hook_kind(rng), cancel_ms: cancel(rng, 20) },
+        0..=44 => {
+            OpKind::Get { res, key, load: load_kind(rng), hook: hook_kind(rng), cancel_ms: cancel(rng, 20) }
+        }
         45..=54 => OpKind::Insert { res, key, delay_ms: rng.below(3) * rng.below(800), hook: hook_kind(rng) },
         55..=65 => OpKind::Invalidate { res, key },
         66..=70 => OpKind::Clear { res },
@@ -159,14 +192,23 @@ impl fmt::Display for Script {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: idle_timeout {:?}, maintenance every {:?}, end sessions before the final shutdown: {}",
-            self.seed, self.idle_timeout, self.maintenance_interval, self.end_sessions_first
+            "seed {}: idle_timeout {:?}, maintenance every {:?}, end sessions before the final shutdown: {}, \
+             fresh resources: {}",
+            self.seed,
+            self.idle_timeout,
+            self.maintenance_interval,
+            self.end_sessions_first,
+            self.fresh_resources
         )?;
         for (i, r) in self.resources.iter().enumerate() {
             writeln!(f, "  R{i}: {:?}, ttl {:?}, max_entries {:?}", r.scope, r.ttl, r.max_entries)?;
         }
         for (i, op) in self.ops.iter().enumerate() {
-            writeln!(f, "  op {i:>2} at {:>4} ms (+{} yields, session #{}): {:?}", op.at_ms, op.yields, op.session, op.kind)?;
+            writeln!(
+                f,
+                "  op {i:>2} at {:>4} ms (+{} yields, session #{}): {:?}",
+                op.at_ms, op.yields, op.session, op.kind
+            )?;
         }
         Ok(())
     }
