@@ -65,8 +65,10 @@ async fn play_async(script: &Script) -> (Arc<Log>, Probes) {
         builder = builder.idle_timeout(idle);
     }
     let rt = builder.build();
-    let resources =
-        script.resources.iter().enumerate().map(|(i, s)| resource(i, s, script.fresh_resources)).collect();
+    let mut resources = Vec::new();
+    for (i, spec) in script.resources.iter().enumerate() {
+        resources.push(resource(i, spec, script.fresh_resources).await);
+    }
     let carrier = rt.session();
     log.note(|| format!("{} started (carrier)", carrier.id()));
     let h = Arc::new(Harness {
@@ -120,8 +122,10 @@ async fn play_async(script: &Script) -> (Arc<Log>, Probes) {
 
 /// A `Resource` (they are `'static`) for slot `i` with `spec`: a new one leaked for this
 /// sequence if `fresh` (its global cache then takes the fast path, and stays allocated for the
-/// process), else one shared by every sequence with the same slot and settings.
-fn resource(i: usize, spec: &Spec, fresh: bool) -> &'static Resource<u8, Val> {
+/// process), else one shared by every sequence with the same slot and settings. A shared one
+/// is first used by a runtime of its own, so that no sequence takes its fast path (which
+/// sequence would is a race between the test threads, and replays must not depend on it).
+async fn resource(i: usize, spec: &Spec, fresh: bool) -> &'static Resource<u8, Val> {
     type Pool = HashMap<(usize, Option<Duration>, Option<u64>), &'static Resource<u8, Val>>;
     static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(Default::default);
     let make = || {
@@ -136,7 +140,16 @@ fn resource(i: usize, spec: &Spec, fresh: bool) -> &'static Resource<u8, Val> {
     if fresh {
         return make();
     }
-    *POOL.lock().unwrap().entry((i, spec.ttl, spec.max_entries)).or_insert_with(make)
+    let key = (i, spec.ttl, spec.max_entries);
+    if let Some(res) = POOL.lock().unwrap().get(&key) {
+        return res;
+    }
+    let res = make();
+    let owner = crate::support::runtime().build();
+    let _ = owner.session().run(async { res.cache().map(|_| ()) }).await;
+    let report = owner.shutdown().await;
+    assert!(report.is_ok(), "the owner runtime of a shared resource held nothing");
+    *POOL.lock().unwrap().entry(key).or_insert(res)
 }
 
 impl Harness {
@@ -201,6 +214,8 @@ impl Harness {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 let serial = self.log.new_value(Origin::Insert, id, key);
                 let write = self.log.write_begins(WriteKind::Insert(serial), Target::Key(id, key));
+                // `insert` returns `()` today and may become fallible: `accepted` reads both.
+                #[allow(clippy::unit_arg)]
                 let accepted = cache.insert(key, self.value(serial, hook)).await.accepted();
                 self.log.inserted(serial, accepted);
                 self.log.write_ends(write, format!("accepted: {accepted}"));

@@ -135,7 +135,7 @@ impl Script {
             resources,
             ops,
             end_sessions_first: rng.chance(50),
-            fresh_resources: rng.chance(12),
+            fresh_resources: rng.chance(6),
         }
     }
 }
