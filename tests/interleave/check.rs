@@ -126,7 +126,11 @@ pub fn check(log: &LogInner, probes: &Probes, script: &Script) -> Vec<Violation>
             if end >= call.begin_tick || !affects(w, call.cache, call.key) {
                 continue;
             }
-            if let Some((invariant, why)) = stale(w, v, serial, own) {
+            let inserted = match w.kind {
+                WriteKind::Insert(x) => log.values.get(&x),
+                _ => None,
+            };
+            if let Some((invariant, why)) = stale(w, v, serial, own, inserted) {
                 report(
                     invariant,
                     format!("{why} (write began at tick {}, completed at tick {end})", w.start_tick),
@@ -138,8 +142,9 @@ pub fn check(log: &LogInner, probes: &Probes, script: &Script) -> Vec<Violation>
 }
 
 /// Values the cache certainly stored: every completed insert, every value a call got from the
-/// cache (it finished loading before the call began, so it was not shared in flight), every
-/// value still found in a cache after shutdown.
+/// cache (its load was over before the call began: the loader had returned and the call that
+/// ran it had returned too, so it was not shared in flight), every value still found in a cache
+/// after shutdown.
 fn stored_values(log: &LogInner, probes: &Probes) -> BTreeMap<u64, String> {
     let mut stored = BTreeMap::new();
     for (serial, v) in &log.values {
@@ -148,11 +153,12 @@ fn stored_values(log: &LogInner, probes: &Probes) -> BTreeMap<u64, String> {
         }
     }
     for (call_id, call) in log.calls.iter().enumerate() {
-        if let Outcome::Served(serial) = call.outcome {
-            let v = &log.values[&serial];
-            if v.origin != Origin::Load(call_id) && v.end_tick.is_some_and(|e| e < call.begin_tick) {
-                stored.entry(serial).or_insert_with(|| format!("served from the cache to call {call_id}"));
-            }
+        let Outcome::Served(serial) = call.outcome else { continue };
+        let v = &log.values[&serial];
+        let Origin::Load(leader) = v.origin else { continue };
+        let over = v.end_tick.max(log.calls[leader].end_tick);
+        if leader != call_id && v.end_tick.is_some() && over.is_some_and(|t| t < call.begin_tick) {
+            stored.entry(serial).or_insert_with(|| format!("served from the cache to call {call_id}"));
         }
     }
     for (_, _, serial) in &probes.left_in_caches {
@@ -171,9 +177,23 @@ fn affects(w: &WriteRec, cache: super::log::CacheId, key: u8) -> bool {
 }
 
 /// Whether write `w`, completed before a call began, rules out the value `v` it got.
-fn stale(w: &WriteRec, v: &ValueRec, serial: u64, own: bool) -> Option<(&'static str, String)> {
+/// `inserted`: the value an insert `w` stored.
+fn stale(
+    w: &WriteRec,
+    v: &ValueRec,
+    serial: u64,
+    own: bool,
+    inserted: Option<&ValueRec>,
+) -> Option<(&'static str, String)> {
     let loaded_before = v.origin != Origin::Insert && v.start_tick < w.start_tick;
     let inserted_before = v.origin == Origin::Insert && v.end_tick.is_some_and(|e| e < w.start_tick);
+    // An insert counts only if the cache took it; a load "replaced" it only if it was still
+    // there when the load returned (it was not released before by expiry, eviction...).
+    let took = inserted.is_some_and(|x| x.accepted == Some(true));
+    let there_at_load_end = inserted.is_some_and(|x| match (x.hook_starts.first(), v.end_tick) {
+        (Some(h), Some(e)) => *h > e,
+        _ => true,
+    });
     match w.kind {
         WriteKind::SessionEnd => Some(("served-after-end", "its session had ended".to_owned())),
         WriteKind::Shutdown => Some(("served-after-shutdown", "the runtime had shut down".to_owned())),
@@ -184,12 +204,13 @@ fn stale(w: &WriteRec, v: &ValueRec, serial: u64, own: bool) -> Option<(&'static
             let how = if loaded_before { "its load started" } else { "it was inserted" };
             Some((invariant, format!("{how} before a {:?} of its key", w.kind)))
         }
-        WriteKind::Insert(x)
-            if x != serial && loaded_before && v.end_tick.is_some_and(|e| e > w.start_tick) =>
-        {
-            Some(("load-replaced-insert", format!("a load that began before insert #{x} replaced it")))
+        WriteKind::Insert(x) if !took || x == serial => None,
+        WriteKind::Insert(x) if loaded_before && v.end_tick.is_some_and(|e| e > w.start_tick) => {
+            there_at_load_end.then(|| {
+                ("load-replaced-insert", format!("a load that began before insert #{x} replaced it"))
+            })
         }
-        WriteKind::Insert(x) if x != serial && (loaded_before || inserted_before) => {
+        WriteKind::Insert(x) if loaded_before || inserted_before => {
             Some(("stale-after-insert", format!("it was stored before insert #{x} replaced it")))
         }
         _ => None,

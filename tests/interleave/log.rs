@@ -57,6 +57,8 @@ pub struct CallRec {
     pub begin_tick: u64,
     pub begin_at: Instant,
     pub outcome: Outcome,
+    /// When the call returned (or was cancelled).
+    pub end_tick: Option<u64>,
 }
 
 /// What a write affects.
@@ -229,6 +231,7 @@ impl Log {
                 begin_tick: tick,
                 begin_at: Instant::now(),
                 outcome: Outcome::Pending,
+                end_tick: None,
             })
         });
         id
@@ -236,8 +239,11 @@ impl Log {
 
     /// Call `id` ended with `outcome`.
     pub fn call_ends(&self, id: usize, outcome: Outcome) {
-        self.note(|| format!("call {id}: {outcome:?}"));
-        self.with(|l| l.calls[id].outcome = outcome);
+        let tick = self.note(|| format!("call {id}: {outcome:?}"));
+        self.with(|l| {
+            l.calls[id].outcome = outcome;
+            l.calls[id].end_tick = Some(tick);
+        });
     }
 
     /// A write begins; returns its index.
