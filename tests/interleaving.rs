@@ -7,10 +7,11 @@
 //! and nothing is left in any registry. Public API only; see `tests/interleave/`.
 //!
 //! * `INTERLEAVE_RUNS=n`: how many sequences (seeds `0..n`; default 300, or 10,000 for the
-//!   ignored test). CI: `INTERLEAVE_RUNS=10000 cargo test --release --test interleaving`.
+//!   ignored test). `.ci/run` runs `INTERLEAVE_RUNS=10000 cargo test --test interleaving
+//!   random_interleavings` (about 20 s in a debug build).
 //! * `INTERLEAVE_SEED=s`: replay one seed and print its script and trace. The script (and so
 //!   the operations, their times and the values' behaviour) depends on the seed alone; the
-//!   engine's own randomness (hash orders, moka's housekeeping on the real clock) can still
+//!   engine's own randomness (hash orders, task scheduling of background releases) can still
 //!   change the interleaving, so a replay runs the seed up to 20 times and prints the first
 //!   failing run.
 
@@ -159,10 +160,10 @@ fn random_interleavings_keep_every_promise() {
     check_interleavings(300);
 }
 
-/// The CI size: `cargo test --release --test interleaving -- --ignored` (or set
-/// `INTERLEAVE_RUNS=10000` for the test above).
+/// The CI size by hand: `cargo test --release --test interleaving -- --ignored` (`.ci/run` sets
+/// `INTERLEAVE_RUNS=10000` for the test above instead, reusing the debug build).
 #[test]
-#[ignore = "10,000 sequences: run in CI with --release"]
+#[ignore = "10,000 sequences: .ci/run runs them through INTERLEAVE_RUNS"]
 fn ten_thousand_random_interleavings() {
     check_interleavings(10_000);
 }
