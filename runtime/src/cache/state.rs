@@ -4,13 +4,21 @@
 //!
 //! Invariants kept by every method:
 //! * a key holds at most one slot: a ready value or a load in flight;
-//! * each ready value with a deadline has exactly one entry in `deadlines`, and each ready value
-//!   of a bounded cache exactly one entry in the LRU order; both leave with the value, whatever
-//!   the path (expiry, eviction, invalidate, replace, clear);
+//! * each ready value with a deadline has exactly one live record in `deadlines`, and each ready
+//!   value of a bounded cache exactly one live record in `lru`. Records are min-heaps with lazy
+//!   deletion: a record whose value left (by any path) is stale, skipped when met, and all stale
+//!   records are dropped once they outnumber the live ones, so memory follows what is held, not
+//!   how many values came and went;
+//! * exact LRU with nothing but a stamp write on a hit: a hit gives its value a new stamp; the
+//!   value's LRU record keeps the stamp it was filed with (never newer than the value's). An
+//!   eviction pops the smallest record: if the value was used since, it is filed again with its
+//!   current stamp; else it is the least recently used value of all, since every other value's
+//!   stamp is at least its record's;
 //! * a load stores its value only if its own flight still holds the key: an invalidate, clear or
 //!   insert that ran meanwhile removed or replaced it, and the load's result is then not kept.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -65,12 +73,39 @@ pub(super) struct Displaced<V> {
     pub(super) evicted: Vec<V>,
 }
 
+/// A record of a ready value in a heap: ordered by `order` (a stamp, a deadline), then `id`.
+struct Record<O, K> {
+    order: O,
+    id: u64,
+    key: K,
+}
+
+impl<O: Ord, K> PartialEq for Record<O, K> {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.order, self.id) == (&other.order, other.id)
+    }
+}
+impl<O: Ord, K> Eq for Record<O, K> {}
+impl<O: Ord, K> PartialOrd for Record<O, K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<O: Ord, K> Ord for Record<O, K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.order, self.id).cmp(&(&other.order, other.id))
+    }
+}
+
+/// A min-heap of records, some of them stale.
+type Records<O, K> = BinaryHeap<Reverse<Record<O, K>>>;
+
 pub(super) struct State<K, V> {
     map: HashMap<K, Slot<V>, KeyHasher>,
-    /// Ready values by recency: oldest first. Only for a cache with `max_entries`.
-    lru: BTreeMap<u64, K>,
+    /// Ready values by the stamp they were filed with. Only for a cache with `max_entries`.
+    lru: Records<u64, K>,
     max_entries: Option<usize>,
-    deadlines: BTreeMap<(Instant, u64), K>,
+    deadlines: Records<Instant, K>,
     ready: usize,
     /// The earliest deadline scheduled with the runtime's timers, if any.
     next_wake: Option<Instant>,
@@ -83,10 +118,10 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     pub(super) fn new(max_entries: Option<u64>) -> Self {
         State {
             map: HashMap::with_hasher(KeyHasher::default()),
-            lru: BTreeMap::new(),
+            lru: BinaryHeap::new(),
             // A bound of zero would evict every value at birth: at least one is kept.
             max_entries: max_entries.map(|m| usize::try_from(m).unwrap_or(usize::MAX).max(1)),
-            deadlines: BTreeMap::new(),
+            deadlines: BinaryHeap::new(),
             ready: 0,
             next_wake: None,
             next_id: 1,
@@ -102,14 +137,9 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             Some(Slot::Loading(flight)) => return Found::Loading(Arc::clone(flight)),
             Some(Slot::Ready(ready)) => {
                 if ready.expires_at.is_none_or(|t| now() < t) {
-                    if self.max_entries.is_some() {
-                        let stamp = self.next_stamp;
-                        self.next_stamp += 1;
-                        if let Some(k) = self.lru.remove(&ready.stamp) {
-                            self.lru.insert(stamp, k);
-                        }
-                        ready.stamp = stamp;
-                    }
+                    // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily).
+                    ready.stamp = self.next_stamp;
+                    self.next_stamp += 1;
                     return Found::Hit(ready.value.clone());
                 }
                 true
@@ -163,34 +193,71 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         if let Some(at) = expires_at {
-            self.deadlines.insert((at, id), key.clone());
+            self.deadlines.push(Reverse(Record { order: at, id, key: key.clone() }));
             if self.next_wake.is_none_or(|w| at < w) {
                 self.next_wake = Some(at);
                 displaced.wake = Some(at);
             }
         }
         if self.max_entries.is_some() {
-            self.lru.insert(stamp, key.clone());
+            self.lru.push(Reverse(Record { order: stamp, id, key: key.clone() }));
         }
         self.map.insert(key, Slot::Ready(Ready { value, id, expires_at, stamp }));
         self.ready += 1;
         if let Some(max) = self.max_entries {
             while self.ready > max {
-                let Some((_, victim)) = self.lru.pop_first() else { break };
+                let Some(victim) = self.pop_least_recent() else { break };
                 if let Some(Slot::Ready(r)) = self.map.remove(&victim) {
-                    self.forget(&r, false);
+                    self.forget();
                     displaced.evicted.push(r.value);
                 }
             }
         }
+        self.compact();
         displaced
+    }
+
+    /// The key of the least recently used ready value (its record taken out).
+    fn pop_least_recent(&mut self) -> Option<K> {
+        while let Some(Reverse(record)) = self.lru.pop() {
+            match self.map.get(&record.key) {
+                Some(Slot::Ready(r)) if r.id == record.id => {
+                    if r.stamp == record.order {
+                        return Some(record.key);
+                    }
+                    // Used since it was filed: file it again with its current stamp.
+                    let order = r.stamp;
+                    self.lru.push(Reverse(Record { order, ..record }));
+                }
+                _ => {} // stale: the value left
+            }
+        }
+        None
+    }
+
+    /// Whether `record` still describes the ready value it was filed for.
+    fn is_live<O>(map: &HashMap<K, Slot<V>, KeyHasher>, record: &Record<O, K>) -> bool {
+        matches!(map.get(&record.key), Some(Slot::Ready(r)) if r.id == record.id)
+    }
+
+    /// Drops the stale records once they outnumber the live ones.
+    fn compact(&mut self) {
+        let bound = 2 * self.ready + 16;
+        if self.deadlines.len() > bound {
+            let map = &self.map;
+            self.deadlines.retain(|Reverse(r)| Self::is_live(map, r));
+        }
+        if self.lru.len() > bound {
+            let map = &self.map;
+            self.lru.retain(|Reverse(r)| Self::is_live(map, r));
+        }
     }
 
     /// Removes `key`: returns its ready value; a load in flight for it will not be stored.
     pub(super) fn remove(&mut self, key: &K) -> Option<V> {
         match self.map.remove(key)? {
             Slot::Ready(r) => {
-                self.forget(&r, true);
+                self.forget();
                 Some(r.value)
             }
             Slot::Loading(_) => None,
@@ -226,21 +293,16 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     pub(super) fn expire_due(&mut self, now: Instant, limit: usize) -> Vec<V> {
         let mut due = Vec::new();
         while due.len() < limit {
-            let Some(entry) = self.deadlines.first_entry() else { break };
-            let (at, id) = *entry.key();
-            if at > now {
-                break;
+            match self.deadlines.peek() {
+                Some(Reverse(r)) if r.order <= now => {}
+                _ => break,
             }
-            let key = entry.remove();
-            match self.map.get(&key) {
-                Some(Slot::Ready(r)) if r.id == id => {
-                    if let Some(Slot::Ready(r)) = self.map.remove(&key) {
-                        self.forget(&r, false);
-                        due.push(r.value);
-                    }
-                }
-                // The deadline left with its value: this cannot happen, but is harmless.
-                _ => {}
+            let Some(Reverse(record)) = self.deadlines.pop() else { break };
+            if Self::is_live(&self.map, &record)
+                && let Some(Slot::Ready(r)) = self.map.remove(&record.key)
+            {
+                self.forget();
+                due.push(r.value);
             }
         }
         due
@@ -248,7 +310,13 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// After a visit by the timers: the earliest deadline left, now scheduled.
     pub(super) fn reschedule(&mut self) -> Option<Instant> {
-        self.next_wake = self.deadlines.first_key_value().map(|((at, _), _)| *at);
+        while let Some(Reverse(r)) = self.deadlines.peek() {
+            if Self::is_live(&self.map, r) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        self.next_wake = self.deadlines.peek().map(|Reverse(r)| r.order);
         self.next_wake
     }
 
@@ -265,10 +333,10 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             .count()
     }
 
-    /// Deadline records held (one per ready value with a TTL).
+    /// Deadline and LRU records held, stale ones included.
     #[cfg(test)]
-    fn deadline_len(&self) -> usize {
-        self.deadlines.len()
+    fn records(&self) -> (usize, usize) {
+        (self.deadlines.len(), self.lru.len())
     }
 
     fn next_id(&mut self) -> u64 {
@@ -277,16 +345,9 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         id
     }
 
-    /// Drops the bookkeeping of a ready value that left the map. `in_lru`: whether its LRU
-    /// record is still there (an eviction popped it already).
-    fn forget(&mut self, r: &Ready<V>, in_lru: bool) {
+    /// Counts a ready value that left the map (its records are now stale).
+    fn forget(&mut self) {
         self.ready -= 1;
-        if let Some(at) = r.expires_at {
-            self.deadlines.remove(&(at, r.id));
-        }
-        if in_lru && self.max_entries.is_some() {
-            self.lru.remove(&r.stamp);
-        }
     }
 }
 
@@ -317,24 +378,71 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_leave_with_their_value_by_every_path() {
+    fn records_follow_what_is_held_not_what_came_and_went() {
         let now = Instant::now();
         let at = Some(now + Duration::from_secs(60));
         let mut s = State::new(Some(2));
-        for i in 0..100 {
+        for i in 0..10_000 {
             s.store("replaced", i, at);
+            s.store("invalidated", i, at);
+            s.remove(&"invalidated");
+            let (deadlines, lru) = s.records();
+            assert!(
+                deadlines <= 2 * s.ready_len() + 17 && lru <= 2 * s.ready_len() + 17,
+                "{deadlines} {lru}"
+            );
         }
-        s.store("invalidated", 0, at);
-        s.remove(&"invalidated");
         s.store("evicts", 0, at);
         s.store("evicts-too", 0, at);
         let f = s.start_flight("loaded");
         s.finish_flight(&"loaded", f.id, 1, at);
         assert_eq!(s.ready_len(), 2);
-        assert_eq!(s.deadline_len(), 2, "one deadline per value held, whatever left before");
-        assert_eq!(s.expire_due(now + Duration::from_secs(61), 100).len(), 2);
-        assert_eq!(s.deadline_len(), 0);
+        assert_eq!(s.expire_due(now + Duration::from_secs(61), 100).len(), 2, "only the values held expire");
         assert_eq!(s.ready_len(), 0);
+        assert_eq!(s.reschedule(), None);
+    }
+
+    #[test]
+    fn lru_stays_exact_through_hits_removals_and_reinserts() {
+        // A model: keys by last use; the victim is always the model's oldest.
+        let mut s = State::new(Some(3));
+        let mut model: Vec<u32> = Vec::new();
+        let mut rng = 0x9e37_79b9_u32;
+        for step in 0..20_000u32 {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            let key = rng % 6;
+            match rng % 3 {
+                0 => {
+                    let got = matches!(s.lookup(&key, Instant::now), Found::Hit(_));
+                    assert_eq!(got, model.contains(&key), "step {step}");
+                    if got {
+                        model.retain(|k| *k != key);
+                        model.push(key);
+                    }
+                }
+                1 => {
+                    s.remove(&key);
+                    model.retain(|k| *k != key);
+                }
+                _ => {
+                    let d = s.store(key, step, None);
+                    model.retain(|k| *k != key);
+                    model.push(key);
+                    let expected: Vec<u32> = if model.len() > 3 { vec![model.remove(0)] } else { Vec::new() };
+                    let evicted: Vec<u32> = d.evicted.iter().map(|_| 0).collect();
+                    assert_eq!(evicted.len(), expected.len(), "step {step}");
+                    if let Some(victim) = expected.first() {
+                        assert!(
+                            matches!(s.lookup(victim, Instant::now), Found::Missing { .. }),
+                            "step {step}"
+                        );
+                        // The lookup above must not disturb the model: a miss changes nothing.
+                    }
+                }
+            }
+        }
     }
 
     #[test]
