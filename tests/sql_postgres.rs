@@ -143,7 +143,7 @@ mod pg {
         exec(&mut admin, format!("create table {table} (k int8 not null)")).await;
         let insert: &'static str = Box::leak(format!("insert into {table} (k) values ($1)").into_boxed_str());
         let count_sql = format!("select count(*) from {table} where k = $1");
-        let mut count = async |admin: &mut PgConnection, k: i64| -> i64 {
+        let count = async |admin: &mut PgConnection, k: i64| -> i64 {
             sqlx::query_scalar(AssertSqlSafe(count_sql.clone())).bind(k).fetch_one(admin).await.unwrap()
         };
         let app = unique("cs_write");

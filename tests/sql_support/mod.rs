@@ -122,10 +122,13 @@ async fn pump(
 
 /// Load under faults: `tasks` tasks run uncached reads of `sql` (one bind: the task-local
 /// counter; the row is that value plus one) while `kill` terminates the connection's backends
-/// `rounds` times. The kills follow the load's progress, not the wall clock: round `r` starts
-/// once `(r + 1) * per_task` queries have completed, and the workers keep querying (at least
-/// `per_task` each) until every round is done, so every round meets a loaded pool on a fast
-/// machine and a slow one alike. Returns the figures; panics on any failed query.
+/// `rounds` times. The kills follow the load's progress, not the wall clock: each round starts
+/// once every task has completed `per_task / (rounds + 1)` more queries since the previous round
+/// ended (so each statement a round cut has finished, retried, before the next round: a round
+/// never kills a retry's fresh connection, which the promise does not cover), and the tasks
+/// keep querying (at least `per_task` each) until every round is done, so every round meets a
+/// loaded pool on a fast machine and a slow one alike. Returns the figures; panics on any
+/// failed query.
 pub async fn load_under_kills<P, K, F>(
     conn: &connscope::Conn<P>,
     sql: &'static str,
@@ -143,25 +146,27 @@ where
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let before = conn.sql_stats();
-    let completed = Arc::new(AtomicU64::new(0));
+    let done: Arc<Vec<AtomicU64>> = Arc::new((0..tasks).map(|_| AtomicU64::new(0)).collect());
+    let gap = (per_task as u64 / (rounds as u64 + 1)).max(1);
     let progress = Arc::new(tokio::sync::Notify::new());
     let kills_done = Arc::new(AtomicBool::new(false));
     let killer = tokio::spawn({
-        let (completed, progress, kills_done) = (completed.clone(), progress.clone(), kills_done.clone());
+        let (done, progress, kills_done) = (done.clone(), progress.clone(), kills_done.clone());
         async move {
             let mut killed = Vec::new();
-            for round in 0..rounds {
-                let due = (round as u64 + 1) * per_task as u64;
+            let mut base = vec![0u64; done.len()];
+            for _ in 0..rounds {
                 loop {
                     let notified = progress.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    if completed.load(Ordering::Acquire) >= due {
+                    if done.iter().zip(&base).all(|(d, b)| d.load(Ordering::Acquire) >= b + gap) {
                         break;
                     }
                     notified.await;
                 }
                 killed.push(kill().await);
+                base = done.iter().map(|d| d.load(Ordering::Acquire)).collect();
             }
             kills_done.store(true, Ordering::Release);
             killed
@@ -170,8 +175,8 @@ where
     let started = std::time::Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for t in 0..tasks {
-        let (conn, completed, progress, kills_done) =
-            (conn.clone(), completed.clone(), progress.clone(), kills_done.clone());
+        let (conn, done, progress, kills_done) =
+            (conn.clone(), done.clone(), progress.clone(), kills_done.clone());
         workers.spawn(async move {
             let mut failures = Vec::new();
             let mut i = 0;
@@ -182,7 +187,7 @@ where
                     Err(e) => failures.push(e.to_string()),
                 }
                 i += 1;
-                completed.fetch_add(1, Ordering::AcqRel);
+                done[t].fetch_add(1, Ordering::AcqRel);
                 progress.notify_waiters();
             }
             failures
@@ -196,7 +201,7 @@ where
     let killed = killer.await.unwrap();
     let after = conn.sql_stats();
     let figures = LoadFigures {
-        queries: completed.load(Ordering::Acquire),
+        queries: done.iter().map(|d| d.load(Ordering::Acquire)).sum(),
         failed: failures.len(),
         kill_rounds: killed.len(),
         backends_killed: killed.iter().sum(),
