@@ -32,7 +32,7 @@ async fn until(mut f: impl FnMut() -> bool) -> bool {
 // Release never runs inline on a caller
 // ---------------------------------------------------------------------------------------------
 
-/// Records which values' hooks were entered and finished; the hooks of values 1 and 21 are
+/// Records which values' hooks were entered and finished; the hooks of values 1, 21 and 101 are
 /// blocked until the test opens the gate (it never does before its assertions: "blocked
 /// forever" as far as they go).
 static INLINE_STARTED: ReleaseLog = ReleaseLog::new();
@@ -42,7 +42,7 @@ static INLINE_GATE: Semaphore = Semaphore::const_new(0);
 fn blocking_hook(v: u32) -> connscope::BoxFuture<'static, Result<(), connscope::HookError>> {
     Box::pin(async move {
         INLINE_STARTED.record(v);
-        if v == 1 || v == 21 {
+        if matches!(v, 1 | 21 | 101) {
             INLINE_GATE.acquire().await.unwrap().forget();
         }
         INLINE_DONE.record(v);
@@ -62,6 +62,7 @@ async fn a_release_hook_blocked_forever_delays_no_hit_and_no_load_of_another_key
     // Value 1 expires at 10 s; value 2 (loaded at 5 s) lives until 15 s.
     s.run(INLINE_TTL.get_with(1, async { 1 })).await.unwrap();
     tokio::time::advance(Duration::from_secs(5)).await;
+    let loaded_2 = Instant::now();
     s.run(INLINE_TTL.get_with(2, async { 2 })).await.unwrap();
     // Maintenance finds 1 expired and starts its hook, which blocks.
     assert!(
@@ -74,33 +75,45 @@ async fn a_release_hook_blocked_forever_delays_no_hit_and_no_load_of_another_key
     assert_eq!(hit.expect("a hit waited for another key's release hook").unwrap(), 2);
     let load = timeout(BLOCKED, s.run(INLINE_TTL.get_with(3, async { 3 }))).await;
     assert_eq!(load.expect("a load waited for another key's release hook").unwrap(), 3);
-    // The expired key itself: a miss, loaded again, not waiting for the old value's hook.
     let again = timeout(BLOCKED, s.run(INLINE_TTL.get_with(1, async { 11 }))).await;
     assert_eq!(again.expect("a reload waited for the old value's release hook").unwrap(), 11);
+
+    // Maintenance is not stuck behind the blocked hook either: 2 is released on time.
+    assert!(INLINE_DONE.wait_for(1, Duration::from_secs(60)).await, "2 was never released");
+    let late = INLINE_DONE.released_at(2).unwrap() - (loaded_2 + Duration::from_secs(10));
+    assert!(late <= Duration::from_millis(250), "2 released {late:?} after its expiry");
 
     // max_entries = 1: loading 22 evicts 21, whose hook blocks; the load returns anyway.
     s.run(INLINE_SIZE.get_with(21, async { 21 })).await.unwrap();
     let evicting = timeout(BLOCKED, s.run(INLINE_SIZE.get_with(22, async { 22 }))).await;
     assert_eq!(evicting.expect("a load waited for the evicted value's release hook").unwrap(), 22);
     rt.run_maintenance().await;
-    assert!(
-        INLINE_STARTED.wait_for(2, Duration::from_secs(60)).await,
-        "the evicted value's hook never started: {:?}",
-        INLINE_STARTED.values()
-    );
-    assert_eq!(INLINE_DONE.values(), Vec::<u32>::new(), "both blocked hooks are still running");
+    assert!(INLINE_STARTED.wait_for(3, Duration::from_secs(60)).await, "{:?}", INLINE_STARTED.values());
+    assert_eq!(INLINE_STARTED.values(), vec![1, 2, 21]);
     assert_eq!(
         timeout(BLOCKED, s.run(INLINE_SIZE.get_with(22, async { 0 }))).await.unwrap().unwrap(),
         22,
         "a hit while the evicted value's hook is blocked"
     );
 
+    // No maintenance at all (one-hour interval): the caller itself meets the expired value 101.
+    let quiet = support::runtime().maintenance_interval(Duration::from_secs(3600)).build();
+    let q = quiet.session();
+    q.run(INLINE_TTL.get_with(101, async { 101 })).await.unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let reload = timeout(BLOCKED, q.run(INLINE_TTL.get_with(101, async { 111 }))).await;
+    assert_eq!(reload.expect("the caller that met an expired value ran its hook inline").unwrap(), 111);
+    assert!(INLINE_STARTED.wait_for(4, Duration::from_secs(60)).await, "{:?}", INLINE_STARTED.values());
+    // (The shared clock moved 10 s: rt's maintenance released 3 and 11 meanwhile, on time.)
+    assert_eq!(INLINE_DONE.values(), vec![2, 3, 11], "the hooks of 1, 21 and 101 are still blocked");
+
     // Open the gate: every value is released exactly once by the time shutdown returns.
-    INLINE_GATE.add_permits(2);
+    INLINE_GATE.add_permits(3);
     let report = rt.shutdown().await;
-    assert!(report.is_ok(), "{report:?}");
-    assert_eq!(report.released, 4, "2, 3, 11 and 22 at shutdown: {report:?}");
-    assert_eq!(INLINE_DONE.values(), vec![1, 2, 3, 11, 21, 22], "each value released exactly once");
+    assert_eq!((report.released, report.is_ok()), (1, true), "22 at shutdown: {report:?}");
+    let report = quiet.shutdown().await;
+    assert_eq!((report.released, report.is_ok()), (1, true), "111 at shutdown: {report:?}");
+    assert_eq!(INLINE_DONE.values(), vec![1, 2, 3, 11, 21, 22, 101, 111], "each value released exactly once");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,10 +311,13 @@ async fn the_default_health_check_runs_at_most_every_five_seconds_and_is_counted
 #[tokio::test(start_paused = true)]
 async fn expired_values_are_released_within_250_ms_by_default() {
     static LOG: ReleaseLog = ReleaseLog::new();
+    // 10.001 s: an expiry that falls between two ticks of any interval that divides 10 s, so
+    // a longer interval than documented shows as a late release.
+    const TTL: Duration = Duration::from_millis(10_001);
     static RES: Resource<u32, u32> = Resource::new(
         "default_interval",
         Scope::Global,
-        Some(Duration::from_secs(10)),
+        Some(TTL),
         None,
         Some(|v| {
             Box::pin(async move {
@@ -314,7 +330,7 @@ async fn expired_values_are_released_within_250_ms_by_default() {
     let loaded_at = Instant::now();
     rt.session().run(RES.get_with(1, async { 1 })).await.unwrap();
     assert!(LOG.wait_for(1, Duration::from_secs(60)).await, "never released");
-    let late = LOG.released_at(1).unwrap() - (loaded_at + Duration::from_secs(10));
+    let late = LOG.released_at(1).unwrap() - (loaded_at + TTL);
     assert!(late <= Duration::from_millis(250), "README: within 250 ms by default; was {late:?}");
     let report = rt.shutdown().await;
     assert_eq!((report.released, report.is_ok()), (0, true), "{report:?}");
