@@ -116,6 +116,55 @@ async fn a_release_hook_blocked_forever_delays_no_hit_and_no_load_of_another_key
     assert_eq!(INLINE_DONE.values(), vec![1, 2, 3, 11, 21, 22, 101, 111], "each value released exactly once");
 }
 
+static IDLE_GATE: Semaphore = Semaphore::const_new(0);
+static IDLE_DONE: ReleaseLog = ReleaseLog::new();
+static IDLE_SESSION: Resource<u32, u32> = Resource::new(
+    "idle_session_blocked",
+    Scope::Session,
+    None,
+    None,
+    Some(|v| {
+        Box::pin(async move {
+            IDLE_GATE.acquire().await.unwrap().forget();
+            IDLE_DONE.record(v);
+            Ok(())
+        })
+    }),
+);
+static IDLE_GLOBAL: Resource<u32, u32> = Resource::new(
+    "idle_global_ttl",
+    Scope::Global,
+    Some(Duration::from_millis(20_001)),
+    None,
+    Some(|v| {
+        Box::pin(async move {
+            IDLE_DONE.record(v);
+            Ok(())
+        })
+    }),
+);
+
+#[tokio::test(start_paused = true)]
+#[ignore = "fails until the core rewrite: maintenance awaits an idle session's end (and its hooks) inline"]
+async fn an_idle_sessions_blocked_hook_does_not_delay_another_values_expiry() {
+    let rt = support::runtime().idle_timeout(Duration::from_secs(10)).build();
+    let idle = rt.session();
+    idle.run(IDLE_SESSION.get_with(1, async { 1 })).await.unwrap();
+    let loaded = Instant::now();
+    rt.session().run(IDLE_GLOBAL.get_with(2, async { 2 })).await.unwrap();
+    // At about 10 s maintenance ends the idle session; its hook blocks. The global value
+    // expires at 20.001 s and must still be released within 250 ms of that.
+    assert!(IDLE_DONE.wait_for(1, Duration::from_secs(60)).await, "the global value was never released");
+    assert!(idle.is_ended());
+    let late = IDLE_DONE.released_at(2).unwrap() - (loaded + Duration::from_millis(20_001));
+    assert!(late <= Duration::from_millis(250), "released {late:?} after its expiry");
+    IDLE_GATE.add_permits(1);
+    let report = rt.shutdown().await;
+    assert!(report.is_ok(), "{report:?}");
+    assert!(IDLE_DONE.wait_for(2, Duration::from_secs(60)).await);
+    assert_eq!(IDLE_DONE.values(), vec![1, 2], "each released exactly once");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Failing hooks are reported by `end` and `shutdown`
 // ---------------------------------------------------------------------------------------------
