@@ -160,6 +160,54 @@ mod my {
         drop_user(&mut admin, &u).await;
     }
 
+    /// The connection is killed between two calls the test makes: a write sent on it may or
+    /// may not have applied, so it is not retried; a read is.
+    #[tokio::test]
+    async fn a_write_sent_on_a_killed_connection_is_not_retried_and_a_read_is() {
+        let Some(s) = server("a_write_sent_on_a_killed_connection_is_not_retried") else { return };
+        let mut admin = admin(&s).await;
+        let u = user(&s, &mut admin, "pw").await;
+        let table = unique("cs_writes");
+        exec(&mut admin, format!("create table {table} (k bigint not null)")).await;
+        let insert: &'static str = Box::leak(format!("insert into {table} (k) values (?)").into_boxed_str());
+        let count_sql = format!("select count(*) from {table} where k = ?");
+        let count = async |admin: &mut MySqlConnection, k: i64| -> i64 {
+            sqlx::query_scalar(AssertSqlSafe(count_sql.clone())).bind(k).fetch_one(admin).await.unwrap()
+        };
+        let rt = rt(
+            "my",
+            &s,
+            &u,
+            "pw",
+            &[("check_idle_after", "1h".into()), ("max_connections", toml::Value::Integer(1))],
+        );
+        let conn = rt.connection::<MySqlDb>("my").await.unwrap();
+        let kill = async |admin: &mut MySqlConnection| {
+            let client = conn.get().await.unwrap();
+            assert!(eventually(Duration::from_secs(5), async || client.pool().num_idle() == 1).await);
+            assert_eq!(kill_connections(admin, &u).await, 1);
+            assert!(eventually(Duration::from_secs(5), async || connections(admin, &u).await == 0).await);
+        };
+
+        assert_eq!(conn.execute(insert).bind(1).await.unwrap(), 1);
+        kill(&mut admin).await;
+        let err = conn.execute(insert).bind(2).await.expect_err("a sent write must not be retried");
+        assert!(matches!(err, SqlError::ConnectionLost { retried: false, .. }), "{err:?}");
+        assert_eq!(count(&mut admin, 2).await, 0, "and it ran nowhere else");
+        let st = conn.sql_stats();
+        assert_eq!((st.connections_lost, st.retries), (1, 0), "{st:?}");
+
+        assert_eq!(conn.execute(insert).bind(3).await.unwrap(), 1, "the next write works");
+        kill(&mut admin).await;
+        assert_eq!(one(&conn).await.unwrap(), 1, "a read on a killed connection is retried");
+        let st = conn.sql_stats();
+        assert_eq!((st.connections_lost, st.retries), (2, 1), "{st:?}");
+        assert_eq!((count(&mut admin, 1).await, count(&mut admin, 3).await), (1, 1));
+        shut_down(&rt, 1).await;
+        exec(&mut admin, format!("drop table {table}")).await;
+        drop_user(&mut admin, &u).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_load_with_connections_killed_three_times_no_query_fails() {
         let Some(s) = server("under_load_with_connections_killed_three_times_no_query_fails") else {
