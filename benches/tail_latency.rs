@@ -91,7 +91,8 @@ async fn run_connscope(expiring: u64, name: &'static str) -> Report {
     .await
     .unwrap();
     let released = RELEASED.load(Ordering::Relaxed);
-    let _ = rt.shutdown().await;
+    let report = rt.shutdown().await;
+    assert!(report.is_ok(), "{report:?}");
     summarize(name, samples, released)
 }
 

@@ -7,6 +7,7 @@
 //! The connection comes from `[connections.shop]` in `examples/secrets.toml`. Change its `url`
 //! line to `postgres://…` (and add `--features postgres`) to run the same against PostgreSQL.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use connscope::Runtime;
@@ -23,6 +24,11 @@ const SECRETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/secrets.tom
 
 #[tokio::main]
 async fn main() -> Result<(), SqlError> {
+    quickstart(&mut std::io::stdout()).await
+}
+
+/// The whole quickstart, printing to `out` (a test checks what it prints).
+pub async fn quickstart(out: &mut impl Write) -> Result<(), SqlError> {
     let rt = Runtime::builder().secrets_file(SECRETS).build();
     // Which database? Read the resolved settings (file < environment < code); nothing
     // connects until a statement runs.
@@ -30,27 +36,35 @@ async fn main() -> Result<(), SqlError> {
     // The provider type follows the URL's scheme; everything below is the same for each.
     match url.split(':').next() {
         #[cfg(feature = "postgres")]
-        Some("postgres" | "postgresql") => run::<sqlx::Postgres>(&rt).await?,
+        Some("postgres" | "postgresql") => run::<sqlx::Postgres>(&rt, out).await?,
         #[cfg(feature = "mysql")]
         Some("mysql" | "mariadb") => {
             eprintln!("(MySQL takes `?` placeholders; this quickstart's SQL uses `$1`: see the README)");
         }
-        Some("sqlite") => run::<sqlx::Sqlite>(&rt).await?,
+        Some("sqlite") => run::<sqlx::Sqlite>(&rt, out).await?,
         Some(other) => eprintln!("`{other}:` URLs need the matching cargo feature (postgres, mysql)"),
         None => eprintln!("no url"),
     }
     let report = rt.shutdown().await;
-    println!("runtime shut down: {} cached value(s) released, connections closed", report.released);
+    say(
+        out,
+        format_args!("runtime shut down: {} cached value(s) released, connections closed", report.released),
+    );
     Ok(())
 }
 
-async fn run<DB>(rt: &Runtime) -> Result<(), SqlError>
+/// One line of output (a closed stdout is not worth a panic).
+fn say(out: &mut impl Write, line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(out, "{line}");
+}
+
+async fn run<DB>(rt: &Runtime, out: &mut impl Write) -> Result<(), SqlError>
 where
     DB: connscope::sql::Backend,
     RegionSales: for<'r> sqlx::FromRow<'r, DB::Row>,
 {
     let shop = rt.connection::<SqlDb<DB>>("shop").await?; // [connections.shop]
-    println!("connected to {}", <DB as connscope::sql::Backend>::KIND);
+    say(out, format_args!("connected to {}", <DB as connscope::sql::Backend>::KIND));
 
     // Sample data (writes are never cached).
     shop.execute("drop table if exists quickstart_orders").await?;
@@ -76,17 +90,20 @@ where
             .ttl(Duration::from_secs(60))
             .fetch_all::<RegionSales>()
             .await?;
-        println!("call {call}: {} rows in {:.1?}", rows.len(), t.elapsed());
+        say(out, format_args!("call {call}: {} rows in {:.1?}", rows.len(), t.elapsed()));
         if call == 1 {
             for r in rows.iter() {
-                println!("  {:<5} {} orders  {:>7.2}", r.region, r.orders, r.total);
+                say(out, format_args!("  {:<5} {} orders  {:>7.2}", r.region, r.orders, r.total));
             }
         }
     }
     let s = shop.sql_stats();
-    println!(
-        "cache: {} hit(s), {} miss(es); {} statement(s) sent to the database, {} connection(s) opened",
-        s.cache_hits, s.cache_misses, s.statements, s.connections_opened
+    say(
+        out,
+        format_args!(
+            "cache: {} hit(s), {} miss(es); {} statement(s) sent to the database, {} connection(s) opened",
+            s.cache_hits, s.cache_misses, s.statements, s.connections_opened
+        ),
     );
     shop.execute("drop table quickstart_orders").await?;
     Ok(())

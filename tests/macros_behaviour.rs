@@ -47,6 +47,12 @@ impl Counter {
     }
 }
 
+/// Checks a `ReleaseReport`: exactly `n` values released, every hook succeeded.
+#[track_caller]
+fn released(report: connscope::ReleaseReport, n: usize) {
+    assert_eq!((report.released, report.is_ok()), (n, true), "{report:?}");
+}
+
 fn runtime() -> Runtime {
     Runtime::builder()
         .env_vars(Vec::<(String, String)>::new())
@@ -243,9 +249,9 @@ async fn login_with_a_derived_provider_wipes_the_password() {
     let conn = s.login("wh", Warehouse::from_form(&values).unwrap()).await.unwrap();
     assert!(conn.provider().password.is_empty(), "credentials wiped after connecting");
     assert_eq!(*conn.get().await.unwrap(), "ada@login:5432/main");
-    let _ = s.end().await;
+    released(s.end().await, 1);
     assert_eq!(events("login"), (1, 1), "closed once at session end");
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 0);
 }
 
 /// A runtime whose connection `name` has settings for `Warehouse` with this `tag`.
@@ -277,9 +283,9 @@ async fn derived_session_connection_is_closed_once_at_session_end() {
         .await;
     assert_eq!(raw, "u@end:1/d");
     assert_eq!(events("end"), (1, 0));
-    let _ = s.end().await;
+    released(s.end().await, 1);
     assert_eq!(events("end"), (1, 1));
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 0);
     assert_eq!(events("end"), (1, 1), "closed exactly once");
 }
 
@@ -295,7 +301,7 @@ async fn derived_ttl_expires_the_connection_once() {
     tokio::time::advance(Duration::from_secs(30 * 60 + 1)).await;
     rt.run_maintenance().await;
     assert!(closed("ttl", 1).await, "the expired connection was never closed");
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 0);
     assert_eq!(events("ttl"), (1, 1), "closed exactly once");
 }
 
@@ -324,7 +330,7 @@ async fn derived_max_entries_evicts_the_least_recent_connection() {
     assert!(closed("max-a", 1).await, "`a` was never evicted");
     assert_eq!(events("max-a"), (1, 1));
     assert_eq!(events("max-c"), (1, 0));
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 2);
     for tag in ["max-a", "max-b", "max-c"] {
         assert_eq!(events(tag), (1, 1), "{tag} closed exactly once");
     }
@@ -384,7 +390,7 @@ async fn ttl_expiry_releases_exactly_once() {
     // The next call loads again.
     assert_eq!(*s.run(ttl_fn(1)).await.unwrap(), "v1");
     assert_eq!(TTL_LOADS.get(), 2);
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 1);
     assert_eq!(TTL_RELEASES.get(), 2, "each value released exactly once");
 }
 
@@ -419,7 +425,7 @@ async fn max_entries_evicts_the_least_recently_used_once() {
     assert_eq!(*LRU_RELEASES.lock().unwrap(), vec![2]);
     let stats = s.run(async { lru_fn::stats() }).await;
     assert_eq!(stats.evicted_size, 1);
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 2);
     let mut all = LRU_RELEASES.lock().unwrap().clone();
     all.sort_unstable();
     assert_eq!(all, vec![1, 2, 3], "each value released exactly once");
@@ -464,7 +470,7 @@ async fn invalidate_and_clear_release_once() {
         assert_eq!((stats.loads, stats.hits), (3, 1));
     })
     .await;
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 0);
     assert_eq!(INV_RELEASES.get(), 3, "nothing released twice");
 }
 
@@ -507,9 +513,9 @@ async fn sessions_are_isolated_and_release_their_own_values() {
     // In an ended session too.
     assert!(matches!(a.run(per_user(1)).await, Err(AppError::Connscope(Error::SessionEnded { .. }))));
 
-    let _ = b.end().await;
+    released(b.end().await, 1);
     assert_eq!(SESSION_RELEASES.get(), 2);
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 0);
     assert_eq!(SESSION_RELEASES.get(), 2, "released exactly once");
 }
 
@@ -535,7 +541,7 @@ async fn single_flight_runs_the_body_once_for_64_callers() {
     assert_eq!(results.len(), 64);
     assert!(results.iter().all(|r| matches!(r, Ok(144))));
     assert_eq!(FLIGHT_LOADS.get(), 1);
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 1);
 }
 
 static FLAKY_LOADS: Counter = Counter::new();
@@ -567,7 +573,7 @@ async fn errors_are_not_cached() {
         assert_eq!((stats.loads, stats.load_failures, stats.hits), (2, 1, 1));
     })
     .await;
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 1);
 }
 
 static CONN_LOADS: Counter = Counter::new();
@@ -605,7 +611,7 @@ async fn connections_are_arguments_not_keys() {
         assert_eq!(quote::resource().scope(), Scope::Global);
     })
     .await;
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 3);
 }
 
 /// Destructured and `mut` arguments, unit return, and a companion visible from a parent module.
@@ -634,10 +640,10 @@ async fn patterns_and_visibility() {
         nested::unit(1).await;
         nested::unit(2).await;
         assert_eq!(nested::unit::stats().loads, 1, "`_n` is not in the key");
-        let _ = nested::unit::clear().await;
+        released(nested::unit::clear().await, 1);
     })
     .await;
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 0);
 }
 
 /// A session provider used by name in `warehouse_user` compiles; keep it used.
@@ -651,5 +657,5 @@ async fn session_function_with_session_connection() {
         assert_eq!(warehouse_user::stats().loads, 1);
     })
     .await;
-    let _ = rt.shutdown().await;
+    released(rt.shutdown().await, 2);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use connscope::sql::{ConnectCause, SqlError, SqlLogin, SqliteDb};
 use connscope::{Conn, Error};
-use sql_support::{runtime, unique};
+use sql_support::{runtime, shut_down, unique};
 
 #[derive(Debug, sqlx::FromRow)]
 struct Hit {
@@ -67,37 +67,43 @@ async fn an_in_memory_url_is_one_database_for_the_whole_pool() {
     let other = rt2.connection::<SqliteDb>("mem").await.unwrap();
     let err = other.query("select count(*) from hits").fetch_one::<(i64,)>().await.unwrap_err();
     assert!(err.to_string().contains("no such table"), "{err}");
-    let _ = rt.shutdown().await;
-    let _ = rt2.shutdown().await;
+    shut_down(&rt, 1).await;
+    shut_down(&rt2, 1).await;
 }
 
+/// Real database I/O cannot run on a paused clock, so no assertion depends on how fast this
+/// machine is: a long ttl for "a hit within the ttl", and a short one that the test sleeps past
+/// (a sleep lasts at least its duration) for "after the ttl it runs again".
 #[tokio::test]
 async fn a_cached_query_does_not_reach_the_database_again_within_its_ttl() {
     let (rt, conn) = memory_db().await;
-    let ttl = Duration::from_millis(300);
-    let probe = |k: i64| conn.query(PROBE).bind(k).ttl(ttl).fetch_all::<Hit>();
+    let long = Duration::from_secs(600);
+    let probe = |k: i64, ttl: Duration| conn.query(PROBE).bind(k).ttl(ttl).fetch_all::<Hit>();
 
-    let first = probe(1).await.unwrap();
-    let second = probe(1).await.unwrap();
+    let first = probe(1, long).await.unwrap();
+    let second = probe(1, long).await.unwrap();
     assert_eq!(first[0].k, 1);
     assert!(Arc::ptr_eq(&first, &second), "the second call is the cached result");
     assert_eq!(probes(&conn, 1).await, 1, "the second identical query did not reach the database");
     assert_eq!(conn.sql_stats().cache_hits, 1);
 
-    probe(2).await.unwrap();
+    probe(2, long).await.unwrap();
     assert_eq!(probes(&conn, 2).await, 1, "other binds are another entry: it ran");
     assert_eq!(probes(&conn, 1).await, 1);
 
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
-    probe(1).await.unwrap();
-    assert_eq!(probes(&conn, 1).await, 2, "after the ttl the query reaches the database again");
+    let short = Duration::from_millis(50);
+    probe(3, short).await.unwrap();
+    tokio::time::sleep(short * 2).await;
+    probe(3, short).await.unwrap();
+    assert_eq!(probes(&conn, 3).await, 2, "after the ttl the query reaches the database again");
+    assert_eq!(probes(&conn, 1).await, 1, "the long-lived entry is still cached");
 
     conn.query(PROBE).bind(1).uncached().fetch_all::<Hit>().await.unwrap();
     conn.query(PROBE).bind(1).uncached().fetch_all::<Hit>().await.unwrap();
-    assert_eq!(probes(&conn, 1).await, 4, "uncached runs every time");
+    assert_eq!(probes(&conn, 1).await, 3, "uncached runs every time");
     conn.query(PROBE).bind(1).ttl(Duration::ZERO).fetch_all::<Hit>().await.unwrap();
-    assert_eq!(probes(&conn, 1).await, 5, "a zero ttl is uncached");
-    let _ = rt.shutdown().await;
+    assert_eq!(probes(&conn, 1).await, 4, "a zero ttl is uncached");
+    shut_down(&rt, 1).await;
 }
 
 #[tokio::test]
@@ -117,7 +123,7 @@ async fn execute_invalidates_the_tags_it_names_and_is_never_cached() {
     conn.execute("delete from hits").invalidates("hits").await.unwrap();
     assert_eq!(conn.query("select count(*) from hits").fetch_one::<(i64,)>().await.unwrap(), untagged);
     assert_eq!(count().await.unwrap().0, 0);
-    let _ = rt.shutdown().await;
+    shut_down(&rt, 1).await;
 }
 
 #[tokio::test]
@@ -144,7 +150,7 @@ async fn a_rejected_statement_returns_the_database_message_at_once_and_caches_no
     assert!(
         conn.query("select id from once where id = 2").fetch_optional::<(i64,)>().await.unwrap().is_none()
     );
-    let _ = rt.shutdown().await;
+    shut_down(&rt, 1).await;
 }
 
 #[tokio::test]
@@ -163,7 +169,7 @@ async fn a_missing_database_file_names_the_connection_and_cause_and_works_once_c
 
     std::fs::File::create(&path).unwrap(); // the cause is fixed: the file exists
     assert_eq!(conn.query("select 1").fetch_one::<(i64,)>().await.unwrap().0, 1, "the next call works");
-    let _ = rt.shutdown().await;
+    shut_down(&rt, 1).await;
     let _ = std::fs::remove_file(&path);
 }
 
@@ -174,6 +180,7 @@ async fn a_malformed_url_is_a_configuration_cause() {
     let err = conn.query("select 1").fetch_one::<(i64,)>().await.unwrap_err();
     assert_eq!(err.connect_cause(), Some(ConnectCause::Config), "{err}");
     assert!(err.to_string().contains("`bad`"), "{err}");
+    shut_down(&rt, 1).await;
 }
 
 #[tokio::test]
@@ -212,11 +219,12 @@ async fn session_results_are_invisible_to_other_sessions_and_global_ones_are_sha
 
     let err = session_probe().await.unwrap_err();
     assert!(matches!(err, SqlError::Connection(Error::NoActiveSession { .. })), "{err:?}");
-    let _ = a.end().await;
+    let ended = a.end().await;
+    assert!(ended.is_ok() && ended.released >= 1, "a's login connection was released: {ended:?}");
     let ended = a.run(session_probe()).await.unwrap_err();
     assert!(matches!(ended, SqlError::Connection(Error::SessionEnded { .. })), "{ended:?}");
     b.run(session_probe()).await.unwrap();
-    let _ = rt.shutdown().await;
+    shut_down(&rt, 2).await;
     let _ = std::fs::remove_file(&path);
 }
 
@@ -244,7 +252,7 @@ async fn settings_come_from_the_secrets_file_and_never_show_the_password() {
     assert!(!debug.contains("hunter2") && debug.contains("***"), "{debug}");
     let err = rt.connection::<SqliteDb>("typo").await.unwrap_err();
     assert!(err.to_string().contains("max_conections"), "an unknown field is named: {err}");
-    let _ = rt.shutdown().await;
+    shut_down(&rt, 1).await;
     let _ = std::fs::remove_file(&path);
 }
 
@@ -287,9 +295,16 @@ async fn two_connections_with_different_settings_never_share_results() {
     assert_eq!(count("a").await, (1, 0));
     assert_eq!(count("b").await, (2, 0), "same SQL, other settings: its own result");
     assert_eq!(count("a").await, (1, 1));
-    // Another name with the same settings is the same database: it may share the result.
-    assert_eq!(count("a2").await.0, 1);
-    let _ = rt.shutdown().await;
+    // A row the cached count has not seen (no tag invalidated): a result served from the cache
+    // says 1, one that reached the database says 2.
+    let a = rt.connection::<SqliteDb>("a").await.unwrap();
+    a.execute("insert into hits (k) values (?)").bind(9).await.unwrap();
+    assert_eq!(count("a").await, (1, 2), "a's own cached result");
+    // Another name with the same settings is the same database: results are keyed by the
+    // settings, so it shares a's cached result.
+    assert_eq!(count("a2").await, (1, 1), "same settings under another name: a's cached result");
+    assert_eq!(count("b").await, (2, 1), "b still has its own");
+    shut_down(&rt, 3).await;
     let _ = (std::fs::remove_file(&pa), std::fs::remove_file(&pb));
 }
 
@@ -312,7 +327,7 @@ async fn a_statement_past_its_timeout_fails_and_the_next_one_works() {
     let (n,) = *conn.query("select 6 * 7").uncached().fetch_one::<(i64,)>().await.unwrap();
     assert_eq!(n, 42, "the next statement works on another connection");
     assert_eq!(conn.sql_stats().cache_hits, 0, "nothing was cached");
-    let _ = rt.shutdown().await;
+    shut_down(&rt, 1).await;
 }
 
 #[tokio::test]

@@ -17,6 +17,15 @@ pub fn runtime(settings: &[(&str, &str, toml::Value)]) -> Runtime {
     b.build()
 }
 
+/// Shuts `rt` down and checks its report: every release succeeded, and at least the
+/// `connections` it opened were released (cached results, released too, add to the count).
+pub async fn shut_down(rt: &connscope::Runtime, connections: usize) -> connscope::ReleaseReport {
+    let report = rt.shutdown().await;
+    assert!(report.is_ok(), "{report:?}");
+    assert!(report.released >= connections, "{connections} connection(s) to release: {report:?}");
+    report
+}
+
 /// A name unique in this machine's test runs (process id + counter).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -111,15 +120,21 @@ async fn pump(
     }
 }
 
-/// Load under faults: `tasks` tasks run `per_task` uncached reads of `sql` (one bind: the
-/// task-local counter; the row is that value plus one) while `kill` terminates the
-/// connection's backends every `every`. Returns the figures; panics on any failed query.
+/// Load under faults: `tasks` tasks run uncached reads of `sql` (one bind: the task-local
+/// counter; the row is that value plus one) while `kill` terminates the connection's backends
+/// `rounds` times. The kills follow the load's progress, not the wall clock: each round starts
+/// once every task has completed `per_task / (rounds + 1)` more queries since the previous round
+/// ended (so each statement a round cut has finished, retried, before the next round: a round
+/// never kills a retry's fresh connection, which the promise does not cover), and the tasks
+/// keep querying (at least `per_task` each) until every round is done, so every round meets a
+/// loaded pool on a fast machine and a slow one alike. Returns the figures; panics on any
+/// failed query.
 pub async fn load_under_kills<P, K, F>(
     conn: &connscope::Conn<P>,
     sql: &'static str,
     tasks: usize,
     per_task: i64,
-    every: std::time::Duration,
+    rounds: usize,
     kill: K,
 ) -> LoadFigures
 where
@@ -131,29 +146,49 @@ where
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let before = conn.sql_stats();
-    let done = Arc::new(AtomicBool::new(false));
-    let killer_done = Arc::clone(&done);
-    let killer = tokio::spawn(async move {
-        let (mut rounds, mut killed) = (0usize, 0usize);
-        while !killer_done.load(Ordering::Relaxed) {
-            tokio::time::sleep(every).await;
-            killed += kill().await;
-            rounds += 1;
+    let done: Arc<Vec<AtomicU64>> = Arc::new((0..tasks).map(|_| AtomicU64::new(0)).collect());
+    let gap = (per_task as u64 / (rounds as u64 + 1)).max(1);
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let kills_done = Arc::new(AtomicBool::new(false));
+    let killer = tokio::spawn({
+        let (done, progress, kills_done) = (done.clone(), progress.clone(), kills_done.clone());
+        async move {
+            let mut killed = Vec::new();
+            let mut base = vec![0u64; done.len()];
+            for _ in 0..rounds {
+                loop {
+                    let notified = progress.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if done.iter().zip(&base).all(|(d, b)| d.load(Ordering::Acquire) >= b + gap) {
+                        break;
+                    }
+                    notified.await;
+                }
+                killed.push(kill().await);
+                base = done.iter().map(|d| d.load(Ordering::Acquire)).collect();
+            }
+            kills_done.store(true, Ordering::Release);
+            killed
         }
-        (rounds, killed)
     });
     let started = std::time::Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for t in 0..tasks {
-        let conn = conn.clone();
+        let (conn, done, progress, kills_done) =
+            (conn.clone(), done.clone(), progress.clone(), kills_done.clone());
         workers.spawn(async move {
             let mut failures = Vec::new();
-            for i in 0..per_task {
+            let mut i = 0;
+            while i < per_task || !kills_done.load(Ordering::Acquire) {
                 let x = t as i64 * 1_000_000 + i;
                 match conn.query(sql).bind(x).uncached().fetch_one::<(i64,)>().await {
                     Ok(row) => assert_eq!(row.0, x + 1, "a wrong answer"),
                     Err(e) => failures.push(e.to_string()),
                 }
+                i += 1;
+                done[t].fetch_add(1, Ordering::AcqRel);
+                progress.notify_waiters();
             }
             failures
         });
@@ -163,14 +198,14 @@ where
         failures.extend(r.unwrap());
     }
     let elapsed = started.elapsed();
-    done.store(true, Ordering::Relaxed);
-    let (rounds, killed) = killer.await.unwrap();
+    let killed = killer.await.unwrap();
     let after = conn.sql_stats();
     let figures = LoadFigures {
-        queries: tasks as u64 * per_task as u64,
+        queries: done.iter().map(|d| d.load(Ordering::Acquire)).sum(),
         failed: failures.len(),
-        kill_rounds: rounds,
-        backends_killed: killed,
+        kill_rounds: killed.len(),
+        backends_killed: killed.iter().sum(),
+        rounds_that_killed: killed.iter().filter(|n| **n > 0).count(),
         connections_lost: after.connections_lost - before.connections_lost,
         retries: after.retries - before.retries,
         reconnects: after.reconnects - before.reconnects,
@@ -193,6 +228,8 @@ pub struct LoadFigures {
     pub failed: usize,
     pub kill_rounds: usize,
     pub backends_killed: usize,
+    /// Rounds that found at least one backend to kill.
+    pub rounds_that_killed: usize,
     pub connections_lost: u64,
     pub retries: u64,
     pub reconnects: u64,
