@@ -145,7 +145,6 @@ static IDLE_GLOBAL: Resource<u32, u32> = Resource::new(
 );
 
 #[tokio::test(start_paused = true)]
-#[ignore = "fails until the core rewrite: maintenance awaits an idle session's end (and its hooks) inline"]
 async fn an_idle_sessions_blocked_hook_does_not_delay_another_values_expiry() {
     let rt = support::runtime().idle_timeout(Duration::from_secs(10)).build();
     let idle = rt.session();
