@@ -72,7 +72,7 @@ async fn two_connections_never_share_a_cached_result() {
     assert_eq!(total(&emea, 1).await.unwrap(), "emea:1");
     assert_eq!(total(&apac, 1).await.unwrap(), "apac:1");
     assert_eq!(KEYED_LOADS.load(SeqCst), 3, "only emea's entry was invalidated");
-    let _ = rt.shutdown().await;
+    assert!(rt.shutdown().await.is_ok());
 }
 
 #[tokio::test]
@@ -84,7 +84,7 @@ async fn an_underscored_connection_is_left_out_of_the_key() {
     assert_eq!(shared_total(apac.clone(), 7).await.unwrap(), "emea:7", "shared, as asked");
     assert_eq!(SHARED_LOADS.load(SeqCst), 1);
     assert!(shared_total::invalidate(7).await, "invalidate takes the key arguments only");
-    let _ = rt.shutdown().await;
+    assert!(rt.shutdown().await.is_ok());
 }
 
 /// A connection that is replaced after a minute.
@@ -146,6 +146,6 @@ async fn a_named_connection_keeps_its_identity_when_it_is_replaced() {
     let other = build("elsewhere");
     let third = other.connection::<Recycled>("emea").await.unwrap();
     assert_ne!(third.id(), first_id);
-    let _ = rt.shutdown().await;
-    let _ = other.shutdown().await;
+    assert!(rt.shutdown().await.is_ok());
+    assert!(other.shutdown().await.is_ok());
 }

@@ -212,8 +212,8 @@ async fn a_generic_provider_logs_in() {
     let conn = s.login("pool", Pool::<Pg>::from_form(&values).unwrap()).await.unwrap();
     assert_eq!(*conn.get().await.unwrap(), "postgres://ada@db.internal/sales");
     assert!(conn.provider().password.is_empty(), "the password is wiped after connecting");
-    let _ = s.end().await;
-    let _ = rt.shutdown().await;
+    assert!(s.end().await.is_ok());
+    assert!(rt.shutdown().await.is_ok());
 }
 
 /// serde's struct-level `rename_all` and `default` apply to the form and fixed values too.

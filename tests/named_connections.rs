@@ -150,7 +150,7 @@ async fn a_session_connection_belongs_to_one_session_and_closes_when_it_ends() {
     assert_ne!(sa, sb, "two sessions, two clients");
     assert_eq!(probe("per-user").connects(), 2);
 
-    let _ = alice.end().await;
+    assert!(alice.end().await.is_ok());
     assert_eq!(probe("per-user").closes(), 1, "only alice's client closed");
     assert!(ca.get().await.is_err(), "a released handle does not silently reconnect");
     assert_eq!(cb.get().await.unwrap().serial, sb, "bob keeps working");

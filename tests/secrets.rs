@@ -370,7 +370,7 @@ mod logs {
         let err = conn.query("select 1").fetch_all::<(i64,)>().await.unwrap_err();
         // What an app does with an error: log it, both ways.
         tracing::error!(error = %err, details = ?err, "query failed");
-        let _ = rt.shutdown().await;
+        assert!(rt.shutdown().await.is_ok());
 
         let text = logs.text();
         assert!(text.contains("query failed") && text.contains("got the connection"), "{text}");

@@ -213,5 +213,5 @@ async fn a_sql_login_uses_the_connection_name_the_app_chose() {
     assert!(!page.contains(r#"name="url""#), "the URL is fixed by the app: {page}");
     let (status, html) = login(&client, &base, "ada", "pw").await;
     assert_eq!((status, html.as_str()), (200, "warehouse as ada (pool 1): 42"));
-    let _ = rt.shutdown().await;
+    assert!(rt.shutdown().await.is_ok());
 }

@@ -268,3 +268,36 @@ pub(crate) fn random_id() -> String {
 pub(crate) fn fill_random(bytes: &mut [u8]) {
     getrandom::fill(bytes).expect("connscope: the OS random number generator failed");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::random_id;
+
+    /// A session id is 256 random bits: distinct, no counter, every bit position spread evenly
+    /// (a length check alone would pass a counter or a constant).
+    #[test]
+    fn session_ids_are_256_random_bits() {
+        const N: usize = 256;
+        let ids: Vec<Vec<u8>> = (0..N)
+            .map(|_| {
+                let id = random_id();
+                assert_eq!(id.len(), 64);
+                (0..32).map(|i| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).unwrap()).collect()
+            })
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), N, "every id distinct");
+        let ones_at = |bit: usize| ids.iter().filter(|id| id[bit / 8] >> (bit % 8) & 1 == 1).count();
+        let mut total = 0;
+        for bit in 0..256 {
+            let ones = ones_at(bit);
+            // Binomial(256, 1/2): mean 128, sd 8; +-5 sd never fails by chance in practice.
+            assert!((88..=168).contains(&ones), "bit {bit} set in {ones} of {N} ids");
+            total += ones;
+        }
+        let share = total as f64 / (N * 256) as f64;
+        assert!((0.48..=0.52).contains(&share), "share of one bits {share}");
+    }
+}
