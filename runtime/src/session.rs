@@ -61,12 +61,13 @@ pub(crate) struct SessionInner {
     pub(crate) caches: CacheSet,
     /// Phase bits (`ENDING`, `ENDED`) and the count of running `Session::run`s.
     state: AtomicU64,
-    end_reason: OnceLock<Error>,
+    /// Why it ended (boxed: a live session pays a pointer for it).
+    end_reason: OnceLock<Box<Error>>,
     /// Milliseconds since the runtime's epoch of the start, and of the last activity.
     started: u64,
     last_active: AtomicU64,
     /// The end's report, once the end finished: every caller of `end` waits for it.
-    ended: Outcome,
+    ended: OnceLock<Box<Outcome>>,
 }
 
 impl fmt::Debug for Session {
@@ -87,7 +88,7 @@ impl Session {
                 end_reason: OnceLock::new(),
                 started: now,
                 last_active: AtomicU64::new(now),
-                ended: Outcome::default(),
+                ended: OnceLock::new(),
             }),
         }
     }
@@ -164,7 +165,7 @@ impl Session {
     }
 
     fn ended_error(&self) -> Error {
-        self.inner.end_reason.get().cloned().unwrap_or(Error::SessionEnded { id: self.inner.id })
+        self.inner.end_reason.get().map_or(Error::SessionEnded { id: self.inner.id }, |e| Error::clone(e))
     }
 
     /// Ends the session: releases every session-scoped value (connections are closed after their
@@ -240,16 +241,21 @@ impl Session {
 
     /// The end itself: release every value, then publish the report.
     async fn run_end(&self, reason: Error, why: &'static str) {
-        let _ = self.inner.end_reason.set(reason.clone());
+        let _ = self.inner.end_reason.set(Box::new(reason.clone()));
         let report = self.inner.caches.close(RemovalCause::SessionEnd, reason).await;
         self.inner.state.fetch_or(ENDED, Ordering::AcqRel);
         self.inner.runtime.forget_session(self.inner.id);
         tracing::info!(session = %self.inner.id, why, released = report.released, "connscope: session ended");
-        self.inner.ended.finish(report);
+        self.outcome().finish(report);
     }
 
     pub(crate) async fn wait_ended(&self) -> ReleaseReport {
-        self.inner.ended.wait().await
+        self.outcome().wait().await
+    }
+
+    /// The end's outcome, allocated by the first who needs it (the end, or a caller waiting).
+    fn outcome(&self) -> &Outcome {
+        self.inner.ended.get_or_init(Box::default)
     }
 
     /// Schedules this session's next idle / lifetime check on the runtime's timers.
@@ -280,9 +286,9 @@ impl Session {
 
     /// Marks a session that never held anything as ended.
     pub(crate) fn mark_ended(&self, reason: Error) {
-        let _ = self.inner.end_reason.set(reason);
+        let _ = self.inner.end_reason.set(Box::new(reason));
         self.inner.state.fetch_or(ENDING | ENDED, Ordering::AcqRel);
-        self.inner.ended.finish(ReleaseReport::default());
+        self.outcome().finish(ReleaseReport::default());
     }
 }
 

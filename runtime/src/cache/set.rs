@@ -2,7 +2,6 @@
 //! swept by maintenance, closed as a whole when the scope ends.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 
@@ -45,7 +44,7 @@ struct Caches {
     map: Map,
     /// Set once the scope closed: a cache created afterwards is born closed, under the same
     /// lock, so no cache can slip past a close.
-    closed: Option<(RemovalCause, Error)>,
+    closed: Option<Box<(RemovalCause, Error)>>,
 }
 
 /// Identifies a cache inside a scope: a resource id. Ids are unique per resource and settings
@@ -53,25 +52,39 @@ struct Caches {
 /// settings never share (or clear) one cache.
 pub(crate) type CacheKey = u64;
 
-/// Resource ids are small sequential integers: hash them as themselves.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+/// The caches of a scope, sorted by id: a session holds a handful, so a small vector (24 bytes
+/// when empty, binary search) beats a hash map in memory and in speed.
+#[derive(Default)]
+struct Map(Vec<(CacheKey, Arc<dyn ErasedCache>)>);
 
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
+impl Map {
+    fn get(&self, key: &CacheKey) -> Option<&Arc<dyn ErasedCache>> {
+        self.0.binary_search_by_key(key, |(k, _)| *k).ok().map(|i| &self.0[i].1)
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
+
+    fn get_or_insert_with(
+        &mut self,
+        key: CacheKey,
+        make: impl FnOnce() -> Arc<dyn ErasedCache>,
+    ) -> &Arc<dyn ErasedCache> {
+        let i = match self.0.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (key, make()));
+                i
+            }
+        };
+        &self.0[i].1
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+
+    fn iter(&self) -> impl Iterator<Item = (&CacheKey, &Arc<dyn ErasedCache>)> {
+        self.0.iter().map(|(k, c)| (k, c))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<dyn ErasedCache>> {
+        self.0.iter().map(|(_, c)| c)
     }
 }
-
-type Map = HashMap<CacheKey, Arc<dyn ErasedCache>, std::hash::BuildHasherDefault<IdHasher>>;
 
 impl CacheSet {
     /// An empty set whose caches schedule their deadlines on `timers`.
@@ -95,10 +108,10 @@ impl CacheSet {
         }
         let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
         let Caches { map, closed } = &mut *caches;
-        let cache = map.entry(key).or_insert_with(|| {
+        let cache = map.get_or_insert_with(key, || {
             let cache = ResourceCache::<K, V>::new(config(), Arc::clone(tracker), Arc::clone(&self.timers));
-            if let Some((cause, reason)) = closed {
-                cache.close_empty(*cause, reason.clone());
+            if let Some(closed) = closed {
+                cache.close_empty(closed.0, closed.1.clone());
             }
             Arc::new(cache)
         });
@@ -124,7 +137,7 @@ impl CacheSet {
             if caches.closed.is_some() {
                 return ReleaseReport::default();
             }
-            caches.closed = Some((cause, reason.clone()));
+            caches.closed = Some(Box::new((cause, reason.clone())));
             caches.map.values().cloned().collect()
         };
         let mut report = ReleaseReport::default();
