@@ -1,6 +1,8 @@
 //! Per-user login on a session: connect with the user's credentials now, keep only the live
 //! connection (secrets wiped), hand it out until it is found closed or the user logs out.
 
+mod turn;
+
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,6 +50,7 @@ impl Session {
         let conn = Conn::connected(name, settings, raw?, P::HEALTH_CHECK, self.runtime().grace_period());
         conn.attach_stats(Arc::clone(logins.stats_handle()));
         conn.attach_home(Home::Session(Arc::downgrade(&self.inner)));
+        let _turn = turn::turn::<P>(self.id(), name).await;
         if logins.invalidate(&Arc::from(name)).await {
             tracing::info!(session = %self.id(), connection = name, "connscope: replaced an earlier login");
         }
@@ -58,7 +61,8 @@ impl Session {
 
     /// The connection this session logged in to as `name`, checked per its health-check
     /// policy. [`Error::LoginRequired`] when there is none, or when it was found closed (it is
-    /// closed and removed first, so the next step is the login form).
+    /// closed and removed first, so the next step is the login form). Only the connection found
+    /// closed is removed: a login made meanwhile (another browser tab) stays.
     pub async fn logged_in<P: Connection>(&self, name: &str) -> Result<Conn<P>, Error> {
         let logins = self.logins::<P>()?;
         let key: Arc<str> = Arc::from(name);
@@ -68,7 +72,11 @@ impl Session {
         match conn.get().await {
             Ok(_) => Ok(conn),
             Err(e) => {
-                logins.invalidate(&key).await;
+                // Remove only the connection checked: another tab may have logged in anew since.
+                let _turn = turn::turn::<P>(self.id(), name).await;
+                if logins.get(&key).await.is_some_and(|current| current.id() == conn.id()) {
+                    logins.invalidate(&key).await;
+                }
                 tracing::info!(session = %self.id(), connection = name, "connscope: login lost: {e}");
                 Err(Error::LoginRequired {
                     connection: name.to_owned(),
@@ -85,5 +93,23 @@ impl Session {
             Ok(logins) => logins.invalidate(&Arc::from(name)).await,
             Err(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::turn;
+    use crate::session::SessionId;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_given_up_or_cancelled_leaves_no_entry() {
+        let held = turn::turn::<u8>(SessionId(u64::MAX), "db").await;
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            turn::turn::<u8>(SessionId(u64::MAX), "db"),
+        );
+        assert!(waiting.await.is_err(), "the second caller waits for the first");
+        drop(held);
+        assert_eq!(turn::in_use(), 0);
     }
 }
