@@ -109,7 +109,8 @@ mod tests {
             turn::turn::<u8>(SessionId(u64::MAX), "db"),
         );
         assert!(waiting.await.is_err(), "the second caller waits for the first");
+        assert!(turn::in_use::<u8>(SessionId(u64::MAX), "db"), "held");
         drop(held);
-        assert_eq!(turn::in_use(), 0);
+        assert!(!turn::in_use::<u8>(SessionId(u64::MAX), "db"), "no entry once nobody holds or awaits it");
     }
 }

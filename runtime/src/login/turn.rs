@@ -57,8 +57,12 @@ pub(super) async fn turn<P: 'static>(session: SessionId, name: &str) -> Turn {
     Turn { _guard: lock.lock_owned().await, _entry: entry }
 }
 
-/// How many slots have a turn held or awaited (for tests).
+/// Whether a turn at this slot is held or awaited (for tests).
 #[cfg(test)]
-pub(super) fn in_use() -> usize {
-    TURNS.lock().unwrap_or_else(|p| p.into_inner()).len()
+pub(super) fn in_use<P: 'static>(session: SessionId, name: &str) -> bool {
+    TURNS.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&(
+        session,
+        TypeId::of::<P>(),
+        Arc::from(name),
+    ))
 }
