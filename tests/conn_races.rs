@@ -305,3 +305,30 @@ async fn get_dropped_while_closing_a_dead_client_still_closes_it() {
     assert_eq!(c.get().await.unwrap().serial, 2);
     assert_eq!(c.counters().closes, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_login_dropped_after_connecting_is_still_stored_never_left_unclosed() {
+    let f = fake("login-dropped");
+    let rt = support::runtime().build();
+    let s = rt.session();
+    s.login("db", TabLogin(Gated::new("login-dropped"))).await.unwrap();
+    // The second login connects, then waits for the first one's close...
+    f.close_gate.arm();
+    let second = tokio::spawn({
+        let s = s.clone();
+        async move { s.login("db", TabLogin(Gated::new("login-dropped"))).await.map(|c| c.id()) }
+    });
+    f.close_gate.arrival().await;
+    f.close_gate.disarm();
+    // ...and its caller goes away.
+    second.abort();
+    assert!(second.await.unwrap_err().is_cancelled());
+    f.close_gate.let_one_through();
+    settle().await;
+    assert_eq!(f.closed(), vec![1]);
+    let stored = s.logged_in::<TabLogin>("db").await.expect("the connected login was stored");
+    assert_eq!(stored.get().await.unwrap().serial, 2);
+    let report = s.end().await;
+    assert_eq!((report.released, report.failures.len()), (1, 0));
+    assert_eq!(f.closed(), vec![1, 2], "every client connected is closed exactly once");
+}

@@ -182,7 +182,9 @@ impl<P: Provider> Conn<P> {
         Self::with_policy(name, provider, HealthCheck::DEFAULT, true, DEFAULT_GRACE_PERIOD)
     }
 
-    /// A handle with an explicit health-check policy, reconnect rule and grace period.
+    /// A handle with an explicit health-check policy, reconnect rule and grace period. With
+    /// `can_reconnect` false the handle connects once: a client found closed, or closed by
+    /// [`close`](Self::close), gives [`Error::LoginRequired`] from then on.
     pub fn with_policy(
         name: impl Into<Arc<str>>,
         provider: P,
@@ -372,6 +374,13 @@ impl<P: Provider> Conn<P> {
             }
             return Ok(user);
         }
+        // A login's credentials were wiped after its one connect: never connect with what is left.
+        if !self.inner.can_reconnect && self.inner.counters.connects.load(Ordering::Relaxed) > 0 {
+            return Err(Error::LoginRequired {
+                connection: self.inner.name.to_string(),
+                reason: "the connection was closed; log in again",
+            });
+        }
         let raw = self.inner.provider.connect().await.map_err(|e| Error::connect(&*self.inner.name, e))?;
         // Counted as the caller's before anyone else can see it.
         let user = ConnRef::new(Arc::new(Live::new(raw)));
@@ -410,8 +419,9 @@ impl<P: Provider> Conn<P> {
         true
     }
 
-    /// Closes the live client, if any, and resets the handle: the next `get` reconnects. Never
-    /// connects just to close; idempotent; waits (up to the grace period) for in-flight users.
+    /// Closes the live client, if any, and resets the handle: the next `get` reconnects (a
+    /// handle that cannot reconnect, a login's, asks to log in again instead). Never connects
+    /// just to close; idempotent; waits (up to the grace period) for in-flight users.
     /// Dropping the returned future does not stop the close of a client it took.
     pub async fn close(&self) {
         let live = self.inner.live.write().unwrap_or_else(|p| p.into_inner()).take();
@@ -492,7 +502,7 @@ impl<P: Provider> Conn<P> {
 
 /// Runs `work` in a task of its own and waits for it: dropping the caller does not stop the
 /// work. Outside a Tokio runtime it runs inline. A panic in `work` resumes in the caller.
-async fn detached(work: impl std::future::Future<Output = ()> + Send + 'static) {
+pub(crate) async fn detached(work: impl std::future::Future<Output = ()> + Send + 'static) {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => join(handle.spawn(work)).await,
         Err(_) => work.await,

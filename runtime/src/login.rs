@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::cache::{CacheConfig, ReleaseHook, ResourceCache};
-use crate::conn::{Conn, Home};
+use crate::conn::{Conn, Home, detached};
 use crate::error::Error;
 use crate::provider::Connection;
 use crate::resource::next_resource_id;
@@ -42,7 +42,8 @@ impl Session {
     /// Logs this session in to connection `name` with the user's `settings`: connects now. On
     /// failure nothing is stored and the error says why. On success the secret fields of the
     /// settings are wiped, the connection is kept for this session only (replacing, and
-    /// closing, an earlier login of the same name) and returned.
+    /// closing, an earlier login of the same name) and returned. Once connected, the login is
+    /// stored even if the returned future is dropped: the new client is never left unclosed.
     pub async fn login<P: Connection>(&self, name: &str, mut settings: P) -> Result<Conn<P>, Error> {
         let logins = self.logins::<P>()?;
         let raw = settings.connect().await.map_err(|e| Error::connect(name, e));
@@ -50,12 +51,18 @@ impl Session {
         let conn = Conn::connected(name, settings, raw?, P::HEALTH_CHECK, self.runtime().grace_period());
         conn.attach_stats(Arc::clone(logins.stats_handle()));
         conn.attach_home(Home::Session(Arc::downgrade(&self.inner)));
-        let _turn = turn::turn::<P>(self.id(), name).await;
-        if logins.invalidate(&Arc::from(name)).await {
-            tracing::info!(session = %self.id(), connection = name, "connscope: replaced an earlier login");
-        }
-        logins.insert(Arc::from(name), conn.clone()).await;
-        tracing::info!(session = %self.id(), connection = name, "connscope: logged in");
+        let store = {
+            let (id, key, conn) = (self.id(), Arc::<str>::from(name), conn.clone());
+            async move {
+                let _turn = turn::turn::<P>(id, &key).await;
+                if logins.invalidate(&key).await {
+                    tracing::info!(session = %id, connection = %key, "connscope: replaced an earlier login");
+                }
+                logins.insert(Arc::clone(&key), conn).await;
+                tracing::info!(session = %id, connection = %key, "connscope: logged in");
+            }
+        };
+        detached(store).await;
         Ok(conn)
     }
 
