@@ -332,3 +332,25 @@ async fn a_login_dropped_after_connecting_is_still_stored_never_left_unclosed() 
     assert_eq!((report.released, report.failures.len()), (1, 0));
     assert_eq!(f.closed(), vec![1, 2], "every client connected is closed exactly once");
 }
+
+/// Polls `fut` once on this thread, with no Tokio runtime anywhere.
+fn poll_outside_tokio<F: std::future::Future>(fut: F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::pin!(fut).poll(&mut cx)
+}
+
+#[test]
+fn closing_outside_a_tokio_runtime_does_not_panic() {
+    let f = fake("no-runtime");
+    let c = conn("no-runtime");
+    let std::task::Poll::Ready(Ok(held)) = poll_outside_tokio(c.get()) else { panic!("connects at once") };
+    // Found closed while `held` is in use: replaced, the old client closed without a runtime.
+    f.set_open(false);
+    let std::task::Poll::Ready(fresh) = poll_outside_tokio(c.get()) else { panic!("no wait") };
+    f.set_open(true);
+    assert_eq!(fresh.unwrap().serial, 2);
+    drop(held);
+    assert!(poll_outside_tokio(c.close()).is_ready());
+    assert_eq!(f.closed(), vec![1, 2]);
+    assert_eq!(c.counters().closes, 2);
+}

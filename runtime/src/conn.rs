@@ -487,7 +487,12 @@ impl<P: Provider> Conn<P> {
                 notified.await;
             }
         };
-        if tokio::time::timeout(self.inner.grace, drained).await.is_err() {
+        // Without a Tokio runtime there is no timer for the grace period: close at once.
+        let in_time = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::time::timeout(self.inner.grace, drained).await.is_ok(),
+            Err(_) => live.users.load(Ordering::Acquire) == 0,
+        };
+        if !in_time {
             tracing::warn!(
                 connection = %self.inner.name,
                 grace = ?self.inner.grace,
