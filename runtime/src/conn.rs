@@ -17,12 +17,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::cache::ReleaseTracker;
 use crate::error::Error;
 use crate::provider::{HealthCheck, Provider};
 use crate::runtime::{DEFAULT_GRACE_PERIOD, Shared};
-use crate::session::{Session, SessionInner};
+use crate::session::SessionInner;
 use crate::stats::CacheStats;
+
+mod close;
+pub(crate) use close::detached;
 
 /// A cached connection handle for provider `P`. Cheap to clone; clones share one live client.
 ///
@@ -303,16 +305,6 @@ impl<P: Provider> Conn<P> {
             .map(|live| ConnRef::new(Arc::clone(live)))
     }
 
-    /// The runtime's tracker of background work, if this handle belongs to a live scope.
-    fn tracker(&self) -> Option<Arc<ReleaseTracker>> {
-        match self.inner.home.get()? {
-            Home::Global(shared) => shared.upgrade().map(|shared| Arc::clone(&shared.tracker)),
-            Home::Session(inner) => {
-                inner.upgrade().map(|inner| Arc::clone(&Session { inner }.runtime().shared.tracker))
-            }
-        }
-    }
-
     /// Shared access to the live client, connecting first if there is none. Runs `is_open`
     /// per the health-check policy; a client found closed is closed and, for a connection that
     /// can reconnect, replaced transparently (else [`Error::LoginRequired`]).
@@ -450,78 +442,6 @@ impl<P: Provider> Conn<P> {
                      get a fresh one with `Runtime::connection`",
         }
     }
-
-    /// Closes a client already taken out of the slot, in a task of its own that the runtime's
-    /// tracker counts (so shutdown waits for it) and that outlives the caller. Returns once the
-    /// task is counted, and, if `wait`, once the client is closed.
-    async fn close_taken(&self, live: Arc<Live<P::Raw>>, wait: bool) {
-        let this = self.clone();
-        let tracker = self.tracker();
-        let (counted_tx, counted_rx) = tokio::sync::oneshot::channel::<()>();
-        let work = async move {
-            let _pending = tracker.as_deref().map(ReleaseTracker::begin);
-            drop(counted_tx);
-            this.close_live(live).await;
-        };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            // No Tokio runtime to hand it to: close here.
-            return work.await;
-        };
-        let task = handle.spawn(work);
-        // Either way the task is counted before this returns (or will never run).
-        let _ = counted_rx.await;
-        if wait {
-            join(task).await;
-        }
-    }
-
-    async fn close_live(&self, live: Arc<Live<P::Raw>>) {
-        let drained = async {
-            loop {
-                let notified = live.drained.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if live.users.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        // Without a Tokio runtime there is no timer for the grace period: close at once.
-        let in_time = match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::time::timeout(self.inner.grace, drained).await.is_ok(),
-            Err(_) => live.users.load(Ordering::Acquire) == 0,
-        };
-        if !in_time {
-            tracing::warn!(
-                connection = %self.inner.name,
-                grace = ?self.inner.grace,
-                "connscope: closing a connection still in use after the grace period"
-            );
-        }
-        self.inner.provider.close(&live.raw).await;
-        self.inner.counters.closes.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(connection = %self.inner.name, "connscope: closed");
-    }
-}
-
-/// Runs `work` in a task of its own and waits for it: dropping the caller does not stop the
-/// work. Outside a Tokio runtime it runs inline. A panic in `work` resumes in the caller.
-pub(crate) async fn detached(work: impl std::future::Future<Output = ()> + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => join(handle.spawn(work)).await,
-        Err(_) => work.await,
-    }
-}
-
-/// Waits for `task`; resumes its panic in the caller (a task cancelled by a runtime shutting
-/// down simply ends).
-async fn join(task: tokio::task::JoinHandle<()>) {
-    if let Err(e) = task.await
-        && e.is_panic()
-    {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 impl<R> Live<R> {
@@ -547,3 +467,6 @@ impl<P: Provider> ConnRef<P> {
 fn millis_since(t: Instant) -> u64 {
     Instant::now().saturating_duration_since(t).as_millis() as u64
 }
+
+#[cfg(test)]
+mod tests;
