@@ -63,6 +63,18 @@ async fn a_login_connection_found_closed_asks_to_log_in_again() {
     assert_eq!((probe.connects(), probe.closes()), (1, 1), "closed, and not reconnected");
 }
 
+#[tokio::test]
+async fn a_login_connection_closed_by_the_app_never_connects_again() {
+    let probe = Probe::new();
+    let c =
+        Conn::with_policy("user", ProbeProvider(probe.clone()), HealthCheck::EveryUse, false, Duration::ZERO);
+    assert_eq!(c.get().await.unwrap().serial, 1);
+    c.close().await;
+    let err = c.get().await.unwrap_err();
+    assert!(matches!(err, connscope::Error::LoginRequired { .. }), "{err}");
+    assert_eq!((probe.connects(), probe.closes()), (1, 1), "its credentials are gone: no second connect");
+}
+
 #[tokio::test(start_paused = true)]
 async fn health_check_policies() {
     // Interval: at most once per interval.

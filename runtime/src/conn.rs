@@ -1,6 +1,12 @@
 //! `Conn<P>`: the handle an app holds. Connects lazily, shares the live client with many tasks
 //! at once, checks it per the health-check policy, reconnects a global connection found closed,
 //! and closes a retired client only after its last in-flight user let go.
+//!
+//! Exactness rules: a caller counts as a user of a client from the moment it reads it from the
+//! slot (under the slot's lock), so a close that takes the client waits for it; a client taken
+//! out of the slot is closed by a task of its own (tracked by the runtime), so a caller dropped
+//! mid-close strands nothing; "this connect replaces a client found closed" is an argument of
+//! the connect, never state left behind for a later one.
 
 use std::fmt;
 use std::ops::Deref;
@@ -16,6 +22,9 @@ use crate::provider::{HealthCheck, Provider};
 use crate::runtime::{DEFAULT_GRACE_PERIOD, Shared};
 use crate::session::SessionInner;
 use crate::stats::CacheStats;
+
+mod close;
+pub(crate) use close::detached;
 
 /// A cached connection handle for provider `P`. Cheap to clone; clones share one live client.
 ///
@@ -62,7 +71,6 @@ struct ConnInner<P: Provider> {
     live: RwLock<Option<Arc<Live<P::Raw>>>>,
     connect_lock: tokio::sync::Mutex<()>,
     released: AtomicBool,
-    pending_reconnect: AtomicBool,
     counters: Counters,
     cache_stats: Mutex<Option<Arc<CacheStats>>>,
     home: OnceLock<Home>,
@@ -72,7 +80,6 @@ struct ConnInner<P: Provider> {
 /// belongs to: where values derived from it (e.g. cached query results) live. Weak, so a
 /// connection never keeps its runtime or session alive.
 #[derive(Clone)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")), allow(dead_code))]
 pub(crate) enum Home {
     /// The runtime's global scope.
     Global(Weak<Shared>),
@@ -93,7 +100,8 @@ struct Counters {
 pub struct ConnCounters {
     /// Successful `connect` calls.
     pub connects: u64,
-    /// Live clients found closed and replaced.
+    /// Live clients found closed and replaced by the call that found them closed (a replacement
+    /// that failed is not one, and the next ordinary connect is not counted either).
     pub reconnects: u64,
     /// Live clients closed (each exactly once).
     pub closes: u64,
@@ -176,7 +184,9 @@ impl<P: Provider> Conn<P> {
         Self::with_policy(name, provider, HealthCheck::DEFAULT, true, DEFAULT_GRACE_PERIOD)
     }
 
-    /// A handle with an explicit health-check policy, reconnect rule and grace period.
+    /// A handle with an explicit health-check policy, reconnect rule and grace period. With
+    /// `can_reconnect` false the handle connects once: a client found closed, or closed by
+    /// [`close`](Self::close), gives [`Error::LoginRequired`] from then on.
     pub fn with_policy(
         name: impl Into<Arc<str>>,
         provider: P,
@@ -210,7 +220,6 @@ impl<P: Provider> Conn<P> {
                 live: RwLock::new(None),
                 connect_lock: tokio::sync::Mutex::new(()),
                 released: AtomicBool::new(false),
-                pending_reconnect: AtomicBool::new(false),
                 counters: Counters::default(),
                 cache_stats: Mutex::new(None),
                 home: OnceLock::new(),
@@ -285,31 +294,49 @@ impl<P: Provider> Conn<P> {
         self.inner.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The live client with the caller counted as its user, read under the slot's lock: a
+    /// close that takes the client out of the slot after this sees the user and waits for it.
+    fn current_user(&self) -> Option<ConnRef<P>> {
+        self.inner
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|live| ConnRef::new(Arc::clone(live)))
+    }
+
     /// Shared access to the live client, connecting first if there is none. Runs `is_open`
     /// per the health-check policy; a client found closed is closed and, for a connection that
     /// can reconnect, replaced transparently (else [`Error::LoginRequired`]).
+    ///
+    /// The caller counts as a user of the client while its check runs, so a
+    /// [`close`](Self::close) meanwhile waits for it and never closes a client this hands out.
+    /// Dropping the returned future at any point strands nothing: a client found closed is
+    /// closed anyway.
     pub async fn get(&self) -> Result<ConnRef<P>, Error> {
-        if let Some(live) = self.current() {
-            if !self.needs_check(&live) {
-                return Ok(ConnRef::new(live));
-            }
-            self.inner.counters.health_checks.fetch_add(1, Ordering::Relaxed);
-            if self.inner.provider.is_open(&live.raw).await {
-                live.broken.store(false, Ordering::Release);
-                live.checked_at.store(millis_since(live.born), Ordering::Relaxed);
-                return Ok(ConnRef::new(live));
-            }
-            tracing::warn!(connection = %self.inner.name, "connscope: connection found closed");
-            self.retire(live).await;
-            if !self.inner.can_reconnect {
-                return Err(Error::LoginRequired {
-                    connection: self.inner.name.to_string(),
-                    reason: "the connection was found closed; log in again",
-                });
-            }
-            self.inner.pending_reconnect.store(true, Ordering::Release);
+        let Some(user) = self.current_user() else {
+            return self.connect(false).await;
+        };
+        if !self.needs_check(&user.live) {
+            return Ok(user);
         }
-        self.connect().await
+        self.inner.counters.health_checks.fetch_add(1, Ordering::Relaxed);
+        if self.inner.provider.is_open(&user.live.raw).await {
+            user.live.broken.store(false, Ordering::Release);
+            user.live.checked_at.store(millis_since(user.live.born), Ordering::Relaxed);
+            return Ok(user);
+        }
+        tracing::warn!(connection = %self.inner.name, "connscope: connection found closed");
+        let live = Arc::clone(&user.live);
+        drop(user);
+        let retired = self.retire(live).await;
+        if !self.inner.can_reconnect {
+            return Err(Error::LoginRequired {
+                connection: self.inner.name.to_string(),
+                reason: "the connection was found closed; log in again",
+            });
+        }
+        self.connect(retired).await
     }
 
     fn needs_check(&self, live: &Live<P::Raw>) -> bool {
@@ -324,65 +351,88 @@ impl<P: Provider> Conn<P> {
         }
     }
 
-    async fn connect(&self) -> Result<ConnRef<P>, Error> {
+    /// Connects unless someone else did meanwhile. `replacing` is true for the one call that
+    /// took a client found closed out of the slot: it counts the replacement (done by itself,
+    /// or by a concurrent connect it found in place).
+    async fn connect(&self, replacing: bool) -> Result<ConnRef<P>, Error> {
         let _guard = self.inner.connect_lock.lock().await;
         if self.inner.released.load(Ordering::Acquire) {
             return Err(self.released_error());
         }
         // Someone else connected while we waited for the lock.
-        if let Some(live) = self.current() {
-            return Ok(ConnRef::new(live));
+        if let Some(user) = self.current_user() {
+            if replacing {
+                self.count_reconnect();
+            }
+            return Ok(user);
+        }
+        // A login's credentials were wiped after its one connect: never connect with what is left.
+        if !self.inner.can_reconnect && self.inner.counters.connects.load(Ordering::Relaxed) > 0 {
+            return Err(Error::LoginRequired {
+                connection: self.inner.name.to_string(),
+                reason: "the connection was closed; log in again",
+            });
         }
         let raw = self.inner.provider.connect().await.map_err(|e| Error::connect(&*self.inner.name, e))?;
-        let live = Arc::new(Live::new(raw));
-        *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&live));
+        // Counted as the caller's before anyone else can see it.
+        let user = ConnRef::new(Arc::new(Live::new(raw)));
+        *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&user.live));
         self.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
-        if self.inner.pending_reconnect.swap(false, Ordering::AcqRel) {
-            self.inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            if let Some(stats) = &*self.inner.cache_stats.lock().unwrap_or_else(|p| p.into_inner()) {
-                stats.reconnect();
-            }
-            tracing::info!(connection = %self.inner.name, "connscope: reconnected");
+        if replacing {
+            self.count_reconnect();
         } else {
             tracing::info!(connection = %self.inner.name, "connscope: connected");
         }
-        Ok(ConnRef::new(live))
+        Ok(user)
     }
 
-    /// Takes `live` out of the slot (if it is still there) and closes it: now if nobody else
-    /// uses it, else in the background once its users let go.
-    async fn retire(&self, live: Arc<Live<P::Raw>>) {
+    fn count_reconnect(&self) {
+        self.inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        if let Some(stats) = &*self.inner.cache_stats.lock().unwrap_or_else(|p| p.into_inner()) {
+            stats.reconnect();
+        }
+        tracing::info!(connection = %self.inner.name, "connscope: reconnected");
+    }
+
+    /// Takes `live` out of the slot (if it is still there) and closes it: waits for the close
+    /// if nobody else uses it, else lets it finish in the background once its users let go.
+    /// Returns whether this call took it (and so is the one replacing it).
+    async fn retire(&self, live: Arc<Live<P::Raw>>) -> bool {
         {
             let mut slot = self.inner.live.write().unwrap_or_else(|p| p.into_inner());
             match &*slot {
                 Some(cur) if Arc::ptr_eq(cur, &live) => *slot = None,
-                // Already retired by someone else, who closes it.
-                _ => return,
+                // Already retired (or closed) by someone else, who closes it.
+                _ => return false,
             }
         }
-        if live.users.load(Ordering::Acquire) == 0 {
-            self.close_live(live).await;
-        } else {
-            let this = self.clone();
-            tokio::spawn(async move { this.close_live(live).await });
-        }
+        let in_use = live.users.load(Ordering::Acquire) > 0;
+        self.close_taken(live, !in_use).await;
+        true
     }
 
-    /// Closes the live client, if any, and resets the handle: the next `get` reconnects. Never
-    /// connects just to close; idempotent; waits (up to the grace period) for in-flight users.
+    /// Closes the live client, if any, and resets the handle: the next `get` reconnects (a
+    /// handle that cannot reconnect, a login's, asks to log in again instead). Never connects
+    /// just to close; idempotent; waits (up to the grace period) for in-flight users.
+    /// Dropping the returned future does not stop the close of a client it took.
     pub async fn close(&self) {
         let live = self.inner.live.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(live) = live {
-            self.close_live(live).await;
+            self.close_taken(live, true).await;
         }
     }
 
     /// Closes for good: what a cache's release hook does. A connect in progress is waited for
-    /// and closed too; later `get`s fail with a message saying to fetch a fresh handle.
+    /// and closed too; later `get`s fail with a message saying to fetch a fresh handle. Runs to
+    /// the end even if the returned future is dropped.
     pub(crate) async fn release(&self) {
         self.inner.released.store(true, Ordering::Release);
-        let _guard = self.inner.connect_lock.lock().await;
-        self.close().await;
+        let this = self.clone();
+        detached(async move {
+            let _guard = this.inner.connect_lock.lock().await;
+            this.close().await;
+        })
+        .await;
     }
 
     fn released_error(&self) -> Error {
@@ -391,30 +441,6 @@ impl<P: Provider> Conn<P> {
             reason: "this handle was released (ttl, eviction, session end or shutdown); \
                      get a fresh one with `Runtime::connection`",
         }
-    }
-
-    async fn close_live(&self, live: Arc<Live<P::Raw>>) {
-        let drained = async {
-            loop {
-                let notified = live.drained.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if live.users.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(self.inner.grace, drained).await.is_err() {
-            tracing::warn!(
-                connection = %self.inner.name,
-                grace = ?self.inner.grace,
-                "connscope: closing a connection still in use after the grace period"
-            );
-        }
-        self.inner.provider.close(&live.raw).await;
-        self.inner.counters.closes.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(connection = %self.inner.name, "connscope: closed");
     }
 }
 
@@ -441,3 +467,6 @@ impl<P: Provider> ConnRef<P> {
 fn millis_since(t: Instant) -> u64 {
     Instant::now().saturating_duration_since(t).as_millis() as u64
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::cache::{CacheConfig, ReleaseHook, ResourceCache};
-use crate::conn::{Conn, Home};
+use crate::conn::{Conn, Home, detached};
 use crate::error::Error;
 use crate::provider::Connection;
 use crate::resource::next_resource_id;
@@ -40,7 +40,8 @@ impl Session {
     /// Logs this session in to connection `name` with the user's `settings`: connects now. On
     /// failure nothing is stored and the error says why. On success the secret fields of the
     /// settings are wiped, the connection is kept for this session only (replacing, and
-    /// closing, an earlier login of the same name) and returned.
+    /// closing, an earlier login of the same name) and returned. Once connected, the login is
+    /// stored even if the returned future is dropped: the new client is never left unclosed.
     pub async fn login<P: Connection>(&self, name: &str, mut settings: P) -> Result<Conn<P>, Error> {
         let logins = self.logins::<P>()?;
         let raw = settings.connect().await.map_err(|e| Error::connect(name, e));
@@ -48,18 +49,26 @@ impl Session {
         let conn = Conn::connected(name, settings, raw?, P::HEALTH_CHECK, self.runtime().grace_period());
         conn.attach_stats(Arc::clone(logins.stats_handle()));
         conn.attach_home(Home::Session(Arc::downgrade(&self.inner)));
-        if logins.invalidate(&Arc::from(name)).await {
-            tracing::info!(session = %self.id(), connection = name, "connscope: replaced an earlier login");
-        }
-        // Refused (and the connection closed) when the session ended while we connected.
-        logins.insert(Arc::from(name), conn.clone()).await?;
-        tracing::info!(session = %self.id(), connection = name, "connscope: logged in");
+        let store = {
+            let (id, key, conn) = (self.id(), Arc::<str>::from(name), conn.clone());
+            async move {
+                // Replaces an earlier login (closed in the background, after its users); refused,
+                // and this connection released, if the session ended while we connected.
+                if logins.insert(key.clone(), conn).await.is_ok() {
+                    tracing::info!(session = %id, connection = %key, "connscope: logged in");
+                }
+            }
+        };
+        detached(store).await;
+        // Ended meanwhile: the connection was released with the session (or refused by it).
+        self.check_active()?;
         Ok(conn)
     }
 
     /// The connection this session logged in to as `name`, checked per its health-check
     /// policy. [`Error::LoginRequired`] when there is none, or when it was found closed (it is
-    /// closed and removed first, so the next step is the login form).
+    /// closed and removed first, so the next step is the login form). Only the connection found
+    /// closed is removed: a login made meanwhile (another browser tab) stays.
     pub async fn logged_in<P: Connection>(&self, name: &str) -> Result<Conn<P>, Error> {
         let logins = self.logins::<P>()?;
         let key: Arc<str> = Arc::from(name);

@@ -292,6 +292,13 @@ impl Session {
     }
 }
 
+impl SessionInner {
+    /// The runtime this session belongs to.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+}
+
 impl Due for SessionInner {
     /// A maintenance visit: ends the session if it is idle or too old (in the background), else
     /// schedules the next look.
