@@ -39,9 +39,11 @@ impl Session {
 
     /// Logs this session in to connection `name` with the user's `settings`: connects now. On
     /// failure nothing is stored and the error says why. On success the secret fields of the
-    /// settings are wiped, the connection is kept for this session only (replacing, and
-    /// closing, an earlier login of the same name) and returned. Once connected, the login is
-    /// stored even if the returned future is dropped: the new client is never left unclosed.
+    /// settings are wiped, the connection is kept for this session only (replacing an earlier
+    /// login of the same name, which closes in the background after its users) and returned.
+    /// Once connected, the login is stored even if the returned future is dropped: the new
+    /// client is never left unclosed. A session that ended meanwhile refuses it (the connection
+    /// is closed) with [`Error::SessionEnded`].
     pub async fn login<P: Connection>(&self, name: &str, mut settings: P) -> Result<Conn<P>, Error> {
         let logins = self.logins::<P>()?;
         let raw = settings.connect().await.map_err(|e| Error::connect(name, e));
