@@ -3,8 +3,8 @@
 //! `#[cached_resource]` expands to, and it can be used by hand.
 
 use std::hash::Hash;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::cache::{BoxFuture, CacheConfig, HookError, LoadError, ResourceCache};
@@ -51,6 +51,8 @@ where
     max_entries: Option<u64>,
     on_release: Option<ReleaseFn<V>>,
     id: OnceLock<u64>,
+    /// The name and hook every cache of this resource shares.
+    shared: OnceLock<(Arc<str>, Option<crate::cache::ReleaseHook<V>>)>,
     /// The global cache of the first runtime that used this resource: a hit on it needs no
     /// map lookup and no reference-count traffic.
     fast: OnceLock<(u64, ResourceCache<K, V>)>,
@@ -69,7 +71,16 @@ where
         max_entries: Option<u64>,
         on_release: Option<ReleaseFn<V>>,
     ) -> Self {
-        Resource { name, scope, ttl, max_entries, on_release, id: OnceLock::new(), fast: OnceLock::new() }
+        Resource {
+            name,
+            scope,
+            ttl,
+            max_entries,
+            on_release,
+            id: OnceLock::new(),
+            shared: OnceLock::new(),
+            fast: OnceLock::new(),
+        }
     }
 
     /// The resource's name.
@@ -87,11 +98,16 @@ where
     }
 
     fn config(&self) -> CacheConfig<V> {
-        let mut config = CacheConfig::new(self.name);
-        config.ttl = self.ttl;
-        config.max_entries = self.max_entries;
-        config.on_release = self.on_release.map(|f| std::sync::Arc::new(f) as crate::cache::ReleaseHook<V>);
-        config
+        // Made once and shared by this resource's caches in every session.
+        let (name, hook) = self.shared.get_or_init(|| {
+            (Arc::from(self.name), self.on_release.map(|f| Arc::new(f) as crate::cache::ReleaseHook<V>))
+        });
+        CacheConfig {
+            name: Arc::clone(name),
+            ttl: self.ttl,
+            max_entries: self.max_entries,
+            on_release: hook.clone(),
+        }
     }
 
     /// The cache of the current scope: the current session's (session scope), or the current

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
@@ -34,9 +34,11 @@ impl fmt::Display for SessionId {
 const ENDING: u64 = 1 << 63;
 const ENDED: u64 = 1 << 62;
 const PHASE: u64 = ENDING | ENDED;
+/// Set with `ENDING` when the runtime's shutdown ended the session (else it was `SessionEnded`).
+const BY_SHUTDOWN: u64 = 1 << 61;
 const RUNNING: u64 = (1 << 32) - 1;
 const ENTERED_ONE: u64 = 1 << 32;
-const ENTERED: u64 = !(PHASE | RUNNING);
+const ENTERED: u64 = !(PHASE | BY_SHUTDOWN | RUNNING);
 
 /// A cheap-to-clone handle to one user's session.
 ///
@@ -61,13 +63,12 @@ pub(crate) struct SessionInner {
     pub(crate) caches: CacheSet,
     /// Phase bits (`ENDING`, `ENDED`) and the count of running `Session::run`s.
     state: AtomicU64,
-    /// Why it ended (boxed: a live session pays a pointer for it).
-    end_reason: OnceLock<Box<Error>>,
+
     /// Milliseconds since the runtime's epoch of the start, and of the last activity.
     started: u64,
     last_active: AtomicU64,
     /// The end's report, once the end finished: every caller of `end` waits for it.
-    ended: OnceLock<Box<Outcome>>,
+    ended: Mutex<Ended>,
 }
 
 impl fmt::Debug for Session {
@@ -85,10 +86,9 @@ impl Session {
                 caches: CacheSet::new(Arc::clone(&runtime.shared.timers)),
                 runtime,
                 state: AtomicU64::new(0),
-                end_reason: OnceLock::new(),
                 started: now,
                 last_active: AtomicU64::new(now),
-                ended: OnceLock::new(),
+                ended: Mutex::new(Ended::Open),
             }),
         }
     }
@@ -165,7 +165,30 @@ impl Session {
     }
 
     fn ended_error(&self) -> Error {
-        self.inner.end_reason.get().map_or(Error::SessionEnded { id: self.inner.id }, |e| Error::clone(e))
+        match self.inner.state.load(Ordering::Acquire) & BY_SHUTDOWN {
+            0 => Error::SessionEnded { id: self.inner.id },
+            _ => Error::RuntimeShutDown,
+        }
+    }
+
+    /// Claims the end for `reason`: true for the one caller that moved the session out of
+    /// "active" (whatever requests run); the reason is recorded in the same step.
+    fn claim_end(&self, reason: &Error) -> bool {
+        let bits = match reason {
+            Error::RuntimeShutDown => ENDING | BY_SHUTDOWN,
+            _ => ENDING,
+        };
+        let state = &self.inner.state;
+        let mut s = state.load(Ordering::Acquire);
+        loop {
+            if s & PHASE != 0 {
+                return false;
+            }
+            match state.compare_exchange_weak(s, s | bits, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
     }
 
     /// Ends the session: releases every session-scoped value (connections are closed after their
@@ -182,15 +205,14 @@ impl Session {
     }
 
     pub(crate) async fn end_with(&self, reason: Error, why: &'static str) -> ReleaseReport {
-        self.begin_end(reason, why);
-        self.wait_ended().await
-    }
-
-    /// Starts the end in the background, unless it started already.
-    fn begin_end(&self, reason: Error, why: &'static str) {
-        let prev = self.inner.state.fetch_or(ENDING, Ordering::AcqRel);
-        if prev & PHASE == 0 {
+        // Registered as waiting before the end can finish, so the report reaches this caller.
+        let waiting = self.waiter();
+        if self.claim_end(&reason) {
             self.start_end(reason, why);
+        }
+        match waiting {
+            Some(outcome) => outcome.wait().await,
+            None => ReleaseReport::default(),
         }
     }
 
@@ -232,30 +254,50 @@ impl Session {
     /// that is itself a task that runs to its end (shutdown ends sessions in chunks this way,
     /// without a task per session).
     pub(crate) async fn end_here(&self, reason: Error, why: &'static str) -> ReleaseReport {
-        let prev = self.inner.state.fetch_or(ENDING, Ordering::AcqRel);
-        if prev & PHASE == 0 {
-            self.run_end(reason, why).await;
+        if self.claim_end(&reason) {
+            if let Some(report) = self.run_end(reason, why).await {
+                return report;
+            }
         }
-        self.wait_ended().await
+        match self.waiter() {
+            Some(outcome) => outcome.wait().await,
+            None => ReleaseReport::default(),
+        }
     }
 
-    /// The end itself: release every value, then publish the report.
-    async fn run_end(&self, reason: Error, why: &'static str) {
-        let _ = self.inner.end_reason.set(Box::new(reason.clone()));
+    /// The end itself: release every value, then hand the report to the callers waiting for it,
+    /// or, when none waits, return it (no memory spent on an outcome nobody reads).
+    async fn run_end(&self, reason: Error, why: &'static str) -> Option<ReleaseReport> {
         let report = self.inner.caches.close(RemovalCause::SessionEnd, reason).await;
         self.inner.state.fetch_or(ENDED, Ordering::AcqRel);
         self.inner.runtime.forget_session(self.inner.id);
         tracing::info!(session = %self.inner.id, why, released = report.released, "connscope: session ended");
-        self.outcome().finish(report);
+        let mut ended = self.inner.ended.lock().unwrap_or_else(|p| p.into_inner());
+        match &*ended {
+            Ended::Waited(outcome) => {
+                outcome.finish(report);
+                None
+            }
+            Ended::Open | Ended::Done => {
+                *ended = Ended::Done;
+                Some(report)
+            }
+        }
     }
 
-    pub(crate) async fn wait_ended(&self) -> ReleaseReport {
-        self.outcome().wait().await
-    }
-
-    /// The end's outcome, allocated by the first who needs it (the end, or a caller waiting).
-    fn outcome(&self) -> &Outcome {
-        self.inner.ended.get_or_init(Box::default)
+    /// Registers a caller waiting for the end: the outcome to wait on, or `None` if the end
+    /// already finished (its report went to an earlier caller).
+    fn waiter(&self) -> Option<Arc<Outcome>> {
+        let mut ended = self.inner.ended.lock().unwrap_or_else(|p| p.into_inner());
+        match &*ended {
+            Ended::Waited(outcome) => Some(Arc::clone(outcome)),
+            Ended::Done => None,
+            Ended::Open => {
+                let outcome = Arc::new(Outcome::default());
+                *ended = Ended::Waited(Arc::clone(&outcome));
+                Some(outcome)
+            }
+        }
     }
 
     /// Schedules this session's next idle / lifetime check on the runtime's timers.
@@ -286,10 +328,18 @@ impl Session {
 
     /// Marks a session that never held anything as ended.
     pub(crate) fn mark_ended(&self, reason: Error) {
-        let _ = self.inner.end_reason.set(Box::new(reason));
-        self.inner.state.fetch_or(ENDING | ENDED, Ordering::AcqRel);
-        self.outcome().finish(ReleaseReport::default());
+        self.claim_end(&reason);
+        self.inner.state.fetch_or(ENDED, Ordering::AcqRel);
+        *self.inner.ended.lock().unwrap_or_else(|p| p.into_inner()) = Ended::Done;
     }
+}
+
+/// Who waits for a session's end: nobody yet, callers (an outcome they share), or the end
+/// finished. An outcome is allocated only when someone waits.
+enum Ended {
+    Open,
+    Waited(Arc<Outcome>),
+    Done,
 }
 
 impl SessionInner {

@@ -365,7 +365,7 @@ where
         };
         let stored = {
             let mut state = self.lock();
-            match state.closed.clone() {
+            match state.closed.as_deref().cloned() {
                 Some(closed) => Err(closed),
                 None => Ok(state.finish_flight(&key, flight.id, value.clone(), self.deadline())),
             }
@@ -415,7 +415,7 @@ where
     pub async fn insert(&self, key: K, value: V) -> Result<(), Error> {
         let stored = {
             let mut state = self.lock();
-            match state.closed.clone() {
+            match state.closed.as_deref().cloned() {
                 Some(closed) => Err((closed, value)),
                 None => Ok(state.store(key, value, self.deadline())),
             }
@@ -493,7 +493,7 @@ where
             if state.closed.is_some() {
                 return ReleaseReport::default();
             }
-            state.closed = Some(Closed { cause, reason: reason.clone() });
+            state.closed = Some(Box::new(Closed { cause, reason: reason.clone() }));
             state.take_all()
         };
         for flight in flights {
@@ -507,7 +507,7 @@ where
     pub(crate) fn close_empty(&self, cause: RemovalCause, reason: Error) {
         let mut state = self.lock();
         debug_assert_eq!(state.ready_len(), 0);
-        state.closed.get_or_insert(Closed { cause, reason });
+        state.closed.get_or_insert_with(|| Box::new(Closed { cause, reason }));
     }
 }
 

@@ -5,30 +5,31 @@ use std::any::Any;
 use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 
-use super::{BoxFuture, CacheConfig, ReleaseTracker, ResourceCache, Timers};
+use super::{BoxFuture, CacheConfig, Inner, ReleaseTracker, ResourceCache, Timers};
 use crate::error::{Error, ReleaseReport};
 use crate::stats::{RemovalCause, StatsSnapshot};
 
-/// What the runtime needs of a cache without knowing its key and value types.
+/// What the runtime needs of a cache without knowing its key and value types. Implemented by
+/// the cache's shared state itself, so a scope holds each cache through one allocation.
 pub(crate) trait ErasedCache: Send + Sync + 'static {
-    fn as_any(&self) -> &dyn Any;
-    fn close(&self, cause: RemovalCause, reason: Error) -> BoxFuture<'_, ReleaseReport>;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn close(self: Arc<Self>, cause: RemovalCause, reason: Error) -> BoxFuture<'static, ReleaseReport>;
     fn stats(&self) -> StatsSnapshot;
 }
 
-impl<K, V> ErasedCache for ResourceCache<K, V>
+impl<K, V> ErasedCache for Inner<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    fn as_any(&self) -> &dyn Any {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
-    fn close(&self, cause: RemovalCause, reason: Error) -> BoxFuture<'_, ReleaseReport> {
-        Box::pin(ResourceCache::close(self, cause, reason))
+    fn close(self: Arc<Self>, cause: RemovalCause, reason: Error) -> BoxFuture<'static, ReleaseReport> {
+        Box::pin(async move { ResourceCache { inner: self }.close(cause, reason).await })
     }
     fn stats(&self) -> StatsSnapshot {
-        ResourceCache::stats(self)
+        self.stats.snapshot()
     }
 }
 
@@ -104,7 +105,7 @@ impl CacheSet {
         V: Clone + Send + Sync + 'static,
     {
         if let Some(cache) = self.read().map.get(&key) {
-            return downcast(&**cache);
+            return downcast(cache);
         }
         let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
         let Caches { map, closed } = &mut *caches;
@@ -113,9 +114,9 @@ impl CacheSet {
             if let Some(closed) = closed {
                 cache.close_empty(closed.0, closed.1.clone());
             }
-            Arc::new(cache)
+            cache.inner
         });
-        downcast(&**cache)
+        downcast(cache)
     }
 
     /// Sum of the statistics of the caches of resource `id`.
@@ -152,15 +153,15 @@ impl CacheSet {
     }
 }
 
-fn downcast<K, V>(cache: &dyn ErasedCache) -> ResourceCache<K, V>
+fn downcast<K, V>(cache: &Arc<dyn ErasedCache>) -> ResourceCache<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    match cache.as_any().downcast_ref::<ResourceCache<K, V>>() {
-        Some(c) => c.clone(),
+    match Arc::clone(cache).into_any().downcast::<Inner<K, V>>() {
+        Ok(inner) => ResourceCache { inner },
         // Resource ids are unique per (resource, types): a mismatch is a bug in connscope.
-        None => unreachable!("connscope: cache registered with other key/value types"),
+        Err(_) => unreachable!("connscope: cache registered with other key/value types"),
     }
 }
 

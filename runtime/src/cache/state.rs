@@ -111,7 +111,8 @@ pub(super) struct State<K, V> {
     next_wake: Option<Instant>,
     next_id: u64,
     next_stamp: u64,
-    pub(super) closed: Option<Closed>,
+    /// Set when the scope closed (boxed: an open cache pays a pointer for it).
+    pub(super) closed: Option<Box<Closed>>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
