@@ -2,6 +2,7 @@
 //! maintenance pass, and shutdown, at 1k, 10k and 100k live sessions (set `SCALE_MAX=1000000` for
 //! the million). Each session loads three small session-scoped resources: two with a ttl, one
 //! with `max_entries`. Memory is counted exactly by a counting allocator (bytes live on the heap).
+//! Then the cost of a miss as a bounded cache fills and starts evicting.
 //!
 //! Run: `cargo bench --bench scale` (prints a table; not a criterion bench: it measures a curve).
 
@@ -117,6 +118,29 @@ async fn curve_point(n: usize) {
     );
 }
 
+static BOUNDED: Resource<u64, u64> =
+    Resource::new("bounded", Scope::Global, TEN_MIN, Some(10_000), Some(noop));
+
+/// 100k distinct-key loads into a `max_entries = 10_000` cache: time per load in each block of
+/// 10k (past 10k every load also evicts the least recently used value).
+async fn misses_curve() {
+    let rt = runtime();
+    let s = rt.session();
+    print!("loads into max_entries = 10,000, ns per load by block of 10k:");
+    s.run(async {
+        for block in 0..10u64 {
+            let t = Instant::now();
+            for k in block * 10_000..(block + 1) * 10_000 {
+                BOUNDED.get_with(k, async move { k }).await.unwrap();
+            }
+            print!(" {:.0}", t.elapsed().as_nanos() as f64 / 10_000.0);
+        }
+    })
+    .await;
+    println!();
+    assert!(rt.shutdown().await.is_ok());
+}
+
 async fn churn(n: usize) -> f64 {
     let rt = runtime();
     let t = Instant::now();
@@ -146,5 +170,6 @@ fn main() {
         }
         let rate = churn(20_000).await;
         println!("session create + 3 loads + end, one thread: {rate:.0} per second");
+        misses_curve().await;
     });
 }
