@@ -254,10 +254,10 @@ impl Session {
     /// that is itself a task that runs to its end (shutdown ends sessions in chunks this way,
     /// without a task per session).
     pub(crate) async fn end_here(&self, reason: Error, why: &'static str) -> ReleaseReport {
-        if self.claim_end(&reason) {
-            if let Some(report) = self.run_end(reason, why).await {
-                return report;
-            }
+        if self.claim_end(&reason)
+            && let Some(report) = self.run_end(reason, why).await
+        {
+            return report;
         }
         match self.waiter() {
             Some(outcome) => outcome.wait().await,
