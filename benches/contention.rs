@@ -1,10 +1,10 @@
 //! Hits from two threads at once: does a second thread add throughput (distinct keys), or at
 //! least not take it away (one hot key)? connscope's global resource beside raw moka and the
-//! `cached` crate, in one run, on a two-worker Tokio runtime.
+//! `cached` crate, in one run.
 //!
-//! Each row times `iters` hits split across 1 or 2 tasks pinned to the two workers; the printed
-//! scaling is (time for one task) / (time for two tasks) at equal total hits: 2.0 is perfect,
-//! 1.0 is no gain, below 1.0 is negative scaling.
+//! Each row times the same total of hits done by 1 or 2 OS threads; the printed scaling is
+//! (time for one thread) / (time for two threads): 2.0 is perfect, 1.0 is no gain, below 1.0 is
+//! negative scaling.
 //!
 //! `cargo bench --bench contention`
 
@@ -32,45 +32,43 @@ async fn cached_crate_fn(key: u64) -> Value {
 
 const HITS: u64 = 2_000_000;
 
-/// Times `HITS` calls of `hit(key)` spread over `tasks` tasks; task `t` uses key `key_of(t)`.
-fn time_hits<F, Fut>(tokio: &tokio::runtime::Runtime, tasks: u64, key_of: fn(u64) -> u64, hit: F) -> Duration
+/// Times `HITS` calls of `hit(key)` spread over `threads` OS threads (each with a current-thread
+/// Tokio runtime of its own, so the two really run side by side); thread `t` uses `key_of(t)`.
+fn time_hits<F, Fut>(threads: u64, key_of: fn(u64) -> u64, hit: F) -> Duration
 where
     F: Fn(u64) -> Fut + Send + Sync + Copy + 'static,
-    Fut: Future<Output = Value> + Send,
+    Fut: Future<Output = Value>,
 {
-    tokio.block_on(async move {
-        let barrier = Arc::new(tokio::sync::Barrier::new(tasks as usize + 1));
-        let handles: Vec<_> = (0..tasks)
-            .map(|t| {
-                let barrier = Arc::clone(&barrier);
-                tokio::spawn(async move {
-                    let key = key_of(t);
-                    barrier.wait().await;
-                    for _ in 0..HITS / tasks {
+    let barrier = std::sync::Barrier::new(threads as usize + 1);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let key = key_of(t);
+                tokio.block_on(hit(key));
+                barrier.wait();
+                tokio.block_on(async {
+                    for _ in 0..HITS / threads {
                         black_box(hit(key).await);
                     }
-                })
-            })
-            .collect();
-        barrier.wait().await;
-        let start = Instant::now();
-        for h in handles {
-            h.await.unwrap();
+                });
+                barrier.wait();
+            });
         }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
         start.elapsed()
     })
 }
 
-fn row<F, Fut>(tokio: &tokio::runtime::Runtime, name: &str, hit: F)
+fn row<F, Fut>(name: &str, hit: F)
 where
     F: Fn(u64) -> Fut + Send + Sync + Copy + 'static,
-    Fut: Future<Output = Value> + Send,
+    Fut: Future<Output = Value>,
 {
-    // Warm up and load the keys.
-    for k in 0..2 {
-        tokio.block_on(hit(k));
-    }
-    let best = |tasks, key_of| (0..5).map(|_| time_hits(tokio, tasks, key_of, hit)).min().unwrap();
+    let best = |threads, key_of| (0..5).map(|_| time_hits(threads, key_of, hit)).min().unwrap();
     let one = best(1, |_| 0);
     let distinct = best(2, |t| t);
     let same = best(2, |_| 0);
@@ -86,30 +84,29 @@ where
 }
 
 fn main() {
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rt = Runtime::global().clone();
-    println!("hits per second of wall time, as ns per hit; scaling = one task / two tasks");
-    println!("{:<24} | {:>10} | {:>20} | {:>20}", "", "one task", "two, distinct keys", "two, same key");
+    println!("wall time per hit (total hits / elapsed); scaling = one thread / two threads");
+    println!("{:<24} | {:>10} | {:>20} | {:>20}", "", "one thread", "two, distinct keys", "two, same key");
 
-    row(&tokio, "connscope global", |k| async move { GLOBAL.get_with(k, async { value() }).await.unwrap() });
+    row("connscope global", |k| async move { GLOBAL.get_with(k, async { value() }).await.unwrap() });
 
     let moka: Arc<moka::sync::Cache<u64, Value>> = Arc::new(
         moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(600)).build(),
     );
     let moka: &'static moka::sync::Cache<u64, Value> = Box::leak(Box::new(Arc::unwrap_or_clone(moka)));
-    row(&tokio, "moka sync get_with", move |k| async move { moka.get_with(k, value) });
+    row("moka sync get_with", move |k| async move { moka.get_with(k, value) });
 
     let moka_future: &'static moka::future::Cache<u64, Value> = Box::leak(Box::new(
         moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(600)).build(),
     ));
     row(
-        &tokio,
         "moka future get_with",
         move |k| async move { moka_future.get_with(k, async { value() }).await },
     );
 
-    row(&tokio, "cached #[cached] async", |k| async move { cached_crate_fn(k).await });
+    row("cached #[cached] async", |k| async move { cached_crate_fn(k).await });
 
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let report = tokio.block_on(rt.shutdown());
     assert!(report.is_ok());
 }
