@@ -186,4 +186,24 @@ mod tests {
         assert_eq!(after.get_or_run(1, async { 7 }).await, 7, "runs uncached, no panic");
         assert_eq!(set.close(RemovalCause::Shutdown, Error::RuntimeShutDown).await.released, 0);
     }
+
+    /// A cache keeps one entry on the runtime's timers (its earliest deadline), however many
+    /// values it stores: maintenance work follows what is due, not what was stored.
+    #[tokio::test(start_paused = true)]
+    async fn a_cache_keeps_one_timer_entry_however_many_values_it_stores() {
+        let timers = Arc::new(Timers::default());
+        let set = CacheSet::new(Arc::clone(&timers));
+        let tracker = Arc::new(ReleaseTracker::default());
+        let cache = set.get_or_create::<u32, u32>(1, &tracker, || {
+            let mut c = CacheConfig::new("ttl");
+            c.ttl = Some(std::time::Duration::from_secs(60));
+            c
+        });
+        for k in 0..10_000 {
+            cache.insert(k % 100, k).await.unwrap();
+            tokio::time::advance(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(timers.len(), 1);
+        assert_eq!(cache.len().await, 100);
+    }
 }

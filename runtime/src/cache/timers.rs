@@ -46,8 +46,8 @@ impl Timers {
         due
     }
 
-    /// Entries queued (for tests and statistics).
-    #[allow(dead_code)]
+    /// Entries queued.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
