@@ -99,10 +99,7 @@ fn main() {
     let moka_future: &'static moka::future::Cache<u64, Value> = Box::leak(Box::new(
         moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(600)).build(),
     ));
-    row(
-        "moka future get_with",
-        move |k| async move { moka_future.get_with(k, async { value() }).await },
-    );
+    row("moka future get_with", move |k| async move { moka_future.get_with(k, async { value() }).await });
 
     row("cached #[cached] async", |k| async move { cached_crate_fn(k).await });
 

@@ -149,6 +149,20 @@ where
         })
     }
 
+    /// A hit in the current session's cache, looked up in place (no reference counting). `None`
+    /// on a miss (not counted) or when there is no cache or usable session: the caller then takes
+    /// the full path, which counts the miss.
+    fn session_hit(&'static self, key: &K) -> Option<V> {
+        if self.scope != Scope::Session {
+            return None;
+        }
+        let id = *self.id.get()?;
+        Session::with_current(|s| {
+            let s = s.filter(|s| !s.is_ended())?;
+            s.inner.caches.hit(id, key)
+        })
+    }
+
     /// The fast path: the first runtime's global cache, borrowed for `'static`.
     fn fast_cache(&'static self) -> Option<&'static ResourceCache<K, V>> {
         if self.scope != Scope::Global {
@@ -169,6 +183,9 @@ where
         if let Some(cache) = self.fast_cache() {
             return cache.try_get_with(key, loader).await;
         }
+        if let Some(v) = self.session_hit(&key) {
+            return Ok(v);
+        }
         let cache = self.cache().map_err(LoadError::Scope)?;
         cache.try_get_with(key, loader).await
     }
@@ -180,6 +197,9 @@ where
     {
         if let Some(cache) = self.fast_cache() {
             return cache.get_with(key, loader).await;
+        }
+        if let Some(v) = self.session_hit(&key) {
+            return Ok(v);
         }
         self.cache()?.get_with(key, loader).await
     }
@@ -205,6 +225,9 @@ where
                 }
                 return cache.miss_own_error(key, Box::pin(loader)).await;
             }
+            if let Some(v) = self.session_hit(&key) {
+                return Ok(v);
+            }
             match self.cache() {
                 Ok(cache) => match cache.get(&key).await {
                     Some(v) => Ok(v),
@@ -225,6 +248,9 @@ where
         F: Future<Output = V>,
     {
         async move {
+            if let Some(v) = self.session_hit(&key) {
+                return v;
+            }
             let cache = match self.fast_cache() {
                 Some(cache) => std::borrow::Cow::Borrowed(cache),
                 None => match self.cache() {

@@ -155,19 +155,7 @@ where
 
     /// The live value for `key`, if any (counts a hit or a miss).
     pub async fn get(&self, key: &K) -> Option<V> {
-        let found = self.lock().lookup(key, Instant::now);
-        match found {
-            Found::Hit(v) => {
-                self.inner.stats.hit();
-                return Some(v);
-            }
-            Found::Missing { expired: Some(v) } => {
-                self.inner.releaser.release_in_background(v, RemovalCause::Expired)
-            }
-            Found::Missing { expired: None } | Found::Loading(_) => {}
-        }
-        self.inner.stats.miss();
-        None
+        self.inner.hit(key)
     }
 
     /// The value for `key`, loading it with `loader` on a miss. Concurrent callers of a missing
@@ -508,6 +496,39 @@ where
         let mut state = self.lock();
         debug_assert_eq!(state.ready_len(), 0);
         state.closed.get_or_insert_with(|| Box::new(Closed { cause, reason }));
+    }
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The live value for `key`, if any (counts a hit or a miss; an expired value met here is
+    /// removed and released in the background).
+    pub(crate) fn hit(&self, key: &K) -> Option<V> {
+        let v = self.hit_only(key);
+        if v.is_none() {
+            self.stats.miss();
+        }
+        v
+    }
+
+    /// Like [`hit`](Self::hit), counting a hit only: for a caller that goes on to a path that
+    /// counts the miss itself.
+    pub(crate) fn hit_only(&self, key: &K) -> Option<V> {
+        let found = self.state.lock().unwrap_or_else(|p| p.into_inner()).lookup(key, Instant::now);
+        match found {
+            Found::Hit(v) => {
+                self.stats.hit();
+                return Some(v);
+            }
+            Found::Missing { expired: Some(v) } => {
+                self.releaser.release_in_background(v, RemovalCause::Expired)
+            }
+            Found::Missing { expired: None } | Found::Loading(_) => {}
+        }
+        None
     }
 }
 

@@ -12,6 +12,7 @@ use crate::stats::{RemovalCause, StatsSnapshot};
 /// What the runtime needs of a cache without knowing its key and value types. Implemented by
 /// the cache's shared state itself, so a scope holds each cache through one allocation.
 pub(crate) trait ErasedCache: Send + Sync + 'static {
+    fn as_any(&self) -> &dyn Any;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn close(self: Arc<Self>, cause: RemovalCause, reason: Error) -> BoxFuture<'static, ReleaseReport>;
     fn stats(&self) -> StatsSnapshot;
@@ -22,6 +23,9 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
@@ -117,6 +121,17 @@ impl CacheSet {
             cache.inner
         });
         downcast(cache)
+    }
+
+    /// A hit on the cache `id`, looked up in place (no reference counting); `None` on a miss,
+    /// which is not counted (the caller's full path counts it), or when the cache does not exist.
+    pub(crate) fn hit<K, V>(&self, id: CacheKey, key: &K) -> Option<V>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        let caches = self.read();
+        caches.map.get(&id)?.as_any().downcast_ref::<Inner<K, V>>()?.hit_only(key)
     }
 
     /// Sum of the statistics of the caches of resource `id`.
