@@ -362,3 +362,61 @@ async fn max_entries_evicts_the_least_recently_used_value_every_time() {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Sessions end on their own by default (issue 9, class 7): documented defaults, pinned here by
+// their literal values.
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn by_default_a_session_ends_after_30_idle_minutes() {
+    let rt = runtime().build();
+    let session = rt.session();
+    sleep(Duration::from_secs(29 * 60)).await;
+    assert!(!session.is_ended(), "29 minutes idle: still alive");
+    sleep(Duration::from_secs(2 * 60)).await;
+    assert!(session.is_ended(), "31 minutes idle: ended");
+    assert_eq!(rt.session_count(), 0);
+    assert!(rt.shutdown().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_an_active_session_ends_8_hours_after_it_started() {
+    // Fewer maintenance passes over 8 paused hours; the lifetime is the default one.
+    let rt = runtime().maintenance_interval(Duration::from_secs(10)).build();
+    let session = rt.session();
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(8 * 3600 - 60) {
+        session.run(async {}).await;
+        sleep(Duration::from_secs(10 * 60)).await;
+    }
+    assert!(!session.is_ended(), "active and younger than 8 hours: alive");
+    while !session.is_ended() && start.elapsed() < Duration::from_secs(9 * 3600) {
+        session.run(async {}).await;
+        sleep(Duration::from_secs(60)).await;
+    }
+    let age = start.elapsed();
+    assert!(session.is_ended(), "ended however active");
+    assert!(age >= Duration::from_secs(8 * 3600) && age <= Duration::from_secs(8 * 3600 + 120), "{age:?}");
+    assert!(rt.shutdown().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_timeout_and_the_lifetime_can_be_turned_off() {
+    let rt = runtime()
+        .no_idle_timeout()
+        .no_session_lifetime()
+        .maintenance_interval(Duration::from_secs(60))
+        .build();
+    let session = rt.session();
+    sleep(Duration::from_secs(48 * 3600)).await;
+    assert!(!session.is_ended());
+    let rt2 = runtime()
+        .idle_timeout(Duration::from_secs(60))
+        .max_session_lifetime(Duration::from_secs(600))
+        .build();
+    let short = rt2.session();
+    sleep(Duration::from_secs(61)).await;
+    assert!(short.is_ended(), "a configured idle timeout");
+    assert!(rt.shutdown().await.is_ok() && rt2.shutdown().await.is_ok());
+}
