@@ -3,37 +3,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use connscope::{Error, Runtime};
-use support::{UserDb, Warehouse, probe};
-
-/// A secrets file in the temp directory, removed when dropped.
-struct SecretsFile(PathBuf);
-
-impl std::ops::Deref for SecretsFile {
-    type Target = PathBuf;
-    fn deref(&self) -> &PathBuf {
-        &self.0
-    }
-}
-
-impl Drop for SecretsFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn secrets(contents: &str) -> SecretsFile {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "connscope-test-{}-{}.toml",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, contents).unwrap();
-    SecretsFile(path)
-}
+use support::{UserDb, Warehouse, probe, secrets};
 
 fn rt(file: &Path, env: &[(&str, &str)]) -> Runtime {
     Runtime::builder()

@@ -5,31 +5,11 @@
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
 use connscope::{Connection, Error, FormValues, Provider, Runtime, SECRETS_FILE_VAR, Secret};
-use support::Warehouse;
-
-/// A secrets file in the temp directory, removed when dropped.
-struct SecretsFile(PathBuf);
-
-impl Drop for SecretsFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn secrets(contents: &str) -> SecretsFile {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "connscope-secrets-test-{}-{}.toml",
-        std::process::id(),
-        N.fetch_add(1, SeqCst)
-    ));
-    std::fs::write(&path, contents).unwrap();
-    SecretsFile(path)
-}
+use support::{Warehouse, secrets};
 
 /// A runtime reading `file` and no process environment.
 fn rt(file: &Path) -> Runtime {

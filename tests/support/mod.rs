@@ -223,3 +223,31 @@ macro_rules! tracked_resource {
         );
     };
 }
+
+/// A secrets file in the temp directory, removed when dropped.
+pub struct SecretsFile(pub std::path::PathBuf);
+
+impl std::ops::Deref for SecretsFile {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for SecretsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes `contents` to a fresh secrets file (unique per process and call).
+pub fn secrets(contents: &str) -> SecretsFile {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "connscope-test-{}-{}.toml",
+        std::process::id(),
+        N.fetch_add(1, SeqCst)
+    ));
+    std::fs::write(&path, contents).unwrap();
+    SecretsFile(path)
+}
