@@ -251,7 +251,7 @@ async fn the_csrf_token_rotates_on_login_and_on_logout() {
     assert_eq!(b.post("/logout", &[("_csrf", &before_login)]).await.status, 403, "the old one is refused");
     assert_eq!(b.get("/").await.status, 200, "still logged in");
 
-    assert!(b.post("/logout", &[("_csrf", &logged_in)]).await.redirects_to("/login"));
+    assert!(b.post("/logout", &[("_csrf", &logged_in)]).await.redirects_to("/login?logged_out"));
     let after_logout = b.get("/login").await.csrf();
     assert_ne!(after_logout, logged_in, "a new token on logout");
     assert_ne!(after_logout, before_login);
@@ -481,4 +481,126 @@ async fn a_login_whose_request_is_dropped_leaves_no_session() {
     assert!(tokio::time::timeout(Duration::from_secs(30), login).await.is_err(), "the client gave up");
     assert_eq!(attempts("hang"), 1);
     until("the abandoned login's session ended", || rt.session_count() == 0).await;
+}
+
+/// Home for the custom-path app: the logout button follows the configuration.
+async fn home_with_button(web: WebSession, LoggedIn(conn): LoggedIn<PgLikeLogin>) -> Html<String> {
+    Html(format!("<h1>Hello {}</h1>{}", conn.provider().user, logout_button(&web)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_login_path_follows_the_configuration() {
+    let rt = support::runtime().build();
+    let web = WebSessions::new(rt.clone())
+        .login_path("/signin")
+        .logout_path("/account/signout")
+        .title("Sales <dashboard>")
+        .login_throttle(LoginThrottle::default().max_failures(2));
+    let app = Router::new()
+        .route("/", get(home_with_button))
+        .merge(web.login_routes::<PgLikeLogin>())
+        .layer(web.layer());
+    let mut b = Browser::new(&app);
+
+    // The gate sends the browser to the configured page; nothing is served at the defaults.
+    assert!(b.get("/").await.redirects_to("/signin"));
+    assert_eq!(b.get("/login").await.status, 404);
+    assert_eq!(b.post("/logout", &[]).await.status, 404);
+    let form = b.get("/signin").await;
+    assert_eq!(form.status, 200);
+    assert!(form.html.contains(r#"<form method="post" action="/signin">"#), "{}", form.html);
+    assert!(form.html.contains("Sales &lt;dashboard&gt;"), "the app's title, escaped: {}", form.html);
+    assert!(!form.html.contains("role=\"status\""), "no notice before a logout");
+
+    // CSRF holds on the custom path: a forged token is refused before connecting.
+    assert_eq!(
+        b.post("/signin", &[("_csrf", "forged"), ("user", "yannick"), ("password", "yannick-pw")]).await.status,
+        403
+    );
+    assert_eq!(attempts("yannick"), 0);
+
+    // A wrong password: the error, styled as one, on the custom page.
+    let failed = b.post("/signin", &[("_csrf", &form.csrf()), ("user", "yannick"), ("password", "guess")]).await;
+    assert_eq!(failed.status, 401);
+    assert_eq!(failed.error(), connscope::web::LOGIN_FAILED);
+    assert!(failed.html.contains(r#"<p class="error" role="alert">"#));
+    assert!(failed.html.contains(r#"action="/signin""#));
+
+    // Logging in through the custom path works.
+    let page =
+        b.post("/signin", &[("_csrf", &failed.csrf()), ("user", "yannick"), ("password", "yannick-pw")]).await;
+    assert!(page.redirects_to("/"), "{} {:?}", page.status, page.location);
+    let home = b.get("/").await;
+    assert_eq!(home.status, 200);
+    assert!(home.html.contains("Hello yannick"));
+    assert!(home.html.contains(r#"action="/account/signout""#), "the logout button follows: {}", home.html);
+    assert_eq!(rt.session_count(), 1);
+
+    // Logout on the custom path: back to the custom login page, which says so.
+    let out = b.post("/account/signout", &[("_csrf", &home.csrf())]).await;
+    assert!(out.redirects_to("/signin?logged_out"), "{:?}", out.location);
+    assert_eq!(rt.session_count(), 0);
+    let notice = b.get("/signin?logged_out").await;
+    assert!(
+        notice
+            .html
+            .contains(&format!(r#"<p class="notice" role="status">{}</p>"#, connscope::web::LOGGED_OUT)),
+        "{}",
+        notice.html
+    );
+    assert!(b.get("/").await.redirects_to("/signin"), "gated again");
+
+    // The throttle holds on the custom path too: the third failure in a row waits.
+    let mut m = Browser::new(&app);
+    for _ in 0..2 {
+        let token = m.get("/signin").await.csrf();
+        assert_eq!(
+            m.post("/signin", &[("_csrf", &token), ("user", "wanda"), ("password", "x")]).await.status,
+            401
+        );
+    }
+    let token = m.get("/signin").await.csrf();
+    let refused = m.post("/signin", &[("_csrf", &token), ("user", "wanda"), ("password", "wanda-pw")]).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.html.contains(r#"action="/signin""#));
+    assert_eq!(attempts("wanda"), 2, "the throttled attempt never reached connect");
+    let report = rt.shutdown().await;
+    assert!(report.is_ok());
+}
+
+#[tokio::test]
+async fn the_login_page_can_be_the_apps_own_template() {
+    use connscope::web::{LoginPage, escape_html};
+    let rt = support::runtime().build();
+    let template = |page: &LoginPage<'_>| {
+        let fields: Vec<String> = page
+            .fields
+            .iter()
+            .map(|f| format!("{}:{}:{}", f.field.name, f.input_type(), escape_html(f.value)))
+            .collect();
+        format!(
+            "<html><title>{}</title><div id=\"mine\">{}</div><div id=\"err\">{}</div><form action=\"{}\">{}</form>",
+            escape_html(page.title),
+            fields.join(","),
+            page.error.map(escape_html).unwrap_or_default(),
+            escape_html(page.action),
+            page.csrf_field(),
+        )
+    };
+    let web = WebSessions::new(rt.clone()).title("Acme").login_path("/in").login_template(template);
+    let app = Router::new().route("/", get(home)).merge(web.login_routes::<PgLikeLogin>()).layer(web.layer());
+    let mut b = Browser::new(&app);
+    let page = b.get("/in").await;
+    assert!(page.html.starts_with("<html><title>Acme</title>"), "{}", page.html);
+    assert!(page.html.contains(r#"<div id="mine">user:text:,password:password:</div>"#), "{}", page.html);
+    assert!(page.html.contains(r#"<form action="/in"><input type="hidden" name="_csrf" value=""#));
+    let failed = b.post("/in", &[("_csrf", &page.csrf()), ("user", "<xena>"), ("password", "guess")]).await;
+    assert_eq!(failed.status, 401);
+    assert!(failed.html.contains(&format!(r#"<div id="err">{}</div>"#, connscope::web::LOGIN_FAILED)));
+    assert!(failed.html.contains("user:text:&lt;xena&gt;"), "the typed user name, escaped: {}", failed.html);
+    assert!(!failed.html.contains("guess"), "the password is never handed to the template");
+    let ok = b.post("/in", &[("_csrf", &failed.csrf()), ("user", "xena"), ("password", "xena-pw")]).await;
+    assert!(ok.redirects_to("/"));
+    assert_eq!(b.get("/").await.status, 200);
+    rt.shutdown().await;
 }

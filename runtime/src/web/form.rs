@@ -2,17 +2,17 @@
 //! handler that checks the CSRF token and the throttle, builds the settings and logs the browser
 //! in (creating its session), a logout handler, and the [`LoggedIn`] extractor that gates pages.
 
-use std::fmt::Write as _;
 use std::marker::PhantomData;
 
 use axum::Router;
-use axum::extract::{Form, FromRequestParts};
+use axum::extract::{Form, FromRequestParts, RawQuery};
 use axum::http::header::RETRY_AFTER;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
+use super::page::{LOGGED_OUT, LoginField, LoginPage};
 use super::sessions::WebSession;
 use super::throttle::ClientKey;
 use crate::conn::Conn;
@@ -42,16 +42,27 @@ where
     }
 }
 
-/// `GET` and `POST` on the login path, and `POST /logout`, for provider `P`.
+/// `GET` and `POST` on `/login` and `POST` on `/logout`, for provider `P`: the default paths.
+/// With paths of your own ([`WebSessions::login_path`](super::WebSessions::login_path),
+/// [`logout_path`](super::WebSessions::logout_path)), use
+/// [`WebSessions::login_routes`](super::WebSessions::login_routes), which mounts them where
+/// they are configured.
 pub fn login_routes<P: Connection>() -> Router {
-    Router::new()
-        .route("/login", get(login_form::<P>).post(login_submit::<P>))
-        .route("/logout", post(logout::<P>))
+    routes_at::<P>("/login", "/logout")
 }
 
-/// Renders the login form of provider `P` (secret fields are password inputs).
-pub async fn login_form<P: Connection>(web: WebSession) -> Html<String> {
-    Html(render::<P>(&web, None, &FormValues::new()))
+pub(crate) fn routes_at<P: Connection>(login: &str, logout: &str) -> Router {
+    Router::new()
+        .route(login, get(login_form::<P>).post(login_submit::<P>))
+        .route(logout, post(self::logout::<P>))
+}
+
+/// Renders the login form of provider `P` (secret fields are password inputs) with the
+/// configured template; after a logout (the query `?logged_out`) it says [`LOGGED_OUT`].
+pub async fn login_form<P: Connection>(web: WebSession, RawQuery(query): RawQuery) -> Html<String> {
+    let logged_out = query.is_some_and(|q| q.split('&').any(|kv| kv == "logged_out"));
+    let notice = logged_out.then_some(LOGGED_OUT);
+    Html(render::<P>(&web, None, notice, &FormValues::new()))
 }
 
 /// What a visitor is told when a login fails, whatever the cause: a wrong password, an unknown
@@ -82,7 +93,7 @@ pub async fn login_submit<P: Connection>(
         Err(e) => {
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Html(render::<P>(&web, Some(&e.to_string()), &values)),
+                Html(render::<P>(&web, Some(&e.to_string()), None, &values)),
             )
                 .into_response();
         }
@@ -97,7 +108,7 @@ pub async fn login_submit<P: Connection>(
                 humantime::format_duration(std::time::Duration::from_secs(secs))
             );
             let mut response =
-                (StatusCode::TOO_MANY_REQUESTS, Html(render::<P>(&web, Some(&message), &values)))
+                (StatusCode::TOO_MANY_REQUESTS, Html(render::<P>(&web, Some(&message), None, &values)))
                     .into_response();
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
             return response;
@@ -111,7 +122,8 @@ pub async fn login_submit<P: Connection>(
         Err(e) => {
             drop(attempt); // a failure
             tracing::warn!(connection = %name, client = ?client, error = %e, "connscope: login failed");
-            (StatusCode::UNAUTHORIZED, Html(render::<P>(&web, Some(LOGIN_FAILED), &values))).into_response()
+            (StatusCode::UNAUTHORIZED, Html(render::<P>(&web, Some(LOGIN_FAILED), None, &values)))
+                .into_response()
         }
     }
 }
@@ -128,7 +140,7 @@ fn account_key<P: Connection>(name: &str, values: &FormValues) -> String {
 }
 
 /// Logs out: ends the session (closing its connections), deletes the cookie, rotates the CSRF
-/// token, and sends the browser to the login page.
+/// token, and sends the browser to the login page, which then says [`LOGGED_OUT`].
 pub async fn logout<P: Connection>(web: WebSession, Form(fields): Form<Vec<(String, String)>>) -> Response {
     let token = fields.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or("");
     if !web.check_csrf(token) {
@@ -139,48 +151,49 @@ pub async fn logout<P: Connection>(web: WebSession, Form(fields): Form<Vec<(Stri
         tracing::warn!(failures = report.failures.len(), "connscope: logout: release hooks failed");
     }
     let _ = PhantomData::<P>;
-    Redirect::to(&web.web().config().login_path).into_response()
+    let login = &web.web().config().login_path;
+    let separator = if login.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{login}{separator}logged_out")).into_response()
 }
 
-/// A logout button for a page of this session (a POST form carrying the CSRF token).
+/// A logout button for a page of this session: a POST form to the configured
+/// [logout path](super::WebSessions::logout_path), carrying the CSRF token.
 pub fn logout_button(web: &WebSession) -> String {
     format!(
-        r#"<form method="post" action="/logout"><input type="hidden" name="_csrf" value="{}"><button type="submit">Log out</button></form>"#,
+        r#"<form method="post" action="{}" class="logout"><input type="hidden" name="_csrf" value="{}"><button type="submit">Log out</button></form>"#,
+        escape_html(&web.web().config().logout_path),
         escape_html(&web.csrf_token())
     )
 }
 
-fn render<P: Connection>(web: &WebSession, error: Option<&str>, previous: &FormValues) -> String {
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Log in</title></head><body><main>\n<h1>Log in</h1>\n",
-    );
-    if let Some(error) = error {
-        let _ = writeln!(html, "<p class=\"error\" role=\"alert\">{}</p>", escape_html(error));
-    }
-    html.push_str("<form method=\"post\" action=\"/login\">\n");
-    let _ =
-        writeln!(html, "<input type=\"hidden\" name=\"_csrf\" value=\"{}\">", escape_html(&web.csrf_token()));
-    for field in P::FORM {
-        let kind = match field.kind {
-            FieldKind::Text => "text",
-            FieldKind::Password => "password",
-        };
-        // Text fields keep what the user typed; password fields never echo anything back.
-        let value = match field.kind {
-            FieldKind::Text => previous.get(field.name).or(field.default).unwrap_or(""),
-            FieldKind::Password => "",
-        };
-        let _ = writeln!(
-            html,
-            "<p><label for=\"{n}\">{l}</label> <input id=\"{n}\" name=\"{n}\" type=\"{kind}\" value=\"{v}\"{r}></p>",
-            n = escape_html(field.name),
-            l = escape_html(field.label),
-            v = escape_html(value),
-            r = if field.required { " required" } else { "" },
-        );
-    }
-    html.push_str("<p><button type=\"submit\">Log in</button></p>\n</form>\n</main></body></html>\n");
-    html
+fn render<P: Connection>(
+    web: &WebSession,
+    error: Option<&str>,
+    notice: Option<&str>,
+    previous: &FormValues,
+) -> String {
+    let config = web.web().config();
+    let token = web.csrf_token();
+    let fields = P::FORM
+        .iter()
+        .map(|field| LoginField {
+            field,
+            // Text fields keep what the user typed; password fields never echo anything back.
+            value: match field.kind {
+                FieldKind::Text => previous.get(field.name).or(field.default).unwrap_or(""),
+                FieldKind::Password => "",
+            },
+        })
+        .collect();
+    let page = LoginPage {
+        title: &config.title,
+        action: &config.login_path,
+        fields,
+        error,
+        notice,
+        csrf_token: &token,
+    };
+    config.template.0.render(&page)
 }
 
 /// Escapes text for HTML content and attribute values (`&`, `<`, `>`, `"`, `'`).

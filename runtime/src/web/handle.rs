@@ -63,6 +63,12 @@ impl WebSession {
         self.web.runtime()
     }
 
+    /// The configured login path ([`WebSessions::login_path`]): where to send a browser that
+    /// must log in (again).
+    pub fn login_path(&self) -> &str {
+        &self.web.config().login_path
+    }
+
     /// A token a form of this page must send back as `_csrf`: signed, valid for the token
     /// lifetime, and bound to this browser (to its session once logged in, so a login and a
     /// logout each make earlier tokens worthless).

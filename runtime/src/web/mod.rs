@@ -25,7 +25,7 @@
 //! #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
 //! #   async fn is_open(&self, _: &()) -> bool { true } }
 //! use axum::{Router, routing::get};
-//! use connscope::web::{LoggedIn, WebSessions, login_routes};
+//! use connscope::web::{LoggedIn, WebSessions};
 //!
 //! async fn home(LoggedIn(conn): LoggedIn<Warehouse>) -> String {
 //!     format!("logged in to {}", conn.name())
@@ -33,10 +33,10 @@
 //!
 //! # async fn run() {
 //! let rt = connscope::Runtime::builder().build();
-//! let web = WebSessions::new(rt);
+//! let web = WebSessions::new(rt).title("Warehouse");   // .login_path("/signin")…
 //! let app: Router = Router::new()
 //!     .route("/", get(home))
-//!     .merge(login_routes::<Warehouse>())
+//!     .merge(web.login_routes::<Warehouse>())       // the login form, its submission, logout
 //!     .layer(web.layer());
 //! # }
 //! ```
@@ -44,11 +44,13 @@
 mod csrf;
 mod form;
 mod handle;
+mod page;
 mod sessions;
 mod throttle;
 
 pub use form::{
     LOGIN_FAILED, LoggedIn, escape_html, login_form, login_routes, login_submit, logout, logout_button,
 };
+pub use page::{DefaultLoginPage, LOGGED_OUT, LoginField, LoginPage, LoginTemplate, default_login_page};
 pub use sessions::{SessionLayer, WebSession, WebSessions};
 pub use throttle::{ClientKey, LoginThrottle};

@@ -13,6 +13,7 @@ use axum::http::HeaderValue;
 
 use super::csrf::{Signer, hex};
 use super::handle::{MiddlewareFn, middleware};
+use super::page::{DefaultLoginPage, LoginTemplate, Template};
 use super::throttle::{LoginThrottle, Throttle};
 use crate::provider::Connection;
 use crate::runtime::Runtime;
@@ -65,7 +66,11 @@ pub(crate) struct Config {
     pub(crate) csrf_cookie: String,
     pub(crate) secure: bool,
     pub(crate) login_path: String,
+    pub(crate) logout_path: String,
     pub(crate) home_path: String,
+    /// The app's title, on the login page.
+    pub(crate) title: String,
+    pub(crate) template: Template,
     pub(crate) csrf_lifetime: Duration,
     pub(crate) throttle: LoginThrottle,
     /// Connection names set with [`WebSessions::connection_name`], by provider type.
@@ -87,7 +92,8 @@ impl fmt::Debug for WebSessions {
 
 impl WebSessions {
     /// Sessions of `rt`, with cookie `connscope_session` (`HttpOnly; SameSite=Lax`, not
-    /// `Secure`: call [`secure`](Self::secure) behind HTTPS), login page `/login`, home `/`,
+    /// `Secure`: call [`secure`](Self::secure) behind HTTPS), login page `/login`, logout
+    /// `/logout`, home `/`, connscope's [default login page](super::default_login_page),
     /// CSRF tokens valid for an hour, and the default [`LoginThrottle`].
     pub fn new(rt: Runtime) -> Self {
         let config = Config {
@@ -95,7 +101,10 @@ impl WebSessions {
             csrf_cookie: "connscope_session_csrf".to_owned(),
             secure: false,
             login_path: "/login".to_owned(),
+            logout_path: "/logout".to_owned(),
             home_path: "/".to_owned(),
+            title: "Log in".to_owned(),
+            template: Template(Arc::new(DefaultLoginPage)),
             csrf_lifetime: Duration::from_secs(60 * 60),
             throttle: LoginThrottle::default(),
             names: HashMap::new(),
@@ -136,10 +145,53 @@ impl WebSessions {
         })
     }
 
-    /// Where [`LoggedIn`](super::LoggedIn) redirects when there is no login (default `/login`).
+    /// The login page's path (default `/login`): where [`login_routes`](Self::login_routes)
+    /// serves the form and accepts it, where the form posts to, where
+    /// [`LoggedIn`](super::LoggedIn) and a logout redirect.
     pub fn login_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.with_config(|c| c.login_path = path)
+    }
+
+    /// The logout path (default `/logout`): where [`login_routes`](Self::login_routes) accepts
+    /// the logout and where [`logout_button`](super::logout_button) posts to.
+    pub fn logout_path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.with_config(|c| c.logout_path = path)
+    }
+
+    /// The app's title, shown on the login page (default: none, the page says `Log in`).
+    pub fn title(self, title: impl Into<String>) -> Self {
+        let title = title.into();
+        self.with_config(|c| c.title = title)
+    }
+
+    /// Renders the login page with the app's own template instead of
+    /// [`default_login_page`](super::default_login_page): any `Fn(&LoginPage) -> String`, or a
+    /// type implementing [`LoginTemplate`]. See [`LoginTemplate`] for an example.
+    pub fn login_template(self, template: impl LoginTemplate) -> Self {
+        let template = Template(Arc::new(template));
+        self.with_config(|c| c.template = template)
+    }
+
+    /// The login routes of provider `P` at the configured paths: `GET` and `POST` on the
+    /// [login path](Self::login_path) (the form, and its submission), `POST` on the
+    /// [logout path](Self::logout_path). Merge them into the app's router, under
+    /// [`layer`](Self::layer).
+    ///
+    /// ```
+    /// # use connscope::{Connection, Provider};
+    /// # #[derive(Connection, serde::Deserialize)] #[connection(scope = "session")]
+    /// # struct Warehouse { user: String, #[connection(secret)] password: connscope::Secret }
+    /// # impl Provider for Warehouse { type Raw = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #   async fn is_open(&self, _: &()) -> bool { true } }
+    /// # let rt = connscope::Runtime::builder().build();
+    /// let web = connscope::web::WebSessions::new(rt).login_path("/signin").logout_path("/signout");
+    /// let app: axum::Router = axum::Router::new().merge(web.login_routes::<Warehouse>()).layer(web.layer());
+    /// ```
+    pub fn login_routes<P: Connection>(&self) -> axum::Router {
+        super::form::routes_at::<P>(&self.inner.config.login_path, &self.inner.config.logout_path)
     }
 
     /// How long a form's CSRF token is accepted after the page was served (default 1 hour).
