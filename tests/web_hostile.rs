@@ -514,21 +514,25 @@ async fn every_login_path_follows_the_configuration() {
 
     // CSRF holds on the custom path: a forged token is refused before connecting.
     assert_eq!(
-        b.post("/signin", &[("_csrf", "forged"), ("user", "yannick"), ("password", "yannick-pw")]).await.status,
+        b.post("/signin", &[("_csrf", "forged"), ("user", "yannick"), ("password", "yannick-pw")])
+            .await
+            .status,
         403
     );
     assert_eq!(attempts("yannick"), 0);
 
     // A wrong password: the error, styled as one, on the custom page.
-    let failed = b.post("/signin", &[("_csrf", &form.csrf()), ("user", "yannick"), ("password", "guess")]).await;
+    let failed =
+        b.post("/signin", &[("_csrf", &form.csrf()), ("user", "yannick"), ("password", "guess")]).await;
     assert_eq!(failed.status, 401);
     assert_eq!(failed.error(), connscope::web::LOGIN_FAILED);
     assert!(failed.html.contains(r#"<p class="error" role="alert">"#));
     assert!(failed.html.contains(r#"action="/signin""#));
 
     // Logging in through the custom path works.
-    let page =
-        b.post("/signin", &[("_csrf", &failed.csrf()), ("user", "yannick"), ("password", "yannick-pw")]).await;
+    let page = b
+        .post("/signin", &[("_csrf", &failed.csrf()), ("user", "yannick"), ("password", "yannick-pw")])
+        .await;
     assert!(page.redirects_to("/"), "{} {:?}", page.status, page.location);
     let home = b.get("/").await;
     assert_eq!(home.status, 200);

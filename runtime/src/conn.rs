@@ -265,6 +265,13 @@ impl<P: Provider> Conn<P> {
         self.current().is_some()
     }
 
+    /// Whether this handle was released (read-only; the metrics exporter's test for a handle
+    /// whose counters no longer move).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn is_released(&self) -> bool {
+        self.inner.released.load(Ordering::Acquire)
+    }
+
     /// What this handle has done so far.
     pub fn counters(&self) -> ConnCounters {
         let c = &self.inner.counters;

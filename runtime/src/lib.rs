@@ -8,6 +8,8 @@ mod conn;
 mod error;
 mod form;
 mod login;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod named;
 mod provider;
 mod resource;

@@ -51,6 +51,8 @@ impl Session {
         let conn = Conn::connected(name, settings, raw?, P::HEALTH_CHECK, self.runtime().grace_period());
         conn.attach_stats(Arc::clone(logins.stats_handle()));
         conn.attach_home(Home::Session(Arc::downgrade(&self.inner)));
+        #[cfg(feature = "metrics")]
+        crate::metrics::track(self.runtime(), &conn, crate::scope::Scope::Session, Some(self));
         let store = {
             let (id, key, conn) = (self.id(), Arc::<str>::from(name), conn.clone());
             async move {

@@ -54,6 +54,8 @@ impl Runtime {
                 let conn = Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace);
                 conn.attach_stats(stats);
                 conn.attach_home(home);
+                #[cfg(feature = "metrics")]
+                crate::metrics::track(self, &conn, P::scope(), None);
                 Ok(conn)
             })
             .await

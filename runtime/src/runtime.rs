@@ -267,7 +267,7 @@ impl Runtime {
         self.shared.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn sessions(&self) -> Vec<Session> {
+    pub(crate) fn sessions(&self) -> Vec<Session> {
         self.registry().sessions.values().cloned().collect()
     }
 

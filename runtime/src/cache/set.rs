@@ -16,6 +16,8 @@ pub(crate) trait ErasedCache: Send + Sync + 'static {
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn close(self: Arc<Self>, cause: RemovalCause, reason: Error) -> BoxFuture<'static, ReleaseReport>;
     fn stats(&self) -> StatsSnapshot;
+    /// The cache's name (read-only; for exporting statistics).
+    fn name(&self) -> &str;
 }
 
 impl<K, V> ErasedCache for Inner<K, V>
@@ -34,6 +36,9 @@ where
     }
     fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+    fn name(&self) -> &str {
+        &self.releaser.resource
     }
 }
 
@@ -143,6 +148,13 @@ impl CacheSet {
             }
         }
         total
+    }
+
+    /// The name and statistics of every cache of this scope (read-only: for exporting them).
+    pub(crate) fn each_stats(&self, mut f: impl FnMut(&str, StatsSnapshot)) {
+        for cache in self.read().map.values() {
+            f(cache.name(), cache.stats());
+        }
     }
 
     /// Closes every cache, and every cache created from now on: releases all values (awaiting
