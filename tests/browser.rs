@@ -7,7 +7,7 @@
 //! `CHROMIUM`, else `/usr/bin/chromium`, else wherever chromedriver finds it); `.ci/run`
 //! installs Debian's `chromium` and `chromium-driver`. Without chromedriver the test says so
 //! loudly on stderr and passes.
-#![cfg(all(feature = "axum", feature = "sqlite"))]
+#![cfg(all(feature = "axum", feature = "sqlite", feature = "metrics"))]
 
 #[allow(dead_code)]
 #[path = "../examples/dashboard/app.rs"]

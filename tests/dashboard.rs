@@ -1,7 +1,7 @@
 //! The dashboard example end to end over real HTTP, with a cookie-keeping client per user: the
 //! gate, a wrong password, the table and both caches, two users side by side, logout, and a
 //! user connection killed behind the app's back.
-#![cfg(all(feature = "axum", feature = "sqlite"))]
+#![cfg(all(feature = "axum", feature = "sqlite", feature = "metrics"))]
 
 // The app of `cargo run --example dashboard`, on its SQLite demo database.
 #[allow(dead_code)]
@@ -233,4 +233,145 @@ async fn a_killed_connection_sends_the_user_back_to_the_login_form() {
     assert!(back.is_dashboard_of("carol") && back.has_row("Hot chocolate"), "logging in again works");
     assert_eq!(s.connections().opened_count(), 3);
     s.stop().await;
+}
+
+/// The value of the sample with exactly this name and these labels.
+fn sample(scrape: &str, series: &str) -> Option<u64> {
+    scrape.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_and_move_with_the_caches() {
+    let s = Served::start().await;
+    let client = browser();
+    let scrape = || async { client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let global = r#"{cache="region_totals",scope="global",module="dashboard::app"}"#;
+    let session = r#"{cache="my_orders",scope="session",module="dashboard::app"}"#;
+    let login = r#"{connection="dashboard",provider="DemoLogin",scope="session"}"#;
+
+    let page = s.login(&client, "alice", "alice-pw").await;
+    assert!(page.is_dashboard_of("alice"));
+    let first = scrape().await;
+    assert!(first.contains("# TYPE connscope_cache_hits_total counter"), "{first}");
+    assert_eq!(sample(&first, &format!("connscope_cache_loads_total{global}")), Some(1), "{first}");
+    assert_eq!(sample(&first, &format!("connscope_cache_hits_total{global}")), Some(0));
+    assert_eq!(sample(&first, &format!("connscope_cache_hits_total{session}")), Some(0));
+    assert_eq!(sample(&first, &format!("connscope_connection_connects_total{login}")), Some(1), "{first}");
+    assert_eq!(sample(&first, "connscope_sessions_live"), Some(1));
+
+    // Two more page views: the counters move.
+    s.get(&client, "/").await;
+    let page = s.get(&client, "/").await;
+    let second = scrape().await;
+    assert_eq!(sample(&second, &format!("connscope_cache_hits_total{global}")), Some(2), "{second}");
+    assert_eq!(sample(&second, &format!("connscope_cache_hits_total{session}")), Some(2));
+    assert_eq!(sample(&second, &format!("connscope_cache_loads_total{session}")), Some(1));
+
+    // Logout ends her session: the session cache's counts stay, its release is counted.
+    s.logout(&client, &page).await;
+    let third = scrape().await;
+    assert_eq!(sample(&third, &format!("connscope_cache_hits_total{session}")), Some(2), "{third}");
+    let ended = r#"{cache="my_orders",scope="session",module="dashboard::app",cause="session_end"}"#;
+    assert_eq!(sample(&third, &format!("connscope_cache_evictions_total{ended}")), Some(1), "{third}");
+    assert_eq!(sample(&third, &format!("connscope_connection_closes_total{login}")), Some(1), "{third}");
+    assert_eq!(sample(&third, "connscope_sessions_live"), Some(0));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_draws_its_charts_without_external_assets() {
+    let s = Served::start().await;
+    let client = browser();
+    let page = s.login(&client, "bob", "bob-pw").await;
+    assert!(page.is_dashboard_of("bob"));
+    let page = s.get(&client, "/").await;
+    for region in ["amer", "apac", "emea"] {
+        assert!(page.html.contains(&format!("<title>{region}: ")), "a bar for {region}: {}", page.html);
+    }
+    assert!(
+        page.html.contains(r#"<svg id="chart-regions""#) && page.html.contains(r#"<svg id="chart-cache""#)
+    );
+    assert!(page.html.contains("hits 2</text>") && page.html.contains("misses 2</text>"), "{}", page.html);
+    let points =
+        page.html.split(r#"<polyline class="hits" points=""#).nth(1).unwrap().split('"').next().unwrap();
+    assert_eq!(points.split(' ').count(), 2, "one sample per page view: {points}");
+    for external in ["<script", "<link", "src=", "@import", "url("] {
+        assert!(!page.html.contains(external), "`{external}` on the page");
+    }
+    s.stop().await;
+}
+
+/// The example binary (`cargo run --example dashboard`), built next to this test by
+/// `cargo test --all-features`.
+fn example_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join("dashboard");
+    path.exists().then_some(path)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn ctrl_c_shuts_the_example_down_and_removes_its_database_file() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let Some(binary) = example_binary() else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED ctrl_c test: the dashboard example is not built (run `cargo test --all-features`, which builds it) ***"
+        );
+        return;
+    };
+    let mut child = Command::new(binary)
+        .env("PORT", "0")
+        .env_remove("DASHBOARD_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next =
+        |rx: &std::sync::mpsc::Receiver<String>| rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+    let mut lines = Vec::new();
+    let base = loop {
+        let line = next(&rx);
+        lines.push(line.clone());
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.trim_end_matches('/').to_owned();
+        }
+    };
+    let file = lines
+        .iter()
+        .find_map(|l| l.split(" at ").nth(1))
+        .map(std::path::PathBuf::from)
+        .expect("the SQLite file is named");
+    assert!(file.exists(), "{}", file.display());
+
+    // A logged-in user, so that shutdown has a session and a connection to close.
+    let client = browser();
+    let form = Page::read(client.get(format!("{base}/login")).send().await.unwrap()).await;
+    let fields = [("_csrf", form.csrf()), ("user", "alice".into()), ("password", "alice-pw".into())];
+    let page = Page::read(client.post(format!("{base}/login")).form(&fields).send().await.unwrap()).await;
+    assert!(page.is_dashboard_of("alice"), "{}", page.html);
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let mut rest = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        rest.push(line);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {rest:?}");
+    // Her login, her orders, the totals and the app's own connection.
+    assert!(rest.iter().any(|l| l.starts_with("runtime shut down: 4 cached value(s) released")), "{rest:?}");
+    assert!(rest.iter().any(|l| l == &format!("removed {}", file.display())), "{rest:?}");
+    assert!(!file.exists(), "the SQLite file is gone");
 }

@@ -12,7 +12,11 @@
 //!
 //! Each page shows two cached queries: the user's orders (`#[cached_resource(scope = "session")]`,
 //! one cache per user session) and the totals per region (`scope = "global"`, one cache shared
-//! by everybody), with both caches' statistics.
+//! by everybody), with both caches' statistics, and two charts drawn as inline SVG (no external
+//! assets): the totals per region, and the caches' hits and misses over time.
+//!
+//! `/metrics` serves connscope's statistics in the Prometheus text format
+//! (`Runtime::export_metrics` into a recorder of this app's own).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -23,13 +27,15 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use connscope::sql::SqliteDb;
-use connscope::web::{LoggedIn, WebSession, WebSessions, escape_html, login_routes, logout_button};
+use connscope::web::{LoggedIn, WebSession, WebSessions, escape_html, logout_button};
 use connscope::{Conn, Connection, Provider, ReleaseReport, Runtime, Secret, StatsSnapshot, cached_resource};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 /// The app's own connection (`[connections.dashboard_app]`): a global pool that creates the
@@ -421,13 +427,15 @@ impl Database {
 
 /// A running dashboard: its router (serve it with `axum::serve`) and runtime.
 pub struct Dashboard {
-    /// The routes: `/` (gated), `/login`, `/logout`.
+    /// The routes: `/` (gated), `/login`, `/logout`, `/metrics`.
     pub router: Router,
     /// The connscope runtime behind it (shut it down at the end).
     pub runtime: Runtime,
     /// Which database, for humans.
     pub description: String,
     user_connections: Option<Arc<UserConnections>>,
+    /// The SQLite file (removed when the dashboard is dropped).
+    pub file: Option<PathBuf>,
     _file: Option<RemoveOnDrop>,
 }
 
@@ -496,6 +504,7 @@ pub async fn app(database: Database) -> Result<Dashboard, AppError> {
                 runtime,
                 description: format!("{} at {}", DemoLogin::DESCRIPTION, path.display()),
                 user_connections: Some(user_connections(&url)),
+                file: Some(path),
                 _file: Some(file),
             })
         }
@@ -529,6 +538,7 @@ pub async fn app(database: Database) -> Result<Dashboard, AppError> {
                     postgres::without_credentials(&url)
                 ),
                 user_connections: None,
+                file: None,
                 _file: None,
             })
         }
@@ -555,9 +565,72 @@ async fn insert_orders<P: connscope::sql::SqlProvider>(db: &Conn<P>) -> Result<(
     Ok(())
 }
 
+/// What the pages share: the app's metrics recorder and the cache history of the chart.
+struct AppState {
+    runtime: Runtime,
+    /// A Prometheus recorder of this app's own (not installed globally: tests serve several
+    /// dashboards in one process).
+    prometheus: PrometheusRecorder,
+    history: Mutex<History>,
+}
+
+/// Hits and misses of the two query caches, sampled on every page view (at most the last
+/// [`History::LEN`] samples).
+#[derive(Default)]
+struct History {
+    started: Option<std::time::Instant>,
+    /// The last totals read (a session-scoped cache's total drops when a session ends).
+    last: (u64, u64),
+    /// Hits and misses counted so far: only increases of the totals are added.
+    counted: (u64, u64),
+    /// (seconds since the first sample, hits, misses).
+    samples: std::collections::VecDeque<(f64, u64, u64)>,
+}
+
+impl History {
+    const LEN: usize = 60;
+
+    fn sample(&mut self, rt: &Runtime) {
+        let (mut hits, mut misses) = (0, 0);
+        for entry in rt.cache_stats() {
+            let name = entry.name.rsplit("::").next().unwrap_or_default();
+            if ["my_orders", "region_totals", "my_orders_pg", "region_totals_pg"].contains(&name) {
+                hits += entry.stats.hits;
+                misses += entry.stats.misses;
+            }
+        }
+        self.counted.0 += hits.saturating_sub(self.last.0);
+        self.counted.1 += misses.saturating_sub(self.last.1);
+        self.last = (hits, misses);
+        let started = *self.started.get_or_insert_with(std::time::Instant::now);
+        self.samples.push_back((started.elapsed().as_secs_f64(), self.counted.0, self.counted.1));
+        if self.samples.len() > Self::LEN {
+            self.samples.pop_front();
+        }
+    }
+}
+
 fn routes<B: Backend>(runtime: &Runtime) -> Router {
-    let web = WebSessions::new(runtime.clone());
-    Router::new().route("/", get(dashboard::<B>)).merge(login_routes::<B>()).layer(web.layer())
+    let web = WebSessions::new(runtime.clone()).title("Orders dashboard");
+    let state = Arc::new(AppState {
+        runtime: runtime.clone(),
+        prometheus: PrometheusBuilder::new().build_recorder(),
+        history: Mutex::new(History::default()),
+    });
+    Router::new()
+        .route("/", get(dashboard::<B>))
+        .route("/metrics", get(metrics))
+        .merge(web.login_routes::<B>())
+        .layer(Extension(state))
+        .layer(web.layer())
+}
+
+/// connscope's statistics in the Prometheus text format: exported from the runtime's counters
+/// right before rendering (nothing is recorded on the cache hit path).
+async fn metrics(Extension(state): Extension<Arc<AppState>>) -> Response {
+    ::metrics::with_local_recorder(&state.prometheus, || state.runtime.export_metrics());
+    let body = state.prometheus.handle().render();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -566,7 +639,11 @@ fn routes<B: Backend>(runtime: &Runtime) -> Router {
 
 /// The dashboard: only for a logged-in user (`LoggedIn` redirects to `/login` otherwise, and
 /// when the user's connection was found closed).
-async fn dashboard<B: Backend>(web: WebSession, LoggedIn(conn): LoggedIn<B>) -> Response {
+async fn dashboard<B: Backend>(
+    web: WebSession,
+    Extension(state): Extension<Arc<AppState>>,
+    LoggedIn(conn): LoggedIn<B>,
+) -> Response {
     let user = B::user(&conn);
     let loads = (B::my_orders_stats().loads, B::region_totals_stats().loads);
     let orders = match B::my_orders(&conn, user.clone()).await {
@@ -652,7 +729,21 @@ async fn dashboard<B: Backend>(web: WebSession, LoggedIn(conn): LoggedIn<B>) -> 
         );
     }
     html.push_str(
-        "</tbody></table><p class=\"note\"><a href=\"/\">Reload</a> to see the hits go up.</p></section>",
+        "</tbody></table><p class=\"note\"><a href=\"/\">Reload</a> to see the hits go up. \
+         <a href=\"/metrics\">/metrics</a> has them for Prometheus.</p></section>",
+    );
+
+    let history = {
+        let mut history = state.history.lock().unwrap();
+        history.sample(web.runtime());
+        history.samples.iter().copied().collect::<Vec<_>>()
+    };
+    let _ = write!(
+        html,
+        "<section class=\"charts\"><figure><figcaption>Total per region</figcaption>{}</figure>\
+         <figure><figcaption>Cache hits and misses over time (both caches, every user)</figcaption>{}</figure></section>",
+        region_chart(&totals),
+        history_chart(&history),
     );
     Html(page("Orders dashboard", &html)).into_response()
 }
@@ -665,7 +756,7 @@ async fn query_failed<B: Backend>(web: &WebSession, e: AppError) -> Response {
         None => false,
     };
     if !still_logged_in {
-        return Redirect::to("/login").into_response();
+        return Redirect::to(web.login_path()).into_response();
     }
     let body = format!(
         "<h1>Something went wrong</h1><p class=\"error\" role=\"alert\">{}</p><p><a href=\"/\">Try again</a></p>{}",
@@ -673,6 +764,68 @@ async fn query_failed<B: Backend>(web: &WebSession, e: AppError) -> Response {
         logout_button(web)
     );
     (StatusCode::INTERNAL_SERVER_ERROR, Html(page("Error", &body))).into_response()
+}
+
+/// Horizontal bars: the total amount per region, as inline SVG.
+fn region_chart(totals: &[RegionTotal]) -> String {
+    const W: f64 = 360.0;
+    const LABEL: f64 = 60.0;
+    const ROW: f64 = 30.0;
+    let max = totals.iter().map(|t| t.total).fold(0.0_f64, f64::max).max(1.0);
+    let height = ROW * totals.len().max(1) as f64 + 10.0;
+    let mut svg = format!(
+        "<svg id=\"chart-regions\" role=\"img\" aria-label=\"Total per region\" viewBox=\"0 0 {W} {height}\" \
+         width=\"{W}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">"
+    );
+    for (i, t) in totals.iter().enumerate() {
+        let y = 5.0 + ROW * i as f64;
+        let width = ((W - LABEL - 70.0) * t.total / max).max(1.0);
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{ty}\" class=\"label\">{region}</text>\
+             <rect class=\"bar\" x=\"{LABEL}\" y=\"{y}\" width=\"{width:.1}\" height=\"20\" rx=\"3\"><title>{region}: {total:.2}</title></rect>\
+             <text x=\"{vx:.1}\" y=\"{ty}\" class=\"value\">{total:.2}</text>",
+            ty = y + 15.0,
+            region = escape_html(&t.region),
+            total = t.total,
+            vx = LABEL + width + 6.0,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Two lines, hits and misses counted so far, against seconds since the first page view.
+fn history_chart(samples: &[(f64, u64, u64)]) -> String {
+    const W: f64 = 360.0;
+    const H: f64 = 150.0;
+    const PAD: f64 = 30.0;
+    let t_max = samples.last().map_or(1.0, |s| s.0).max(1.0);
+    let t_min = samples.first().map_or(0.0, |s| s.0);
+    let span = (t_max - t_min).max(1.0);
+    let y_max = samples.iter().map(|s| s.1.max(s.2)).max().unwrap_or(0).max(1) as f64;
+    let x = |t: f64| PAD + (W - 2.0 * PAD) * (t - t_min) / span;
+    let y = |v: u64| H - PAD + 10.0 - (H - PAD) * v as f64 / y_max;
+    let line = |pick: fn(&(f64, u64, u64)) -> u64| {
+        samples.iter().map(|s| format!("{:.1},{:.1}", x(s.0), y(pick(s)))).collect::<Vec<_>>().join(" ")
+    };
+    let (hits, misses) = samples.last().map_or((0, 0), |s| (s.1, s.2));
+    format!(
+        "<svg id=\"chart-cache\" role=\"img\" aria-label=\"Cache hits and misses over time\" viewBox=\"0 0 {W} {H}\" \
+         width=\"{W}\" height=\"{H}\" xmlns=\"http://www.w3.org/2000/svg\">\
+         <line class=\"axis\" x1=\"{PAD}\" y1=\"{base}\" x2=\"{xr}\" y2=\"{base}\"/>\
+         <line class=\"axis\" x1=\"{PAD}\" y1=\"10\" x2=\"{PAD}\" y2=\"{base}\"/>\
+         <text x=\"2\" y=\"16\" class=\"value\">{y_max}</text><text x=\"2\" y=\"{base}\" class=\"value\">0</text>\
+         <text x=\"{xr}\" y=\"{H}\" class=\"value\" text-anchor=\"end\">{span:.0} s</text>\
+         <polyline class=\"hits\" points=\"{hp}\"/><polyline class=\"misses\" points=\"{mp}\"/>\
+         <text x=\"{lx}\" y=\"24\" class=\"hits-label\">hits {hits}</text>\
+         <text x=\"{lx}\" y=\"40\" class=\"misses-label\">misses {misses}</text></svg>",
+        base = H - PAD + 10.0,
+        xr = W - PAD,
+        hp = line(|s| s.1),
+        mp = line(|s| s.2),
+        lx = PAD + 8.0,
+    )
 }
 
 fn page(title: &str, body: &str) -> String {
@@ -688,4 +841,9 @@ main{max-width:52rem}header{display:flex;gap:1.5rem;align-items:baseline;flex-wr
 h1{margin:0}h2{margin:1.6rem 0 .3rem}.note{color:#555;margin:.2rem 0 .6rem}\
 table{border-collapse:collapse;background:#fff;min-width:24rem}\
 th,td{border:1px solid #ccc;padding:.3rem .7rem;text-align:left}th{background:#eef}\
-.num{text-align:right}.error{color:#a00}button{padding:.3rem .9rem}";
+.num{text-align:right}.error{color:#a00}button{padding:.3rem .9rem}\
+.charts{display:flex;gap:2rem;flex-wrap:wrap;margin-top:1.6rem}figure{margin:0;background:#fff;\
+border:1px solid #ddd;border-radius:6px;padding:.6rem .8rem}figcaption{font-weight:600;margin-bottom:.4rem}\
+svg text{font:12px system-ui,sans-serif;fill:#333}.bar{fill:#4f6bd8}.axis{stroke:#999}\
+polyline{fill:none;stroke-width:2}.hits{stroke:#1e8e4e}.misses{stroke:#c0392b}\
+.hits-label{fill:#1e8e4e}.misses-label{fill:#c0392b}";

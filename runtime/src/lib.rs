@@ -39,7 +39,7 @@ pub use runtime::{
 pub use scope::{GlobalScope, Scope, ScopeKind, SessionScope};
 pub use secrets::{ENV_PREFIX, SECRETS_FILE_VAR, Secret};
 pub use session::{Session, SessionId};
-pub use stats::{CacheStats, RemovalCause, StatsSnapshot};
+pub use stats::{CacheStats, CacheStatsEntry, RemovalCause, StatsSnapshot};
 
 #[doc(hidden)]
 pub use serde as __serde;

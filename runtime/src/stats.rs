@@ -150,3 +150,41 @@ impl CacheStats {
         }
     }
 }
+
+/// One cache's statistics in a [`Runtime::cache_stats`](crate::Runtime::cache_stats) listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStatsEntry {
+    /// The cache's name: a cached function's module path and name, a `Resource`'s name, or
+    /// `connection<Type>` for a connection type's own cache.
+    pub name: String,
+    /// The scope: one cache in the runtime (`Global`), or one per session (`Session`), summed.
+    pub scope: crate::Scope,
+    /// The counters (for a session scope: summed over the live sessions).
+    pub stats: StatsSnapshot,
+}
+
+impl crate::Runtime {
+    /// Every cache of this runtime and its statistics, sorted by scope and name: each global
+    /// cache, and each session-scoped cache summed over the live sessions (read-only; a session
+    /// that ended no longer counts here). A dashboard's or an exporter's view; see
+    /// `Runtime::export_metrics` (feature `metrics`) for counters that never go down.
+    pub fn cache_stats(&self) -> Vec<CacheStatsEntry> {
+        let mut by_name: std::collections::BTreeMap<(u8, String), StatsSnapshot> = Default::default();
+        self.shared.global.each_stats(|name, s| by_name.entry((0, name.to_owned())).or_default().add(&s));
+        for session in self.sessions() {
+            session
+                .inner
+                .caches
+                .each_stats(|name, s| by_name.entry((1, name.to_owned())).or_default().add(&s));
+        }
+        by_name
+            .into_iter()
+            .map(|((scope, name), stats)| CacheStatsEntry {
+                name,
+                scope: if scope == 0 { crate::Scope::Global } else { crate::Scope::Session },
+                stats,
+            })
+            .collect()
+    }
+}
