@@ -1,7 +1,8 @@
 //! The dashboard example in a real browser: headless Chromium, driven through chromedriver
 //! (WebDriver) with fantoccini, fills in the login form (a wrong password first), sees the
-//! table, and logs out. Saves screenshots under `target/test-artifacts/` (`dashboard.png` is the
-//! logged-in page).
+//! table and the charts, and logs out. Saves screenshots under `target/test-artifacts/`:
+//! `dashboard-login.png` (the login page), `dashboard-login-error.png` (a wrong password),
+//! `dashboard.png` (the logged-in page) and `dashboard-logged-out.png` (after logout).
 //!
 //! Needs `chromedriver` (env `CHROMEDRIVER`, else `/usr/bin/chromedriver`) and Chromium (env
 //! `CHROMIUM`, else `/usr/bin/chromium`, else wherever chromedriver finds it); `.ci/run`
@@ -138,6 +139,14 @@ async fn text(client: &Client, css: &str) -> String {
     client.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
 }
 
+/// A computed CSS property of the first element matching `css`.
+async fn style(client: &Client, css: &str, property: &str) -> String {
+    let script =
+        "return getComputedStyle(document.querySelector(arguments[0])).getPropertyValue(arguments[1]);";
+    let value = client.execute(script, vec![css.into(), property.into()]).await.unwrap();
+    value.as_str().unwrap_or_default().to_owned()
+}
+
 async fn path(client: &Client) -> String {
     client.current_url().await.unwrap().path().to_owned()
 }
@@ -221,8 +230,11 @@ async fn log_in_see_the_table_and_log_out_in_chromium() {
     client.goto(&format!("{base}/")).await.unwrap();
     wait_for(&client, r#"input[name="user"]"#).await;
     assert_eq!(path(&client).await, "/login");
-    assert_eq!(client.title().await.unwrap(), "Log in");
+    assert_eq!(client.title().await.unwrap(), "Log in · Orders dashboard");
     assert_eq!(text(&client, "h1").await, "Log in");
+    assert_eq!(text(&client, "p.app").await.to_lowercase(), "orders dashboard", "the app's title");
+    assert!(client.find(Locator::Css("p.error")).await.is_err(), "no error yet");
+    assert!(client.find(Locator::Css("p.notice")).await.is_err(), "no notice yet");
     assert_eq!(text(&client, r#"label[for="user"]"#).await, "User name");
     let password = client.find(Locator::Css(r#"input[name="password"]"#)).await.unwrap();
     assert_eq!(password.attr("type").await.unwrap().as_deref(), Some("password"));
@@ -231,7 +243,11 @@ async fn log_in_see_the_table_and_log_out_in_chromium() {
     // 2. A wrong password: the form again, with the error, and the password field empty.
     log_in(&client, "alice", "not-her-password").await;
     let error = wait_for(&client, "p.error").await;
+    assert!(error.is_displayed().await.unwrap(), "the error is visible");
     assert_eq!(error.text().await.unwrap(), connscope::web::LOGIN_FAILED);
+    // Styled as an error: dark red text on a light red box, not the browser's default.
+    assert_eq!(style(&client, "p.error", "color").await, "rgb(155, 28, 28)");
+    assert_eq!(style(&client, "p.error", "background-color").await, "rgb(253, 236, 236)");
     assert_eq!(path(&client).await, "/login");
     let kept = client.find(Locator::Css(r#"input[name="user"]"#)).await.unwrap();
     assert_eq!(kept.prop("value").await.unwrap().as_deref(), Some("alice"), "the user name is kept");
@@ -261,13 +277,19 @@ async fn log_in_see_the_table_and_log_out_in_chromium() {
     assert_eq!(text(&client, "#stats-my_orders .hits").await, "1");
     assert_eq!(text(&client, "#stats-region_totals .hits").await, "1");
     assert_eq!(text(&client, "#stats-region_totals .loads").await, "1");
+    for chart in ["svg#chart-regions", "svg#chart-cache"] {
+        assert!(client.find(Locator::Css(chart)).await.unwrap().is_displayed().await.unwrap(), "{chart}");
+    }
     let shot = screenshot(&client, "dashboard.png").await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real page, not a blank one");
 
-    // 4. Log out: the login form again, and the dashboard is gated once more.
+    // 4. Log out: the login form again, saying so, and the dashboard is gated once more.
     client.find(Locator::Css(r#"form[action="/logout"] button"#)).await.unwrap().click().await.unwrap();
-    wait_for(&client, r#"input[name="user"]"#).await;
+    let notice = wait_for(&client, "p.notice").await;
+    assert!(notice.is_displayed().await.unwrap());
+    assert_eq!(notice.text().await.unwrap(), connscope::web::LOGGED_OUT);
     assert_eq!(path(&client).await, "/login");
+    screenshot(&client, "dashboard-logged-out.png").await;
     let connections = dashboard.user_connections().unwrap();
     assert_eq!(
         (connections.opened_count(), connections.closed_count()),
@@ -278,7 +300,7 @@ async fn log_in_see_the_table_and_log_out_in_chromium() {
     wait_for(&client, r#"input[name="user"]"#).await;
     assert_eq!(path(&client).await, "/login", "still gated after logout");
     assert!(client.find(Locator::Css("table#orders")).await.is_err());
-    screenshot(&client, "dashboard-logged-out.png").await;
+    assert!(client.find(Locator::Css("p.notice")).await.is_err(), "the notice is for right after a logout");
 
     client.close().await.unwrap();
     let report = dashboard.shutdown().await;

@@ -659,6 +659,17 @@ async fn dashboard<B: Backend>(
         if after > before { "Loaded from the database just now." } else { "Served from the cache." }
     };
 
+    let history = {
+        let mut history = state.history.lock().unwrap();
+        history.sample(web.runtime());
+        history.samples.iter().copied().collect::<Vec<_>>()
+    };
+    let charts = format!(
+        "<section class=\"charts\"><figure><figcaption>Total per region</figcaption>{}</figure>\
+         <figure><figcaption title=\"both caches, every user, one sample per page view\">Cache hits and misses over time</figcaption>{}</figure></section>",
+        region_chart(&totals),
+        history_chart(&history),
+    );
     let mut html = String::new();
     let _ = write!(
         html,
@@ -668,6 +679,7 @@ async fn dashboard<B: Backend>(
         escape_html(B::DESCRIPTION),
         logout_button(&web),
     );
+    html.push_str(&charts);
 
     let _ = write!(
         html,
@@ -733,18 +745,6 @@ async fn dashboard<B: Backend>(
          <a href=\"/metrics\">/metrics</a> has them for Prometheus.</p></section>",
     );
 
-    let history = {
-        let mut history = state.history.lock().unwrap();
-        history.sample(web.runtime());
-        history.samples.iter().copied().collect::<Vec<_>>()
-    };
-    let _ = write!(
-        html,
-        "<section class=\"charts\"><figure><figcaption>Total per region</figcaption>{}</figure>\
-         <figure><figcaption>Cache hits and misses over time (both caches, every user)</figcaption>{}</figure></section>",
-        region_chart(&totals),
-        history_chart(&history),
-    );
     Html(page("Orders dashboard", &html)).into_response()
 }
 
@@ -798,14 +798,14 @@ fn region_chart(totals: &[RegionTotal]) -> String {
 /// Two lines, hits and misses counted so far, against seconds since the first page view.
 fn history_chart(samples: &[(f64, u64, u64)]) -> String {
     const W: f64 = 360.0;
-    const H: f64 = 150.0;
+    const H: f64 = 170.0;
     const PAD: f64 = 30.0;
     let t_max = samples.last().map_or(1.0, |s| s.0).max(1.0);
     let t_min = samples.first().map_or(0.0, |s| s.0);
     let span = (t_max - t_min).max(1.0);
     let y_max = samples.iter().map(|s| s.1.max(s.2)).max().unwrap_or(0).max(1) as f64;
     let x = |t: f64| PAD + (W - 2.0 * PAD) * (t - t_min) / span;
-    let y = |v: u64| H - PAD + 10.0 - (H - PAD) * v as f64 / y_max;
+    let y = |v: u64| H - PAD - (H - PAD - 10.0) * v as f64 / y_max;
     let line = |pick: fn(&(f64, u64, u64)) -> u64| {
         samples.iter().map(|s| format!("{:.1},{:.1}", x(s.0), y(pick(s)))).collect::<Vec<_>>().join(" ")
     };
@@ -816,15 +816,16 @@ fn history_chart(samples: &[(f64, u64, u64)]) -> String {
          <line class=\"axis\" x1=\"{PAD}\" y1=\"{base}\" x2=\"{xr}\" y2=\"{base}\"/>\
          <line class=\"axis\" x1=\"{PAD}\" y1=\"10\" x2=\"{PAD}\" y2=\"{base}\"/>\
          <text x=\"2\" y=\"16\" class=\"value\">{y_max}</text><text x=\"2\" y=\"{base}\" class=\"value\">0</text>\
-         <text x=\"{xr}\" y=\"{H}\" class=\"value\" text-anchor=\"end\">{span:.0} s</text>\
+         <text x=\"{xr}\" y=\"{legend}\" class=\"value\" text-anchor=\"end\">{span:.0} s</text>\
          <polyline class=\"hits\" points=\"{hp}\"/><polyline class=\"misses\" points=\"{mp}\"/>\
-         <text x=\"{lx}\" y=\"24\" class=\"hits-label\">hits {hits}</text>\
-         <text x=\"{lx}\" y=\"40\" class=\"misses-label\">misses {misses}</text></svg>",
-        base = H - PAD + 10.0,
+         <text x=\"{PAD}\" y=\"{legend}\" class=\"hits-label\">&#9632; hits {hits}</text>\
+         <text x=\"{mx}\" y=\"{legend}\" class=\"misses-label\">&#9632; misses {misses}</text></svg>",
+        base = H - PAD,
         xr = W - PAD,
         hp = line(|s| s.1),
         mp = line(|s| s.2),
-        lx = PAD + 8.0,
+        legend = H - 4.0,
+        mx = PAD + 90.0,
     )
 }
 
@@ -842,7 +843,7 @@ h1{margin:0}h2{margin:1.6rem 0 .3rem}.note{color:#555;margin:.2rem 0 .6rem}\
 table{border-collapse:collapse;background:#fff;min-width:24rem}\
 th,td{border:1px solid #ccc;padding:.3rem .7rem;text-align:left}th{background:#eef}\
 .num{text-align:right}.error{color:#a00}button{padding:.3rem .9rem}\
-.charts{display:flex;gap:2rem;flex-wrap:wrap;margin-top:1.6rem}figure{margin:0;background:#fff;\
+.charts{display:flex;gap:1.5rem;flex-wrap:wrap;margin-top:1.2rem}figure{margin:0;background:#fff;\
 border:1px solid #ddd;border-radius:6px;padding:.6rem .8rem}figcaption{font-weight:600;margin-bottom:.4rem}\
 svg text{font:12px system-ui,sans-serif;fill:#333}.bar{fill:#4f6bd8}.axis{stroke:#999}\
 polyline{fill:none;stroke-width:2}.hits{stroke:#1e8e4e}.misses{stroke:#c0392b}\
