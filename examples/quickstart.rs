@@ -5,7 +5,8 @@
 //! `cargo run --example quickstart`
 //!
 //! The connection comes from `[connections.shop]` in `examples/secrets.toml`. Change its `url`
-//! line to `postgres://…` (and add `--features postgres`) to run the same against PostgreSQL.
+//! line to `postgres://…` (and add `--features postgres`) to run the same against PostgreSQL,
+//! or to `mysql://…` (`--features mysql`) for MySQL / MariaDB.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -29,7 +30,12 @@ async fn main() -> Result<(), SqlError> {
 
 /// The whole quickstart, printing to `out` (a test checks what it prints).
 pub async fn quickstart(out: &mut impl Write) -> Result<(), SqlError> {
-    let rt = Runtime::builder().secrets_file(SECRETS).build();
+    quickstart_on(Runtime::builder().secrets_file(SECRETS), out).await
+}
+
+/// The quickstart on a runtime of `builder` (the tests point `shop` at their servers).
+pub async fn quickstart_on(builder: connscope::RuntimeBuilder, out: &mut impl Write) -> Result<(), SqlError> {
+    let rt = builder.build();
     // Which database? Read the resolved settings (file < environment < code); nothing
     // connects until a statement runs.
     let url = rt.connection::<connscope::sql::SqliteDb>("shop").await?.provider().url.clone();
@@ -38,9 +44,7 @@ pub async fn quickstart(out: &mut impl Write) -> Result<(), SqlError> {
         #[cfg(feature = "postgres")]
         Some("postgres" | "postgresql") => run::<sqlx::Postgres>(&rt, out).await?,
         #[cfg(feature = "mysql")]
-        Some("mysql" | "mariadb") => {
-            eprintln!("(MySQL takes `?` placeholders; this quickstart's SQL uses `$1`: see the README)");
-        }
+        Some("mysql" | "mariadb") => run::<sqlx::MySql>(&rt, out).await?,
         Some("sqlite") => run::<sqlx::Sqlite>(&rt, out).await?,
         Some(other) => eprintln!("`{other}:` URLs need the matching cargo feature (postgres, mysql)"),
         None => eprintln!("no url"),
@@ -58,13 +62,23 @@ fn say(out: &mut impl Write, line: std::fmt::Arguments<'_>) {
     let _ = writeln!(out, "{line}");
 }
 
+const INSERT: &str = "insert into quickstart_orders (region, amount) values ($1, $2)";
+const INSERT_MYSQL: &str = "insert into quickstart_orders (region, amount) values (?, ?)";
+const REPORT: &str = "select region, count(*) as orders, sum(amount) as total \
+                      from quickstart_orders where amount >= $1 group by region order by total desc";
+const REPORT_MYSQL: &str = "select region, count(*) as orders, sum(amount) as total \
+                            from quickstart_orders where amount >= ? group by region order by total desc";
+
 async fn run<DB>(rt: &Runtime, out: &mut impl Write) -> Result<(), SqlError>
 where
     DB: connscope::sql::Backend,
     RegionSales: for<'r> sqlx::FromRow<'r, DB::Row>,
 {
     let shop = rt.connection::<SqlDb<DB>>("shop").await?; // [connections.shop]
-    say(out, format_args!("connected to {}", <DB as connscope::sql::Backend>::KIND));
+    let kind = <DB as connscope::sql::Backend>::KIND;
+    say(out, format_args!("connected to {kind}"));
+    // Bind parameters are `$1, $2…` on PostgreSQL and SQLite, `?` on MySQL / MariaDB.
+    let (insert, report) = if kind == "mysql" { (INSERT_MYSQL, REPORT_MYSQL) } else { (INSERT, REPORT) };
 
     // Sample data (writes are never cached).
     shop.execute("drop table if exists quickstart_orders").await?;
@@ -72,24 +86,14 @@ where
         .await?;
     let orders = [("emea", 120.0), ("emea", 80.5), ("apac", 42.0), ("amer", 310.0), ("amer", 99.9)];
     for (region, amount) in orders {
-        shop.execute("insert into quickstart_orders (region, amount) values ($1, $2)")
-            .bind(region)
-            .bind(amount)
-            .await?;
+        shop.execute(insert).bind(region).bind(amount).await?;
     }
 
     // The same query twice: the first reaches the database, the second is a cache hit.
     for call in 1..=2 {
         let t = Instant::now();
-        let rows = shop
-            .query(
-                "select region, count(*) as orders, sum(amount) as total \
-                 from quickstart_orders where amount >= $1 group by region order by total desc",
-            )
-            .bind(50.0)
-            .ttl(Duration::from_secs(60))
-            .fetch_all::<RegionSales>()
-            .await?;
+        let rows =
+            shop.query(report).bind(50.0).ttl(Duration::from_secs(60)).fetch_all::<RegionSales>().await?;
         say(out, format_args!("call {call}: {} rows in {:.1?}", rows.len(), t.elapsed()));
         if call == 1 {
             for r in rows.iter() {

@@ -334,3 +334,36 @@ mod my {
         exec(&mut admin, format!("drop table {table}")).await;
     }
 }
+
+/// The quickstart (`cargo run --example quickstart --features mysql` with `url = "mysql://…"` in
+/// `examples/secrets.toml`) against MariaDB: the same output as the README's, on MySQL.
+#[cfg(all(feature = "mysql", feature = "sqlite"))]
+#[allow(dead_code)]
+#[path = "../examples/quickstart.rs"]
+mod quickstart;
+
+#[cfg(all(feature = "mysql", feature = "sqlite"))]
+#[tokio::test]
+async fn the_quickstart_runs_on_mysql() {
+    let Some(url) = sql_support::server_url("MYSQL_URL", "the_quickstart_runs_on_mysql") else { return };
+    let builder = connscope::Runtime::builder()
+        .secrets_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/secrets.toml"))
+        .connection_setting("shop", "url", url);
+    let mut out = Vec::new();
+    quickstart::quickstart_on(builder, &mut out).await.expect("the quickstart runs on MySQL");
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 7, "{text}");
+    assert_eq!(lines[0], "connected to mysql");
+    assert!(lines[1].starts_with("call 1: 2 rows in "), "{text}");
+    assert_eq!(lines[2], "  amer  2 orders   409.90");
+    assert_eq!(lines[3], "  emea  2 orders   200.50");
+    assert!(lines[4].starts_with("call 2: 2 rows in "), "{text}");
+    assert!(
+        lines[5].starts_with("cache: 1 hit(s), 1 miss(es); 8 statement(s) sent to the database, "),
+        "{text}"
+    );
+    // One more than on SQLite: the handle the quickstart reads the URL through (a `SqliteDb`,
+    // never connected) is a type of its own here.
+    assert_eq!(lines[6], "runtime shut down: 3 cached value(s) released, connections closed");
+}
