@@ -147,7 +147,8 @@ impl WebSessions {
 
     /// The login page's path (default `/login`): where [`login_routes`](Self::login_routes)
     /// serves the form and accepts it, where the form posts to, where
-    /// [`LoggedIn`](super::LoggedIn) and a logout redirect.
+    /// [`LoggedIn`](super::LoggedIn) and a logout redirect. A path starts with `/` (axum's rule
+    /// for routes).
     pub fn login_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.with_config(|c| c.login_path = path)
