@@ -24,7 +24,7 @@ pub mod web;
 #[doc(hidden)]
 pub mod macro_support;
 
-pub use cache::{BoxFuture, CacheConfig, HookError, LoadError, ReleaseHook, ResourceCache};
+pub use cache::{BoxFuture, CacheConfig, HookError, LoadError, Refresh, ReleaseHook, ResourceCache};
 pub use conn::{Conn, ConnCounters, ConnId, ConnRef};
 pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
 pub use form::{FieldError, FieldProblem, FormError, FormValue, FormValues};

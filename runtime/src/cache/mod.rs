@@ -19,6 +19,7 @@
 mod background;
 mod flight;
 mod outcome;
+mod refresh;
 mod release;
 mod set;
 mod state;
@@ -42,6 +43,7 @@ pub(crate) use set::CacheSet;
 pub(crate) use timers::{Due, Timers};
 
 use self::flight::{Flight, Outcome as LoadOutcome};
+use self::refresh::Owner;
 use self::state::{Closed, Displaced, Found, State};
 use crate::error::{Error, ReleaseReport};
 use crate::stats::{CacheStats, RemovalCause, StatsSnapshot};
@@ -60,14 +62,34 @@ pub struct CacheConfig<V> {
     pub max_entries: Option<u64>,
     /// Hook run exactly once for each value that leaves.
     pub on_release: Option<ReleaseHook<V>>,
+    /// Background refresh of values past their ttl (needs a `ttl`).
+    pub refresh: Option<Refresh<V>>,
 }
 
 impl<V> CacheConfig<V> {
     /// A cache named `name` with no TTL, no bound and no hook.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
-        CacheConfig { name: name.into(), ttl: None, max_entries: None, on_release: None }
+        CacheConfig { name: name.into(), ttl: None, max_entries: None, on_release: None, refresh: None }
     }
 }
+
+/// Background refresh (stale-while-revalidate): a value past its ttl is still served for
+/// `max_stale` more, while one refresh per key runs; past that it is gone and a call waits for
+/// a fresh load.
+pub struct Refresh<V> {
+    /// How long past its ttl a value may still be served while it is refreshed.
+    pub max_stale: Duration,
+    /// Whether a refresh returned the very instance it replaces (then the old value is not
+    /// released: it is still in use). `Arc::ptr_eq` for `Arc` values.
+    pub same_instance: fn(&V, &V) -> bool,
+}
+
+impl<V> Clone for Refresh<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for Refresh<V> {}
 
 /// Why a cached load did not produce a value.
 #[derive(Debug)]
@@ -104,7 +126,10 @@ where
     V: Clone + Send + Sync + 'static,
 {
     state: Mutex<State<K, V>>,
+    /// How long a value is kept: its ttl, plus the refresh window if any.
     ttl: Option<Duration>,
+    /// With background refresh: whether a refresh returned the instance it replaces.
+    same_instance: Option<fn(&V, &V) -> bool>,
     timers: Arc<Timers>,
     releaser: Arc<Releaser<V>>,
     stats: Arc<CacheStats>,
@@ -114,6 +139,8 @@ where
 enum Role<V> {
     Lead(Arc<Flight<V>>),
     Wait(Arc<Flight<V>>),
+    /// Refresh this stale value (its id), claimed by this caller.
+    Refresh(V, u64),
 }
 
 impl<K, V> ResourceCache<K, V>
@@ -123,6 +150,9 @@ where
 {
     pub(crate) fn new(config: CacheConfig<V>, tracker: Arc<ReleaseTracker>, timers: Arc<Timers>) -> Self {
         let stats = Arc::new(CacheStats::default());
+        // Refresh needs a ttl to be past.
+        let refresh = config.refresh.filter(|_| config.ttl.is_some());
+        let window = refresh.map(|r| r.max_stale);
         let releaser = Arc::new(Releaser {
             resource: Arc::clone(&config.name),
             hook: config.on_release,
@@ -131,8 +161,9 @@ where
         });
         ResourceCache {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::new(config.max_entries)),
-                ttl: config.ttl,
+                state: Mutex::new(State::new(config.max_entries, window)),
+                ttl: config.ttl.map(|ttl| ttl.saturating_add(window.unwrap_or_default())),
+                same_instance: refresh.map(|r| r.same_instance),
                 timers,
                 releaser,
                 stats,
@@ -153,9 +184,25 @@ where
         self.inner.ttl.map(|ttl| Instant::now() + ttl)
     }
 
-    /// The live value for `key`, if any (counts a hit or a miss).
-    pub async fn get(&self, key: &K) -> Option<V> {
+    /// The fresh value for `key` (counts a hit, or a miss); `None` also for a stale value, which
+    /// the caller's load path then serves and refreshes.
+    pub(crate) fn fresh(&self, key: &K) -> Option<V> {
         self.inner.hit(key)
+    }
+
+    /// The live value for `key`, if any, a stale one (inside the refresh window) included
+    /// (counts a hit or a miss).
+    pub async fn get(&self, key: &K) -> Option<V> {
+        match self.inner.peek(key) {
+            Peek::Hit(v) | Peek::Stale(v) => {
+                self.inner.stats.hit();
+                Some(v)
+            }
+            Peek::Miss => {
+                self.inner.stats.miss();
+                None
+            }
+        }
     }
 
     /// The value for `key`, loading it with `loader` on a miss. Concurrent callers of a missing
@@ -169,7 +216,7 @@ where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        if let Some(v) = self.get(&key).await {
+        if let Some(v) = self.inner.hit(&key) {
             return Ok(v);
         }
         // Boxed on a miss only: a large loader future (a query) then travels through the
@@ -182,7 +229,7 @@ where
     where
         F: Future<Output = V>,
     {
-        if let Some(v) = self.get(&key).await {
+        if let Some(v) = self.inner.hit(&key) {
             return Ok(v);
         }
         let loader = Box::pin(loader);
@@ -205,7 +252,7 @@ where
         F: Future<Output = Result<V, E>>,
         E: From<Error> + std::fmt::Display,
     {
-        if let Some(v) = self.get(&key).await {
+        if let Some(v) = self.inner.hit(&key) {
             return Ok(v);
         }
         self.miss_own_error(key, Box::pin(loader)).await
@@ -243,7 +290,7 @@ where
     where
         F: Future<Output = V>,
     {
-        if let Some(v) = self.get(&key).await {
+        if let Some(v) = self.inner.hit(&key) {
             return v;
         }
         self.miss_or_run(key, Box::pin(loader)).await
@@ -276,6 +323,14 @@ where
                     Some(closed) => Err(closed.reason.clone()),
                     None => Ok(match state.lookup(&key, Instant::now) {
                         Found::Hit(v) => return Ok(v),
+                        Found::Stale { value, id } => {
+                            if !state.claim_refresh(&key, id) {
+                                drop(state);
+                                self.inner.stats.hit();
+                                return Ok(value);
+                            }
+                            (Role::Refresh(value, id), None)
+                        }
                         Found::Loading(flight) => (Role::Wait(flight), None),
                         Found::Missing { expired } => (Role::Lead(state.start_flight(key.clone())), expired),
                     }),
@@ -293,6 +348,13 @@ where
             let flight = match role {
                 Role::Lead(flight) => return self.lead(key, flight, loader, on_closed).await,
                 Role::Wait(flight) => flight,
+                Role::Refresh(old, id) => {
+                    // This caller refreshes, in place: it gets the new value (the old one if
+                    // the refresh fails). Callers meanwhile get the old one.
+                    self.inner.stats.hit();
+                    let refreshed = self.refresh(key, old, id, loader, Owner::Caller, on_closed);
+                    return refreshed.await.map_err(LoadError::Scope);
+                }
             };
             match flight.wait().await {
                 LoadOutcome::Value(v) => return Ok(v),
@@ -504,32 +566,59 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The live value for `key`, if any (counts a hit or a miss; an expired value met here is
-    /// removed and released in the background).
+    /// The fresh value for `key`, if any: counts a hit, or a miss when there is no usable
+    /// value; a stale value (to refresh) gives `None` and counts nothing, for the caller's load
+    /// path to serve and refresh it.
     pub(crate) fn hit(&self, key: &K) -> Option<V> {
-        let v = self.hit_only(key);
-        if v.is_none() {
-            self.stats.miss();
+        match self.peek(key) {
+            Peek::Hit(v) => {
+                self.stats.hit();
+                Some(v)
+            }
+            Peek::Stale(_) => None,
+            Peek::Miss => {
+                self.stats.miss();
+                None
+            }
         }
-        v
     }
 
     /// Like [`hit`](Self::hit), counting a hit only: for a caller that goes on to a path that
     /// counts the miss itself.
     pub(crate) fn hit_only(&self, key: &K) -> Option<V> {
+        match self.peek(key) {
+            Peek::Hit(v) => {
+                self.stats.hit();
+                Some(v)
+            }
+            Peek::Stale(_) | Peek::Miss => None,
+        }
+    }
+
+    /// Looks `key` up, counting nothing; an expired value met here is removed and released in
+    /// the background.
+    fn peek(&self, key: &K) -> Peek<V> {
         let found = self.state.lock().unwrap_or_else(|p| p.into_inner()).lookup(key, Instant::now);
         match found {
-            Found::Hit(v) => {
-                self.stats.hit();
-                return Some(v);
+            Found::Hit(v) => Peek::Hit(v),
+            Found::Stale { value, .. } => Peek::Stale(value),
+            Found::Missing { expired } => {
+                if let Some(v) = expired {
+                    self.releaser.release_in_background(v, RemovalCause::Expired);
+                }
+                Peek::Miss
             }
-            Found::Missing { expired: Some(v) } => {
-                self.releaser.release_in_background(v, RemovalCause::Expired)
-            }
-            Found::Missing { expired: None } | Found::Loading(_) => {}
+            Found::Loading(_) => Peek::Miss,
         }
-        None
     }
+}
+
+/// What a lookup that counts nothing found.
+enum Peek<V> {
+    Hit(V),
+    /// Inside the refresh window.
+    Stale(V),
+    Miss,
 }
 
 impl<K, V> Due for Inner<K, V>

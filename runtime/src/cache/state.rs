@@ -21,6 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -56,6 +57,10 @@ pub(super) struct Closed {
 pub(super) enum Found<V> {
     /// A live value (its recency updated).
     Hit(V),
+    /// A value past its ttl but inside the background-refresh window (its recency updated):
+    /// still served, and refreshed by whoever [claims](State::claim_refresh) it. `id` names
+    /// this value for the claim.
+    Stale { value: V, id: u64 },
     /// A load in flight: wait for it.
     Loading(Arc<Flight<V>>),
     /// Nothing usable. `expired` is a value whose TTL had passed: it was removed, release it.
@@ -113,11 +118,26 @@ pub(super) struct State<K, V> {
     next_stamp: u64,
     /// Set when the scope closed (boxed: an open cache pays a pointer for it).
     pub(super) closed: Option<Box<Closed>>,
+    /// Background refresh (boxed: a cache without it pays a pointer).
+    refresh: Option<Box<Refreshing<K>>>,
+}
+
+/// The background refresh of a cache: values are kept `window` past their ttl, served stale
+/// meanwhile, and refreshed once per value.
+struct Refreshing<K> {
+    window: Duration,
+    /// The refreshes running: key -> id of the value being refreshed.
+    running: HashMap<K, u64, KeyHasher>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
-    pub(super) fn new(max_entries: Option<u64>) -> Self {
+    /// A store; with `refresh_window`, values are stored with deadlines that include the window
+    /// (the caller adds it) and are stale for its last `refresh_window`.
+    pub(super) fn new(max_entries: Option<u64>, refresh_window: Option<Duration>) -> Self {
         State {
+            refresh: refresh_window.map(|window| {
+                Box::new(Refreshing { window, running: HashMap::with_hasher(KeyHasher::default()) })
+            }),
             map: HashMap::with_hasher(KeyHasher::default()),
             lru: BinaryHeap::new(),
             // A bound of zero would evict every value at birth: at least one is kept.
@@ -133,21 +153,73 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// Looks `key` up at `now`: a hit refreshes its recency; an expired value is removed.
     pub(super) fn lookup(&mut self, key: &K, now: impl FnOnce() -> Instant) -> Found<V> {
-        let expired = match self.map.get_mut(key) {
+        let ready = match self.map.get_mut(key) {
             None => return Found::Missing { expired: None },
             Some(Slot::Loading(flight)) => return Found::Loading(Arc::clone(flight)),
-            Some(Slot::Ready(ready)) => {
-                if ready.expires_at.is_none_or(|t| now() < t) {
-                    // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily).
-                    ready.stamp = self.next_stamp;
-                    self.next_stamp += 1;
-                    return Found::Hit(ready.value.clone());
+            Some(Slot::Ready(ready)) => ready,
+        };
+        let stale = match ready.expires_at {
+            None => false,
+            Some(t) => {
+                let now = now();
+                if now >= t {
+                    return Found::Missing { expired: self.remove(key) };
                 }
-                true
+                // Stale in the last `window` before the deadline (which includes the window).
+                self.refresh.as_ref().is_some_and(|r| now + r.window >= t)
             }
         };
-        debug_assert!(expired);
-        Found::Missing { expired: self.remove(key) }
+        // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily).
+        ready.stamp = self.next_stamp;
+        self.next_stamp += 1;
+        let value = ready.value.clone();
+        if stale { Found::Stale { value, id: ready.id } } else { Found::Hit(value) }
+    }
+
+    /// Claims the refresh of `key`'s stale value `id`: true for the first caller only, until the
+    /// refresh [ends](Self::end_refresh).
+    pub(super) fn claim_refresh(&mut self, key: &K, id: u64) -> bool {
+        let Some(refresh) = self.refresh.as_deref_mut() else { return false };
+        if !matches!(self.map.get(key), Some(Slot::Ready(r)) if r.id == id) {
+            return false;
+        }
+        match refresh.running.get_mut(key) {
+            Some(running) if *running == id => false,
+            // A claim for a value that left meanwhile: stale, replaced.
+            Some(running) => {
+                *running = id;
+                true
+            }
+            None => {
+                refresh.running.insert(key.clone(), id);
+                true
+            }
+        }
+    }
+
+    /// Ends the refresh of `key`'s value `id` (done, failed, or abandoned).
+    pub(super) fn end_refresh(&mut self, key: &K, id: u64) {
+        if let Some(refresh) = self.refresh.as_deref_mut()
+            && refresh.running.get(key) == Some(&id)
+        {
+            refresh.running.remove(key);
+        }
+    }
+
+    /// Stores a refresh's `value` in place of the value `id` it refreshed, if that value is
+    /// still there (an invalidate, clear or insert meanwhile wins: `Err` gives the value back).
+    pub(super) fn finish_refresh(
+        &mut self,
+        key: &K,
+        id: u64,
+        value: V,
+        expires_at: Option<Instant>,
+    ) -> Result<Displaced<V>, V> {
+        self.end_refresh(key, id);
+        match self.map.get(key) {
+            Some(Slot::Ready(r)) if r.id == id => Ok(self.store(key.clone(), value, expires_at)),
+            _ => Err(value),
+        }
     }
 
     /// Starts a load of `key` (the key must hold nothing): later lookups wait for it.
@@ -285,6 +357,9 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         }
         self.lru.clear();
         self.deadlines.clear();
+        if let Some(refresh) = self.refresh.as_deref_mut() {
+            refresh.running.clear();
+        }
         self.next_wake = None;
         self.ready = 0;
         (values, flights)
@@ -354,8 +429,6 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn hit<V: Clone>(s: &mut State<&'static str, V>, k: &'static str) -> Option<V> {
@@ -368,7 +441,7 @@ mod tests {
     #[test]
     fn lru_evicts_least_recently_used_exactly() {
         for _ in 0..1000 {
-            let mut s = State::new(Some(2));
+            let mut s = State::new(Some(2), None);
             assert!(s.store("a", 1, None).evicted.is_empty());
             assert!(s.store("b", 2, None).evicted.is_empty());
             assert_eq!(hit(&mut s, "a"), Some(1));
@@ -382,7 +455,7 @@ mod tests {
     fn records_follow_what_is_held_not_what_came_and_went() {
         let now = Instant::now();
         let at = Some(now + Duration::from_secs(60));
-        let mut s = State::new(Some(2));
+        let mut s = State::new(Some(2), None);
         for i in 0..10_000 {
             s.store("replaced", i, at);
             s.store("invalidated", i, at);
@@ -406,7 +479,7 @@ mod tests {
     #[test]
     fn lru_stays_exact_through_hits_removals_and_reinserts() {
         // A model: keys by last use; the victim is always the model's oldest.
-        let mut s = State::new(Some(3));
+        let mut s = State::new(Some(3), None);
         let mut model: Vec<u32> = Vec::new();
         let mut rng = 0x9e37_79b9_u32;
         for step in 0..20_000u32 {
@@ -448,7 +521,7 @@ mod tests {
 
     #[test]
     fn a_load_raced_by_remove_or_store_is_not_kept() {
-        let mut s: State<&str, i32> = State::new(None);
+        let mut s: State<&str, i32> = State::new(None, None);
         let f = s.start_flight("k");
         s.remove(&"k");
         assert!(s.finish_flight(&"k", f.id, 1, None).is_none());
@@ -469,7 +542,7 @@ mod tests {
     #[test]
     fn an_expired_value_is_removed_on_lookup() {
         let now = Instant::now();
-        let mut s = State::new(None);
+        let mut s = State::new(None, None);
         s.store("k", 1, Some(now));
         match s.lookup(&"k", || now) {
             Found::Missing { expired } => assert_eq!(expired, Some(1)),
