@@ -265,3 +265,47 @@ async fn warm_loads_the_keys_ahead_of_use() {
     drop(s);
     rt.shutdown().await;
 }
+
+static RATE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// The macro form: `refresh = "background"` with the default window (one ttl).
+#[connscope::cached_resource(ttl = "10s", refresh = "background")]
+async fn rate(currency: String) -> Result<Arc<String>, Error> {
+    let n = RATE_RUNS.fetch_add(1, SeqCst);
+    Ok(Arc::new(format!("{currency}#{n}")))
+}
+
+static PLAIN_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[connscope::cached_resource(ttl = "10s", refresh = "background", max_stale = "1m")]
+async fn plain(n: u32) -> u32 {
+    n + PLAIN_RUNS.fetch_add(1, SeqCst) as u32
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_function_with_background_refresh_serves_stale_then_the_refreshed_value() {
+    let rt = support::runtime().build();
+    let s = rt.session();
+    assert_eq!(*s.run(rate("EUR".into())).await.unwrap(), "EUR#0");
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(*s.run(rate("EUR".into())).await.unwrap(), "EUR#0", "stale, served at once");
+    assert_eq!(*s.run(rate("EUR".into())).await.unwrap(), "EUR#0");
+    settle().await;
+    assert_eq!(RATE_RUNS.load(SeqCst), 2, "one refresh");
+    assert_eq!(*s.run(rate("EUR".into())).await.unwrap(), "EUR#1", "refreshed");
+    // Past ttl + window (one ttl): a fresh load in the foreground.
+    tokio::time::advance(Duration::from_secs(25)).await;
+    assert_eq!(*s.run(rate("EUR".into())).await.unwrap(), "EUR#2");
+    // `warm` loads ahead of use.
+    assert_eq!(*s.run(rate::warm("USD".into())).await.unwrap(), "USD#3");
+    assert_eq!(*s.run(rate("USD".into())).await.unwrap(), "USD#3");
+    assert_eq!(s.run(async { rate::stats() }).await.loads, 4);
+
+    assert_eq!(s.run(plain(10)).await, 10);
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert_eq!(s.run(plain(10)).await, 10, "inside max_stale: stale");
+    settle().await;
+    assert_eq!(s.run(plain(10)).await, 11);
+    drop(s);
+    rt.shutdown().await;
+}
