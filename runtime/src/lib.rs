@@ -42,7 +42,6 @@ pub use secrets::{ENV_PREFIX, SECRETS_FILE_VAR, Secret};
 pub use session::{Session, SessionId};
 pub use stats::{CacheStats, RemovalCause, StatsSnapshot};
 
-
 /// What generated code names (`crate = "crate"` inside this crate; the facade's `__private`
 /// re-exports the same). Not a public API.
 #[doc(hidden)]
