@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::cache::{BoxFuture, CacheConfig, HookError, LoadError, Refresh, ResourceCache};
+use crate::cache::{
+    BoxFuture, CacheConfig, HookError, LoadError, Refresh, ReleaseTracker, Releaser, ResourceCache,
+};
 use crate::error::{Error, ReleaseReport};
 use crate::runtime::Runtime;
 use crate::scope::Scope;
@@ -60,7 +62,8 @@ where
     refresh: Option<(Option<Duration>, fn(&V, &V) -> bool)>,
     id: OnceLock<u64>,
     /// The name and hook every cache of this resource shares.
-    shared: OnceLock<(Arc<str>, Option<crate::cache::ReleaseHook<V>>)>,
+    /// (Its releaser: name and hook, for the first runtime that used it.)
+    shared: OnceLock<Arc<Releaser<V>>>,
     /// The global cache of the first runtime that used this resource: a hit on it needs no
     /// map lookup and no reference-count traffic.
     fast: OnceLock<(u64, ResourceCache<K, V>)>,
@@ -145,16 +148,21 @@ where
         *self.id.get_or_init(next_resource_id)
     }
 
-    fn config(&self) -> CacheConfig<V> {
-        // Made once and shared by this resource's caches in every session.
-        let (name, hook) = self.shared.get_or_init(|| {
-            (Arc::from(self.name), self.on_release.map(|f| Arc::new(f) as crate::cache::ReleaseHook<V>))
-        });
+    fn config(&self, tracker: &Arc<ReleaseTracker>) -> CacheConfig<V> {
+        // Made once and shared by this resource's caches in every session of the first runtime
+        // that uses it (a cache of another runtime makes its own).
+        let make = || Releaser {
+            resource: Arc::from(self.name),
+            hook: self.on_release.map(|f| Arc::new(f) as crate::cache::ReleaseHook<V>),
+            tracker: Arc::clone(tracker),
+        };
+        let shared = self.shared.get_or_init(|| Arc::new(make()));
         CacheConfig {
-            name: Arc::clone(name),
+            name: Arc::clone(&shared.resource),
             ttl: self.ttl,
             max_entries: self.max_entries,
-            on_release: hook.clone(),
+            on_release: shared.hook.clone(),
+            releaser: Some(Arc::clone(shared)),
             refresh: self.refresh.and_then(|(max_stale, same_instance)| {
                 Some(Refresh { max_stale: max_stale.or(self.ttl)?, same_instance })
             }),
@@ -176,7 +184,7 @@ where
                 let rt = s.runtime();
                 let config = || {
                     rt.ensure_maintainer();
-                    self.config()
+                    self.config(&rt.shared.tracker)
                 };
                 Ok(f(&s.inner.caches.get_or_create(key, &rt.shared.tracker, config)))
             }
@@ -193,7 +201,7 @@ where
                 if rt.is_shut_down() {
                     return Err(Error::RuntimeShutDown);
                 }
-                let cache = rt.global_cache(key, || self.config());
+                let cache = rt.global_cache(key, || self.config(&rt.shared.tracker));
                 let _ = self.fast.set((rt.id(), cache.clone()));
                 Ok(f(&cache))
             }

@@ -64,12 +64,22 @@ pub struct CacheConfig<V> {
     pub on_release: Option<ReleaseHook<V>>,
     /// Background refresh of values past their ttl (needs a `ttl`).
     pub refresh: Option<Refresh<V>>,
+    /// A releaser to share (the resource's, in the runtime it was made for): used when its
+    /// tracker is the cache's.
+    pub(crate) releaser: Option<Arc<Releaser<V>>>,
 }
 
 impl<V> CacheConfig<V> {
     /// A cache named `name` with no TTL, no bound and no hook.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
-        CacheConfig { name: name.into(), ttl: None, max_entries: None, on_release: None, refresh: None }
+        CacheConfig {
+            name: name.into(),
+            ttl: None,
+            max_entries: None,
+            on_release: None,
+            refresh: None,
+            releaser: None,
+        }
     }
 }
 
@@ -153,12 +163,10 @@ where
         // Refresh needs a ttl to be past.
         let refresh = config.refresh.filter(|_| config.ttl.is_some());
         let window = refresh.map(|r| r.max_stale);
-        let releaser = Arc::new(Releaser {
-            resource: Arc::clone(&config.name),
-            hook: config.on_release,
-            stats: Arc::clone(&stats),
-            tracker,
-        });
+        let releaser = match config.releaser {
+            Some(shared) if Arc::ptr_eq(&shared.tracker, &tracker) => shared,
+            _ => Arc::new(Releaser { resource: Arc::clone(&config.name), hook: config.on_release, tracker }),
+        };
         ResourceCache {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::new(config.max_entries, window)),
@@ -340,7 +348,7 @@ where
                 Err(reason) => return self.closed_before_load(reason, loader, on_closed).await,
                 Ok((role, expired)) => {
                     if let Some(v) = expired {
-                        self.inner.releaser.release_in_background(v, RemovalCause::Expired);
+                        self.inner.release_in_background(v, RemovalCause::Expired);
                     }
                     role
                 }
@@ -435,7 +443,7 @@ where
                     OnClosed::RunUncached => Ok(value),
                     OnClosed::Refuse => {
                         // Loaded into a closed scope: released once, as the close would have.
-                        let _ = self.inner.releaser.release(value, cause).await;
+                        let _ = self.inner.release(value, cause).await;
                         Err(LoadError::Scope(reason))
                     }
                 }
@@ -448,12 +456,11 @@ where
             let me: std::sync::Weak<dyn Due> = Arc::downgrade(&self.inner) as _;
             self.inner.timers.schedule(at, me);
         }
-        let releaser = &self.inner.releaser;
         if let Some(old) = displaced.replaced {
-            releaser.release_in_background(old, RemovalCause::Replaced);
+            self.inner.release_in_background(old, RemovalCause::Replaced);
         }
         for v in displaced.evicted {
-            releaser.release_in_background(v, RemovalCause::Size);
+            self.inner.release_in_background(v, RemovalCause::Size);
         }
     }
 
@@ -476,7 +483,7 @@ where
                 Ok(())
             }
             Err((Closed { cause, reason }, value)) => {
-                let _ = self.inner.releaser.release(value, cause).await;
+                let _ = self.inner.release(value, cause).await;
                 Err(reason)
             }
         }
@@ -501,7 +508,7 @@ where
     async fn release_removed(&self, removed: Option<V>) -> bool {
         match removed {
             Some(v) => {
-                let _ = self.inner.releaser.release(v, RemovalCause::Explicit).await;
+                let _ = self.inner.release(v, RemovalCause::Explicit).await;
                 true
             }
             None => false,
@@ -513,7 +520,7 @@ where
     /// be cached.
     pub async fn clear(&self) -> ReleaseReport {
         let (values, _overtaken) = self.lock().take_all();
-        self.inner.releaser.release_all(values, RemovalCause::Explicit).await
+        self.inner.release_all(values, RemovalCause::Explicit).await
     }
 
     /// Statistics of this cache.
@@ -550,7 +557,7 @@ where
             flight.finish(LoadOutcome::Closed(reason.clone()));
         }
         // Called by a session end or a shutdown, tasks of their own that run to their end.
-        self.inner.releaser.release_all_here(values, cause).await
+        self.inner.release_all_here(values, cause).await
     }
 
     /// Marks a cache that holds nothing yet as closed (created after its scope closed).
@@ -604,12 +611,35 @@ where
             Found::Stale { value, .. } => Peek::Stale(value),
             Found::Missing { expired } => {
                 if let Some(v) = expired {
-                    self.releaser.release_in_background(v, RemovalCause::Expired);
+                    self.release_in_background(v, RemovalCause::Expired);
                 }
                 Peek::Miss
             }
             Found::Loading(_) => Peek::Miss,
         }
+    }
+}
+
+/// Releases, counted in this cache's statistics.
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    async fn release(&self, value: V, cause: RemovalCause) -> Result<(), crate::error::ReleaseFailure> {
+        self.releaser.release(&self.stats, value, cause).await
+    }
+
+    fn release_in_background(&self, value: V, cause: RemovalCause) {
+        self.releaser.release_in_background(&self.stats, value, cause);
+    }
+
+    async fn release_all(&self, values: Vec<V>, cause: RemovalCause) -> ReleaseReport {
+        self.releaser.release_all(&self.stats, values, cause).await
+    }
+
+    async fn release_all_here(&self, values: Vec<V>, cause: RemovalCause) -> ReleaseReport {
+        self.releaser.release_all_here(&self.stats, values, cause).await
     }
 }
 
@@ -636,7 +666,7 @@ where
             let next = if more { None } else { state.reschedule() };
             drop(state);
             for v in due {
-                self.releaser.release_in_background(v, RemovalCause::Expired);
+                self.release_in_background(v, RemovalCause::Expired);
             }
             if !more {
                 break next;
@@ -711,7 +741,7 @@ where
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let (values, _) = state.take_all();
         for v in values {
-            self.releaser.release_in_background(v, RemovalCause::Shutdown);
+            self.release_in_background(v, RemovalCause::Shutdown);
         }
     }
 }

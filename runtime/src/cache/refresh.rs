@@ -89,7 +89,7 @@ where
                 }
                 Found::Missing { expired: Some(v) } => {
                     drop(state);
-                    self.inner.releaser.release_in_background(v, RemovalCause::Expired);
+                    self.inner.release_in_background(v, RemovalCause::Expired);
                     return Err(loader);
                 }
                 Found::Hit(_) | Found::Loading(_) | Found::Missing { expired: None } => return Err(loader),
@@ -158,7 +158,7 @@ where
             // Overtaken by an invalidate, clear or insert: not cached.
             Err(None) => {
                 if owner == Owner::Nobody && !same {
-                    self.inner.releaser.release_in_background(new.clone(), RemovalCause::Explicit);
+                    self.inner.release_in_background(new.clone(), RemovalCause::Explicit);
                 }
                 Ok(new)
             }
@@ -167,7 +167,7 @@ where
                     return Ok(new);
                 }
                 if !same {
-                    let _ = self.inner.releaser.release(new, cause).await;
+                    let _ = self.inner.release(new, cause).await;
                 }
                 Err(reason)
             }

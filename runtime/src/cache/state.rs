@@ -32,11 +32,52 @@ use crate::stats::RemovalCause;
 /// The hasher of cache keys: foldhash, seeded per cache.
 pub(super) type KeyHasher = foldhash::fast::RandomState;
 
+/// A point in time as 8 bytes: nanoseconds on a process-wide scale, `NEVER` for none. Tokio
+/// instants (paused test time included) map onto it exactly and in order, so a value and its
+/// deadline record each pay 8 bytes for their deadline instead of 16.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick(u64);
+
+impl Tick {
+    const NEVER: Tick = Tick(u64::MAX);
+    /// The scale's zero sits this far above `0`, so instants before its base map too.
+    const ORIGIN: u64 = 1 << 62;
+
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        Instant::from_std(*BASE.get_or_init(std::time::Instant::now))
+    }
+
+    fn of(at: Instant) -> Tick {
+        let base = Tick::base();
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Tick(if at >= base {
+            Tick::ORIGIN.saturating_add(nanos(at - base)).min(u64::MAX - 1)
+        } else {
+            Tick::ORIGIN.saturating_sub(nanos(base - at))
+        })
+    }
+
+    fn of_option(at: Option<Instant>) -> Tick {
+        at.map_or(Tick::NEVER, Tick::of)
+    }
+
+    fn instant(self) -> Instant {
+        let base = Tick::base();
+        match self.0.checked_sub(Tick::ORIGIN) {
+            Some(after) => base + Duration::from_nanos(after),
+            None => base - Duration::from_nanos(Tick::ORIGIN - self.0),
+        }
+    }
+}
+
 /// A ready value.
 pub(super) struct Ready<V> {
     pub(super) value: V,
-    id: u64,
-    expires_at: Option<Instant>,
+    /// Non-zero (ids start at 1): the niche holds `Slot`'s tag, so a slot is 32 bytes for an
+    /// 8-byte value.
+    id: std::num::NonZeroU64,
+    expires_at: Tick,
     /// Position in the LRU order (bounded caches only).
     stamp: u64,
 }
@@ -105,17 +146,28 @@ impl<O: Ord, K> Ord for Record<O, K> {
 /// A min-heap of records, some of them stale.
 type Records<O, K> = BinaryHeap<Reverse<Record<O, K>>>;
 
+/// Files `record`. A heap's first record gets room for exactly one (most caches of a session
+/// hold one value per resource); it grows as usual from there.
+fn push<O: Ord, K>(heap: &mut Records<O, K>, record: Record<O, K>) {
+    if heap.capacity() == 0 {
+        heap.reserve_exact(1);
+    }
+    heap.push(Reverse(record));
+}
+
 pub(super) struct State<K, V> {
     map: HashMap<K, Slot<V>, KeyHasher>,
     /// Ready values by the stamp they were filed with. Only for a cache with `max_entries`.
     lru: Records<u64, K>,
-    max_entries: Option<usize>,
-    deadlines: Records<Instant, K>,
+    /// The bound on ready values (`usize::MAX`: none).
+    max_entries: usize,
+    deadlines: Records<Tick, K>,
     ready: usize,
     /// The earliest deadline scheduled with the runtime's timers, if any.
     next_wake: Option<Instant>,
-    next_id: u64,
-    next_stamp: u64,
+    /// The next id of a flight or ready value, which is also the next LRU stamp: one counter
+    /// serves both, since both only need to grow.
+    next_seq: u64,
     /// Set when the scope closed (boxed: an open cache pays a pointer for it).
     pub(super) closed: Option<Box<Closed>>,
     /// Background refresh (boxed: a cache without it pays a pointer).
@@ -141,12 +193,11 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             map: HashMap::with_hasher(KeyHasher::default()),
             lru: BinaryHeap::new(),
             // A bound of zero would evict every value at birth: at least one is kept.
-            max_entries: max_entries.map(|m| usize::try_from(m).unwrap_or(usize::MAX).max(1)),
+            max_entries: max_entries.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX).max(1)),
             deadlines: BinaryHeap::new(),
             ready: 0,
             next_wake: None,
-            next_id: 1,
-            next_stamp: 1,
+            next_seq: 1,
             closed: None,
         }
     }
@@ -159,28 +210,30 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             Some(Slot::Ready(ready)) => ready,
         };
         let stale = match ready.expires_at {
-            None => false,
-            Some(t) => {
+            Tick::NEVER => false,
+            t => {
                 let now = now();
-                if now >= t {
+                if Tick::of(now) >= t {
                     return Found::Missing { expired: self.remove(key) };
                 }
                 // Stale in the last `window` before the deadline (which includes the window).
-                self.refresh.as_ref().is_some_and(|r| now + r.window >= t)
+                self.refresh
+                    .as_ref()
+                    .is_some_and(|r| now.checked_add(r.window).is_none_or(|s| Tick::of(s) >= t))
             }
         };
         // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily).
-        ready.stamp = self.next_stamp;
-        self.next_stamp += 1;
+        ready.stamp = self.next_seq;
+        self.next_seq += 1;
         let value = ready.value.clone();
-        if stale { Found::Stale { value, id: ready.id } } else { Found::Hit(value) }
+        if stale { Found::Stale { value, id: ready.id.get() } } else { Found::Hit(value) }
     }
 
     /// Claims the refresh of `key`'s stale value `id`: true for the first caller only, until the
     /// refresh [ends](Self::end_refresh).
     pub(super) fn claim_refresh(&mut self, key: &K, id: u64) -> bool {
         let Some(refresh) = self.refresh.as_deref_mut() else { return false };
-        if !matches!(self.map.get(key), Some(Slot::Ready(r)) if r.id == id) {
+        if !matches!(self.map.get(key), Some(Slot::Ready(r)) if r.id.get() == id) {
             return false;
         }
         match refresh.running.get_mut(key) {
@@ -217,7 +270,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     ) -> Result<Displaced<V>, V> {
         self.end_refresh(key, id);
         match self.map.get(key) {
-            Some(Slot::Ready(r)) if r.id == id => Ok(self.store(key.clone(), value, expires_at)),
+            Some(Slot::Ready(r)) if r.id.get() == id => Ok(self.store(key.clone(), value, expires_at)),
             _ => Err(value),
         }
     }
@@ -263,27 +316,30 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     pub(super) fn store(&mut self, key: K, value: V, expires_at: Option<Instant>) -> Displaced<V> {
         let mut displaced = Displaced { replaced: self.remove(&key), evicted: Vec::new(), wake: None };
         let id = self.next_id();
-        let stamp = self.next_stamp;
-        self.next_stamp += 1;
+        let stamp = id;
         if let Some(at) = expires_at {
-            self.deadlines.push(Reverse(Record { order: at, id, key: key.clone() }));
+            push(&mut self.deadlines, Record { order: Tick::of(at), id, key: key.clone() });
             if self.next_wake.is_none_or(|w| at < w) {
                 self.next_wake = Some(at);
                 displaced.wake = Some(at);
             }
         }
-        if self.max_entries.is_some() {
-            self.lru.push(Reverse(Record { order: stamp, id, key: key.clone() }));
+        if self.max_entries != usize::MAX {
+            push(&mut self.lru, Record { order: stamp, id, key: key.clone() });
         }
-        self.map.insert(key, Slot::Ready(Ready { value, id, expires_at, stamp }));
+        let ready = Ready {
+            value,
+            id: std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN),
+            expires_at: Tick::of_option(expires_at),
+            stamp,
+        };
+        self.map.insert(key, Slot::Ready(ready));
         self.ready += 1;
-        if let Some(max) = self.max_entries {
-            while self.ready > max {
-                let Some(victim) = self.pop_least_recent() else { break };
-                if let Some(Slot::Ready(r)) = self.map.remove(&victim) {
-                    self.forget();
-                    displaced.evicted.push(r.value);
-                }
+        while self.ready > self.max_entries {
+            let Some(victim) = self.pop_least_recent() else { break };
+            if let Some(Slot::Ready(r)) = self.map.remove(&victim) {
+                self.forget();
+                displaced.evicted.push(r.value);
             }
         }
         self.compact();
@@ -294,7 +350,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     fn pop_least_recent(&mut self) -> Option<K> {
         while let Some(Reverse(record)) = self.lru.pop() {
             match self.map.get(&record.key) {
-                Some(Slot::Ready(r)) if r.id == record.id => {
+                Some(Slot::Ready(r)) if r.id.get() == record.id => {
                     if r.stamp == record.order {
                         return Some(record.key);
                     }
@@ -310,7 +366,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// Whether `record` still describes the ready value it was filed for.
     fn is_live<O>(map: &HashMap<K, Slot<V>, KeyHasher>, record: &Record<O, K>) -> bool {
-        matches!(map.get(&record.key), Some(Slot::Ready(r)) if r.id == record.id)
+        matches!(map.get(&record.key), Some(Slot::Ready(r)) if r.id.get() == record.id)
     }
 
     /// Drops the stale records once they outnumber the live ones.
@@ -367,6 +423,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// Removes up to `limit` values whose deadline is at or before `now`.
     pub(super) fn expire_due(&mut self, now: Instant, limit: usize) -> Vec<V> {
+        let now = Tick::of(now);
         let mut due = Vec::new();
         while due.len() < limit {
             match self.deadlines.peek() {
@@ -392,7 +449,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             }
             self.deadlines.pop();
         }
-        self.next_wake = self.deadlines.peek().map(|Reverse(r)| r.order);
+        self.next_wake = self.deadlines.peek().map(|Reverse(r)| r.order.instant());
         self.next_wake
     }
 
@@ -403,10 +460,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// How many ready values are live at `now`.
     pub(super) fn live_len(&self, now: Instant) -> usize {
-        self.map
-            .values()
-            .filter(|s| matches!(s, Slot::Ready(r) if r.expires_at.is_none_or(|t| now < t)))
-            .count()
+        self.map.values().filter(|s| matches!(s, Slot::Ready(r) if Tick::of(now) < r.expires_at)).count()
     }
 
     /// Deadline and LRU records held, stale ones included.
@@ -416,8 +470,8 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     }
 
     fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_seq;
+        self.next_seq += 1;
         id
     }
 
@@ -435,6 +489,25 @@ mod tests {
         match s.lookup(&k, Instant::now) {
             Found::Hit(v) => Some(v),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn ticks_keep_the_order_of_instants_and_map_back_exactly() {
+        let base = Tick::base();
+        let instants = [
+            base - Duration::from_secs(3600),
+            base - Duration::from_nanos(1),
+            base,
+            base + Duration::from_nanos(1),
+            base + Duration::from_secs(86_400 * 365),
+        ];
+        for pair in instants.windows(2) {
+            assert!(Tick::of(pair[0]) < Tick::of(pair[1]));
+        }
+        for at in instants {
+            assert_eq!(Tick::of(at).instant(), at);
+            assert!(Tick::of(at) < Tick::NEVER);
         }
     }
 
