@@ -23,6 +23,9 @@ pub(crate) fn next_resource_id() -> u64 {
     NEXT_RESOURCE_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Background refresh as declared: `max_stale` (`None`: one ttl) and the same-instance test.
+type RefreshSpec<V> = (Option<Duration>, fn(&V, &V) -> bool);
+
 /// The default of [`Resource::same_instance`]: values are never taken for the same instance.
 const fn never_same<V>(_: &V, _: &V) -> bool {
     false
@@ -59,7 +62,7 @@ where
     on_release: Option<ReleaseFn<V>>,
     /// Background refresh: how long past the ttl a value may be served (`None`: one ttl), and
     /// how to tell that a refresh returned the same instance.
-    refresh: Option<(Option<Duration>, fn(&V, &V) -> bool)>,
+    refresh: Option<RefreshSpec<V>>,
     id: OnceLock<u64>,
     /// The name and hook every cache of this resource shares.
     /// (Its releaser: name and hook, for the first runtime that used it.)
