@@ -166,6 +166,7 @@ where
             max_entries: self.max_entries,
             on_release: shared.hook.clone(),
             releaser: Some(Arc::clone(shared)),
+            concurrent: false,
             refresh: self.refresh.and_then(|(max_stale, same_instance)| {
                 Some(Refresh { max_stale: max_stale.or(self.ttl)?, same_instance })
             }),

@@ -22,6 +22,7 @@ mod outcome;
 mod refresh;
 mod release;
 mod set;
+mod shards;
 mod state;
 mod timers;
 
@@ -44,6 +45,7 @@ pub(crate) use timers::{Due, Timers};
 
 use self::flight::{Flight, Outcome as LoadOutcome};
 use self::refresh::Owner;
+use self::shards::{Shards, Tally};
 use self::state::{Closed, Displaced, Found, State};
 use crate::error::{Error, ReleaseReport};
 use crate::stats::{CacheStats, RemovalCause, StatsSnapshot};
@@ -67,6 +69,9 @@ pub struct CacheConfig<V> {
     /// A releaser to share (the resource's, in the runtime it was made for): used when its
     /// tracker is the cache's.
     pub(crate) releaser: Option<Arc<Releaser<V>>>,
+    /// Whether many threads may hit it at once (a global cache): without `max_entries` its
+    /// store is then split by key.
+    pub(crate) concurrent: bool,
 }
 
 impl<V> CacheConfig<V> {
@@ -79,6 +84,7 @@ impl<V> CacheConfig<V> {
             on_release: None,
             refresh: None,
             releaser: None,
+            concurrent: false,
         }
     }
 }
@@ -135,7 +141,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    state: Mutex<State<K, V>>,
+    shards: Shards<K, V>,
     /// How long a value is kept: its ttl, plus the refresh window if any.
     ttl: Option<Duration>,
     /// With background refresh: whether a refresh returned the instance it replaces.
@@ -169,7 +175,10 @@ where
         };
         ResourceCache {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::new(config.max_entries, window)),
+                // Split by key for a global cache without a bound (see `shards`).
+                shards: Shards::new(config.concurrent && config.max_entries.is_none(), || {
+                    State::new(config.max_entries, window)
+                }),
                 ttl: config.ttl.map(|ttl| ttl.saturating_add(window.unwrap_or_default())),
                 same_instance: refresh.map(|r| r.same_instance),
                 timers,
@@ -184,8 +193,9 @@ where
         &self.inner.releaser.resource
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<K, V>> {
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The store of `key`, locked.
+    fn lock(&self, key: &K) -> MutexGuard<'_, State<K, V>> {
+        self.inner.shards.lock(key).0
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -201,13 +211,14 @@ where
     /// The live value for `key`, if any, a stale one (inside the refresh window) included
     /// (counts a hit or a miss).
     pub async fn get(&self, key: &K) -> Option<V> {
+        let stats = &self.inner.stats;
         match self.inner.peek(key) {
-            Peek::Hit(v) | Peek::Stale(v) => {
-                self.inner.stats.hit();
+            (Peek::Hit(v) | Peek::Stale(v), tally) => {
+                tally.hit(stats);
                 Some(v)
             }
-            Peek::Miss => {
-                self.inner.stats.miss();
+            (Peek::Miss, tally) => {
+                tally.miss(stats);
                 None
             }
         }
@@ -326,7 +337,7 @@ where
     {
         loop {
             let role = {
-                let mut state = self.lock();
+                let mut state = self.lock(&key);
                 match &state.closed {
                     Some(closed) => Err(closed.reason.clone()),
                     None => Ok(match state.lookup(&key, Instant::now) {
@@ -415,14 +426,14 @@ where
             Ok(value) => value,
             Err(e) => {
                 self.inner.stats.load_failure();
-                self.lock().abandon_flight(&key, flight.id);
+                self.lock(&key).abandon_flight(&key, flight.id);
                 let e = Arc::new(e);
                 flight.finish(LoadOutcome::Failed(Arc::clone(&e) as Arc<dyn Any + Send + Sync>));
                 return Err(LoadError::Failed(e));
             }
         };
         let stored = {
-            let mut state = self.lock();
+            let mut state = self.lock(&key);
             match state.closed.as_deref().cloned() {
                 Some(closed) => Err(closed),
                 None => Ok(state.finish_flight(&key, flight.id, value.clone(), self.deadline())),
@@ -471,7 +482,7 @@ where
     /// released (cause `SessionEnd` / `Shutdown`) and the error says why.
     pub async fn insert(&self, key: K, value: V) -> Result<(), Error> {
         let stored = {
-            let mut state = self.lock();
+            let mut state = self.lock(&key);
             match state.closed.as_deref().cloned() {
                 Some(closed) => Err((closed, value)),
                 None => Ok(state.store(key, value, self.deadline())),
@@ -493,7 +504,7 @@ where
     /// there. A load of `key` in flight will not be cached. A failing hook is logged and counted
     /// in [`stats`](Self::stats).
     pub async fn invalidate(&self, key: &K) -> bool {
-        let removed = self.lock().remove(key);
+        let removed = self.lock(key).remove(key);
         self.release_removed(removed).await
     }
 
@@ -501,7 +512,7 @@ where
     /// found closed, not one stored a moment later); awaits its release hook. Returns whether a
     /// value was removed.
     pub async fn invalidate_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> bool {
-        let removed = self.lock().remove_if(key, pred);
+        let removed = self.lock(key).remove_if(key, pred);
         self.release_removed(removed).await
     }
 
@@ -519,18 +530,23 @@ where
     /// panicking hook does not stop the others; the report lists them. Loads in flight will not
     /// be cached.
     pub async fn clear(&self) -> ReleaseReport {
-        let (values, _overtaken) = self.lock().take_all();
+        let mut values = Vec::new();
+        for state in self.inner.shards.all() {
+            let (taken, _overtaken) = lock(state).take_all();
+            values.extend(taken);
+        }
         self.inner.release_all(values, RemovalCause::Explicit).await
     }
 
     /// Statistics of this cache.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        self.inner.snapshot()
     }
 
     /// How many live values the cache holds.
     pub async fn len(&self) -> u64 {
-        self.lock().live_len(Instant::now()) as u64
+        let now = Instant::now();
+        self.inner.shards.all().map(|state| lock(state).live_len(now) as u64).sum()
     }
 
     /// Whether the cache holds no value.
@@ -545,14 +561,19 @@ where
     /// Marks the cache closed (loads and inserts are refused from now on; loads in flight
     /// release their value when they finish) and releases every value.
     pub(crate) async fn close(&self, cause: RemovalCause, reason: Error) -> ReleaseReport {
-        let (values, flights) = {
-            let mut state = self.lock();
+        // Store by store, each closed and emptied under its lock: a load or insert that reaches
+        // a store after it closed is refused there; one that came before is taken here.
+        let (mut values, mut flights) = (Vec::new(), Vec::new());
+        for state in self.inner.shards.all() {
+            let mut state = lock(state);
             if state.closed.is_some() {
                 return ReleaseReport::default();
             }
             state.closed = Some(Box::new(Closed { cause, reason: reason.clone() }));
-            state.take_all()
-        };
+            let (v, f) = state.take_all();
+            values.extend(v);
+            flights.extend(f);
+        }
         for flight in flights {
             flight.finish(LoadOutcome::Closed(reason.clone()));
         }
@@ -562,9 +583,13 @@ where
 
     /// Marks a cache that holds nothing yet as closed (created after its scope closed).
     pub(crate) fn close_empty(&self, cause: RemovalCause, reason: Error) {
-        let mut state = self.lock();
-        debug_assert_eq!(state.ready_len(), 0);
-        state.closed.get_or_insert_with(|| Box::new(Closed { cause, reason }));
+        for state in self.inner.shards.all() {
+            let mut state = lock(state);
+            debug_assert_eq!(state.ready_len(), 0);
+            state
+                .closed
+                .get_or_insert_with(|| Box::new(Closed { cause, reason: reason.clone() }));
+        }
     }
 }
 
@@ -578,13 +603,13 @@ where
     /// path to serve and refresh it.
     pub(crate) fn hit(&self, key: &K) -> Option<V> {
         match self.peek(key) {
-            Peek::Hit(v) => {
-                self.stats.hit();
+            (Peek::Hit(v), tally) => {
+                tally.hit(&self.stats);
                 Some(v)
             }
-            Peek::Stale(_) => None,
-            Peek::Miss => {
-                self.stats.miss();
+            (Peek::Stale(_), _) => None,
+            (Peek::Miss, tally) => {
+                tally.miss(&self.stats);
                 None
             }
         }
@@ -594,19 +619,21 @@ where
     /// counts the miss itself.
     pub(crate) fn hit_only(&self, key: &K) -> Option<V> {
         match self.peek(key) {
-            Peek::Hit(v) => {
-                self.stats.hit();
+            (Peek::Hit(v), tally) => {
+                tally.hit(&self.stats);
                 Some(v)
             }
-            Peek::Stale(_) | Peek::Miss => None,
+            (Peek::Stale(_) | Peek::Miss, _) => None,
         }
     }
 
-    /// Looks `key` up, counting nothing; an expired value met here is removed and released in
-    /// the background.
-    fn peek(&self, key: &K) -> Peek<V> {
-        let found = self.state.lock().unwrap_or_else(|p| p.into_inner()).lookup(key, Instant::now);
-        match found {
+    /// Looks `key` up, counting nothing (the tally says where to count); an expired value met
+    /// here is removed and released in the background.
+    fn peek(&self, key: &K) -> (Peek<V>, Tally<'_>) {
+        let (mut state, tally) = self.shards.lock(key);
+        let found = state.lookup(key, Instant::now);
+        drop(state);
+        let peek = match found {
             Found::Hit(v) => Peek::Hit(v),
             Found::Stale { value, .. } => Peek::Stale(value),
             Found::Missing { expired } => {
@@ -616,7 +643,13 @@ where
                 Peek::Miss
             }
             Found::Loading(_) => Peek::Miss,
-        }
+        };
+        (peek, tally)
+    }
+
+    /// The statistics: the cache's counters plus its stores' own hit and miss counts.
+    fn snapshot(&self) -> StatsSnapshot {
+        self.shards.snapshot(&self.stats)
     }
 }
 
@@ -659,19 +692,26 @@ where
     /// A maintenance visit: releases the values whose TTL has passed (hooks in the background),
     /// then schedules the next deadline.
     fn run_due(self: Arc<Self>, now: Instant, timers: &Arc<Timers>) {
-        let next = loop {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let due = state.expire_due(now, SWEEP_BATCH);
-            let more = due.len() == SWEEP_BATCH;
-            let next = if more { None } else { state.reschedule() };
-            drop(state);
-            for v in due {
-                self.release_in_background(v, RemovalCause::Expired);
-            }
-            if !more {
-                break next;
-            }
-        };
+        let mut next: Option<Instant> = None;
+        for state in self.shards.all() {
+            let shard_next = loop {
+                let mut state = lock(state);
+                let due = state.expire_due(now, SWEEP_BATCH);
+                let more = due.len() == SWEEP_BATCH;
+                let next = if more { None } else { state.reschedule() };
+                drop(state);
+                for v in due {
+                    self.release_in_background(v, RemovalCause::Expired);
+                }
+                if !more {
+                    break next;
+                }
+            };
+            next = match (next, shard_next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         if let Some(at) = next {
             let me: std::sync::Weak<dyn Due> = Arc::downgrade(&self) as _;
             timers.schedule(at, me);
@@ -699,9 +739,15 @@ where
         if std::thread::panicking() {
             self.cache.inner.stats.load_failure();
         }
-        self.cache.lock().abandon_flight(self.key, self.flight.id);
+        self.cache.lock(self.key).abandon_flight(self.key, self.flight.id);
         self.flight.finish(LoadOutcome::Abandoned);
     }
+}
+
+/// Locks a store (a panic elsewhere never leaves it inconsistent: its methods do not unwind
+/// midway).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cold]
@@ -738,8 +784,10 @@ where
     fn drop(&mut self) {
         // A cache dropped while it still holds values (its scope never closed): release them.
         // (A closed cache is already empty.)
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let (values, _) = state.take_all();
+        let mut values = Vec::new();
+        for state in self.shards.all_mut() {
+            values.extend(state.take_all().0);
+        }
         for v in values {
             self.release_in_background(v, RemovalCause::Shutdown);
         }

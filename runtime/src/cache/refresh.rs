@@ -78,7 +78,7 @@ where
         E: Send + 'static,
     {
         let (value, claimed) = {
-            let mut state = self.lock();
+            let mut state = self.lock(key);
             if state.closed.is_some() {
                 return Err(loader);
             }
@@ -130,14 +130,14 @@ where
             Err(_) => {
                 // The old value stays until its window ends; the next caller may try again.
                 self.inner.stats.load_failure();
-                self.lock().end_refresh(&key, id);
+                self.lock(&key).end_refresh(&key, id);
                 return Ok(old);
             }
         };
         let same = self.inner.same_instance.is_some_and(|same| same(&old, &new));
         drop(old);
         let stored = {
-            let mut state = self.lock();
+            let mut state = self.lock(&key);
             match state.closed.as_deref().cloned() {
                 Some(closed) => {
                     state.end_refresh(&key, id);
@@ -195,6 +195,6 @@ where
         if std::thread::panicking() {
             self.cache.inner.stats.load_failure();
         }
-        self.cache.lock().end_refresh(self.key, self.id);
+        self.cache.lock(self.key).end_refresh(self.key, self.id);
     }
 }

@@ -33,7 +33,7 @@ where
         Box::pin(async move { ResourceCache { inner: self }.close(cause, reason).await })
     }
     fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.snapshot()
     }
 }
 
