@@ -30,6 +30,13 @@ async fn with_macro_result(key: u64) -> Result<Value, connscope::Error> {
     Ok(value(key))
 }
 
+/// The macro with background refresh (`try_get_refreshing`): its hit must cost what a plain
+/// hit costs.
+#[cached_resource(ttl = "10m", max_entries = 10_000, refresh = "background")]
+async fn with_macro_refresh(key: u64) -> Result<Value, connscope::Error> {
+    Ok(value(key))
+}
+
 /// The runtime by hand: what the macro expands to.
 static BY_HAND: Resource<u64, Value> =
     Resource::new("by_hand", Scope::Global, Some(Duration::from_secs(600)), Some(10_000), None);
@@ -72,6 +79,7 @@ fn hits(c: &mut Criterion) {
     bench_async!(group, tokio, "runtime_get_or_run", by_hand(black_box(1)).await);
     bench_async!(group, tokio, "cached_resource_result", with_macro_result(black_box(1)).await.unwrap());
     bench_async!(group, tokio, "runtime_try_get", by_hand_result(black_box(1)).await.unwrap());
+    bench_async!(group, tokio, "cached_resource_refresh", with_macro_refresh(black_box(1)).await.unwrap());
     bench_async!(group, tokio, "cached_crate", with_cached_crate(black_box(1)).await);
     group.finish();
 }

@@ -8,13 +8,10 @@
 //! See the README for a tour; the main types are [`Runtime`], [`Session`], [`Conn`],
 //! [`Provider`] and [`Connection`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub use connscope_macros::{Connection, cached_resource};
 pub use connscope_runtime::*;
-
-/// SQL providers on sqlx: SQLite (feature `sqlite`, on by default), PostgreSQL (`postgres`) and
-/// MySQL / MariaDB (`mysql`), with cached queries. See [`sql::SqlDb`] and [`sql::SqlLogin`].
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use connscope_runtime::sql;
 
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]

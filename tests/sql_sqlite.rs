@@ -374,3 +374,36 @@ async fn distinct_ttls_share_a_bounded_set_of_caches() {
     let report = rt.shutdown().await;
     assert_eq!((report.released, report.is_ok()), (1 + 500, true), "the connection and every result");
 }
+
+#[tokio::test]
+async fn per_session_results_over_a_shared_connection_are_each_users_own() {
+    let (rt, shared) = memory_db().await;
+    let (a, b) = (rt.session(), rt.session());
+    let probe = || async {
+        let conn = rt.connection::<SqliteDb>("mem").await?;
+        conn.query(PROBE).bind(7).per_session().fetch_all::<Hit>().await
+    };
+    a.run(probe()).await.unwrap();
+    a.run(probe()).await.unwrap();
+    assert_eq!(probes(&shared, 7).await, 1, "session a: the second call was a hit");
+    b.run(probe()).await.unwrap();
+    assert_eq!(probes(&shared, 7).await, 2, "session b has results of its own over the same connection");
+    a.run(probe()).await.unwrap();
+    b.run(probe()).await.unwrap();
+    assert_eq!(probes(&shared, 7).await, 2, "each keeps its own");
+
+    // The same statement without `per_session` is shared, in the global cache.
+    let global = || async { shared.query(PROBE).bind(8).fetch_all::<Hit>().await };
+    a.run(global()).await.unwrap();
+    b.run(global()).await.unwrap();
+    assert_eq!(probes(&shared, 8).await, 1);
+
+    let err = probe().await.unwrap_err();
+    assert!(matches!(err, SqlError::Connection(Error::NoActiveSession { .. })), "{err:?}");
+    let ended = a.end().await;
+    assert_eq!((ended.is_ok(), ended.released), (true, 1), "a's own result was released with it: {ended:?}");
+    b.run(probe()).await.unwrap();
+    assert_eq!(probes(&shared, 7).await, 2, "b's result outlives a's session");
+    drop(shared);
+    rt.shutdown().await;
+}

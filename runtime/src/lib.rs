@@ -2,6 +2,7 @@
 //! and self-healing connections. Use it through the `connscope` facade crate.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod conn;
@@ -18,15 +19,17 @@ mod scope;
 mod secrets;
 mod session;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))))]
 pub mod sql;
 mod stats;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
 
 #[doc(hidden)]
 pub mod macro_support;
 
-pub use cache::{BoxFuture, CacheConfig, HookError, LoadError, ReleaseHook, ResourceCache};
+pub use cache::{BoxFuture, CacheConfig, HookError, LoadError, Refresh, ReleaseHook, ResourceCache};
 pub use conn::{Conn, ConnCounters, ConnId, ConnRef};
 pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
 pub use form::{FieldError, FieldProblem, FormError, FormValue, FormValues};
@@ -41,16 +44,13 @@ pub use secrets::{ENV_PREFIX, SECRETS_FILE_VAR, Secret};
 pub use session::{Session, SessionId};
 pub use stats::{CacheStats, CacheStatsEntry, RemovalCause, StatsSnapshot};
 
-#[doc(hidden)]
-pub use serde as __serde;
-#[doc(hidden)]
-pub use toml as __toml;
-
 /// What generated code names (`crate = "crate"` inside this crate; the facade's `__private`
 /// re-exports the same). Not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::*;
     pub use core;
+    pub use serde;
     pub use std;
+    pub use toml;
 }

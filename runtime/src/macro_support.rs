@@ -311,3 +311,34 @@ impl<'a> FormReader<'a> {
         FormError::Fields { provider: self.provider, fields: self.errors }
     }
 }
+
+/// Tells a background refresh whether it returned the instance it replaces: `Arc::ptr_eq` for an
+/// `Arc` value ([`SameArc`], found first), never for any other ([`SameOther`], found through an
+/// extra reference). Called as `(&SameProbe::<V>::new()).same(a, b)` at the concrete type.
+pub struct SameProbe<V>(std::marker::PhantomData<fn() -> V>);
+
+impl<V> SameProbe<V> {
+    /// The probe for values of type `V`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        SameProbe(std::marker::PhantomData)
+    }
+}
+
+/// See [`SameProbe`].
+pub trait SameArc<T: ?Sized> {
+    /// Whether `a` and `b` are the same allocation.
+    fn same(&self, a: &std::sync::Arc<T>, b: &std::sync::Arc<T>) -> bool {
+        std::sync::Arc::ptr_eq(a, b)
+    }
+}
+impl<T: ?Sized> SameArc<T> for SameProbe<std::sync::Arc<T>> {}
+
+/// See [`SameProbe`].
+pub trait SameOther<V> {
+    /// Never the same: the old value is released after each refresh.
+    fn same(&self, _: &V, _: &V) -> bool {
+        false
+    }
+}
+impl<V> SameOther<V> for &SameProbe<V> {}

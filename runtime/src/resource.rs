@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::cache::{BoxFuture, CacheConfig, HookError, LoadError, ResourceCache};
+use crate::cache::{
+    BoxFuture, CacheConfig, HookError, LoadError, Refresh, ReleaseTracker, Releaser, ResourceCache,
+};
 use crate::error::{Error, ReleaseReport};
 use crate::runtime::Runtime;
 use crate::scope::Scope;
@@ -19,6 +21,14 @@ static NEXT_RESOURCE_ID: AtomicU64 = AtomicU64::new(1);
 /// A new id for a resource, unique in the process.
 pub(crate) fn next_resource_id() -> u64 {
     NEXT_RESOURCE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Background refresh as declared: `max_stale` (`None`: one ttl) and the same-instance test.
+type RefreshSpec<V> = (Option<Duration>, fn(&V, &V) -> bool);
+
+/// The default of [`Resource::same_instance`]: values are never taken for the same instance.
+const fn never_same<V>(_: &V, _: &V) -> bool {
+    false
 }
 
 /// A release hook as a plain function pointer, so it fits in a `static`.
@@ -50,9 +60,13 @@ where
     ttl: Option<Duration>,
     max_entries: Option<u64>,
     on_release: Option<ReleaseFn<V>>,
+    /// Background refresh: how long past the ttl a value may be served (`None`: one ttl), and
+    /// how to tell that a refresh returned the same instance.
+    refresh: Option<RefreshSpec<V>>,
     id: OnceLock<u64>,
     /// The name and hook every cache of this resource shares.
-    shared: OnceLock<(Arc<str>, Option<crate::cache::ReleaseHook<V>>)>,
+    /// (Its releaser: name and hook, for the first runtime that used it.)
+    shared: OnceLock<Arc<Releaser<V>>>,
     /// The global cache of the first runtime that used this resource: a hit on it needs no
     /// map lookup and no reference-count traffic.
     fast: OnceLock<(u64, ResourceCache<K, V>)>,
@@ -77,10 +91,50 @@ where
             ttl,
             max_entries,
             on_release,
+            refresh: None,
             id: OnceLock::new(),
             shared: OnceLock::new(),
             fast: OnceLock::new(),
         }
+    }
+
+    /// Refreshes values in the background (stale-while-revalidate): a value past its ttl is
+    /// served for `max_stale` more (`None`: one ttl) while one refresh per key runs, through
+    /// [`try_get_refreshing`](Self::try_get_refreshing) and
+    /// [`get_or_run_refreshing`](Self::get_or_run_refreshing) (other calls refresh in place: the
+    /// caller that meets the stale value waits for its refresh). Needs a ttl.
+    ///
+    /// The old value is released after the new one is stored, unless `same_instance` says the
+    /// refresh returned the very same instance (see [`same_instance`](Self::same_instance)).
+    ///
+    /// ```
+    /// use connscope::{Resource, Scope};
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// static RATES: Resource<String, Arc<f64>> =
+    ///     Resource::new("rates", Scope::Global, Some(Duration::from_secs(60)), None, None)
+    ///         .refresh_in_background(Some(Duration::from_secs(600)))
+    ///         .same_instance(Arc::ptr_eq);
+    /// ```
+    pub const fn refresh_in_background(mut self, max_stale: Option<Duration>) -> Self {
+        let same = match self.refresh {
+            Some((_, same)) => same,
+            None => never_same::<V>,
+        };
+        self.refresh = Some((max_stale, same));
+        self
+    }
+
+    /// How to tell that a refresh returned the instance it replaces (e.g. `Arc::ptr_eq`): that
+    /// value is then not released, since it is still cached. Without it, every refresh
+    /// releases the old value.
+    pub const fn same_instance(mut self, same: fn(&V, &V) -> bool) -> Self {
+        let max_stale = match self.refresh {
+            Some((max_stale, _)) => max_stale,
+            None => None,
+        };
+        self.refresh = Some((max_stale, same));
+        self
     }
 
     /// The resource's name.
@@ -97,16 +151,25 @@ where
         *self.id.get_or_init(next_resource_id)
     }
 
-    fn config(&self) -> CacheConfig<V> {
-        // Made once and shared by this resource's caches in every session.
-        let (name, hook) = self.shared.get_or_init(|| {
-            (Arc::from(self.name), self.on_release.map(|f| Arc::new(f) as crate::cache::ReleaseHook<V>))
-        });
+    fn config(&self, tracker: &Arc<ReleaseTracker>) -> CacheConfig<V> {
+        // Made once and shared by this resource's caches in every session of the first runtime
+        // that uses it (a cache of another runtime makes its own).
+        let make = || Releaser {
+            resource: Arc::from(self.name),
+            hook: self.on_release.map(|f| Arc::new(f) as crate::cache::ReleaseHook<V>),
+            tracker: Arc::clone(tracker),
+        };
+        let shared = self.shared.get_or_init(|| Arc::new(make()));
         CacheConfig {
-            name: Arc::clone(name),
+            name: Arc::clone(&shared.resource),
             ttl: self.ttl,
             max_entries: self.max_entries,
-            on_release: hook.clone(),
+            on_release: shared.hook.clone(),
+            releaser: Some(Arc::clone(shared)),
+            concurrent: false,
+            refresh: self.refresh.and_then(|(max_stale, same_instance)| {
+                Some(Refresh { max_stale: max_stale.or(self.ttl)?, same_instance })
+            }),
         }
     }
 
@@ -125,7 +188,7 @@ where
                 let rt = s.runtime();
                 let config = || {
                     rt.ensure_maintainer();
-                    self.config()
+                    self.config(&rt.shared.tracker)
                 };
                 Ok(f(&s.inner.caches.get_or_create(key, &rt.shared.tracker, config)))
             }
@@ -142,7 +205,7 @@ where
                 if rt.is_shut_down() {
                     return Err(Error::RuntimeShutDown);
                 }
-                let cache = rt.global_cache(key, || self.config());
+                let cache = rt.global_cache(key, || self.config(&rt.shared.tracker));
                 let _ = self.fast.set((rt.id(), cache.clone()));
                 Ok(f(&cache))
             }
@@ -220,7 +283,7 @@ where
     {
         async move {
             if let Some(cache) = self.fast_cache() {
-                if let Some(v) = cache.get(&key).await {
+                if let Some(v) = cache.fresh(&key) {
                     return Ok(v);
                 }
                 return cache.miss_own_error(key, Box::pin(loader)).await;
@@ -229,7 +292,7 @@ where
                 return Ok(v);
             }
             match self.cache() {
-                Ok(cache) => match cache.get(&key).await {
+                Ok(cache) => match cache.fresh(&key) {
                     Some(v) => Ok(v),
                     None => cache.miss_own_error(key, Box::pin(loader)).await,
                 },
@@ -258,11 +321,81 @@ where
                     Err(_) => return Box::pin(loader).await,
                 },
             };
-            match cache.get(&key).await {
+            match cache.fresh(&key) {
                 Some(v) => v,
                 None => cache.miss_or_run(key, Box::pin(loader)).await,
             }
         }
+    }
+
+    /// Like [`try_get`](Self::try_get), refreshing in the background (see
+    /// [`refresh_in_background`](Self::refresh_in_background)): a stale value is returned at
+    /// once while `loader`, moved to a task of its own, refreshes it. This is what a
+    /// `#[cached_resource(refresh = "background")]` function returning `Result<T, E>` calls.
+    pub async fn try_get_refreshing<E, F>(&'static self, key: K, loader: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+        E: From<Error> + std::fmt::Display + Send + 'static,
+    {
+        if let Some(v) = self.session_hit(&key) {
+            return Ok(v);
+        }
+        match self.fast_cache() {
+            Some(cache) => cache.try_get_or_refresh(key, loader).await,
+            None => self.cache()?.try_get_or_refresh(key, loader).await,
+        }
+    }
+
+    /// Like [`get_or_run`](Self::get_or_run), refreshing in the background (see
+    /// [`try_get_refreshing`](Self::try_get_refreshing)).
+    pub async fn get_or_run_refreshing<F>(&'static self, key: K, loader: F) -> V
+    where
+        F: Future<Output = V> + Send + 'static,
+    {
+        if let Some(v) = self.session_hit(&key) {
+            return v;
+        }
+        match self.fast_cache() {
+            Some(cache) => cache.get_or_refresh(key, loader).await,
+            None => match self.cache() {
+                Ok(cache) => cache.get_or_refresh(key, loader).await,
+                Err(_) => loader.await,
+            },
+        }
+    }
+
+    /// Loads each of `keys` that the current scope does not hold yet (or holds stale), ahead of
+    /// use, with `load(key)`; returns how many loaded. A failed load is skipped (nothing is
+    /// cached for it) and counted in [`stats`](Self::stats).
+    ///
+    /// ```
+    /// use connscope::{Resource, Scope};
+    ///
+    /// static SQUARES: Resource<u64, u64> = Resource::new("warm_squares", Scope::Global, None, None, None);
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let loaded = SQUARES.warm(1..=3, |k| async move { Ok::<_, std::io::Error>(k * k) }).await;
+    /// assert_eq!(loaded, 3);
+    /// assert_eq!(SQUARES.get_with(2, async { unreachable!() }).await.unwrap(), 4);
+    /// # }
+    /// ```
+    pub async fn warm<I, F, Fut, E>(&'static self, keys: I, load: F) -> usize
+    where
+        I: IntoIterator<Item = K>,
+        F: Fn(K) -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        let Ok(cache) = self.cache() else { return 0 };
+        let mut loaded = 0;
+        for key in keys {
+            let before = cache.stats().loads;
+            let fut = load(key.clone());
+            if cache.try_get_with(key, fut).await.is_ok() && cache.stats().loads > before {
+                loaded += 1;
+            }
+        }
+        loaded
     }
 
     /// Removes `key` from the current scope's cache, awaiting its release hook. Returns whether

@@ -361,7 +361,8 @@ impl Runtime {
     {
         let config = || {
             self.ensure_maintainer();
-            config()
+            // Every request may hit a global cache: it may split its store by key.
+            CacheConfig { concurrent: true, ..config() }
         };
         self.shared.global.get_or_create(key, &self.shared.tracker, config)
     }

@@ -4,6 +4,7 @@
 
 pub(crate) mod keys;
 pub(crate) mod max_entries;
+pub(crate) mod refresh;
 pub(crate) mod scope;
 mod suggest;
 pub(crate) mod ttl;

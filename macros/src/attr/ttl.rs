@@ -26,6 +26,12 @@ pub(crate) fn parse(expr: &Expr, key: &str, zero_hint: &str) -> Result<SpannedVa
         return Err(Error::custom(msg).with_span(expr));
     };
     let text = lit.value();
+    if text.trim_start().starts_with('-') {
+        return Err(Error::custom(format!(
+            "`{key}` cannot be negative: write a duration like \"90s\", \"30m\" or \"1h 30m\""
+        ))
+        .with_span(lit));
+    }
     let duration = humantime::parse_duration(text.trim()).map_err(|e| {
         Error::custom(format!(
             "`{key} = \"{text}\"` is not a duration ({e}); write a duration like \"90s\", \"30m\" or \"1h 30m\""

@@ -9,11 +9,12 @@ use darling::{Error, Result};
 use proc_macro2::TokenStream;
 
 use crate::attr::keys::{self, Entry, Keys};
+use crate::attr::refresh::Refresh;
 use crate::attr::scope::Scope;
 use crate::attr::{max_entries, ttl};
 use crate::paths;
 
-const KEYS: &[&str] = &["scope", "ttl", "max_entries", "on_release", "crate"];
+const KEYS: &[&str] = &["scope", "ttl", "max_entries", "on_release", "refresh", "max_stale", "crate"];
 const SYNONYMS: &[(&str, &str)] = &[
     ("expiry", "ttl"),
     ("expire", "ttl"),
@@ -27,6 +28,11 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("on_close", "on_release"),
     ("release", "on_release"),
     ("krate", "crate"),
+    ("refresh_mode", "refresh"),
+    ("stale", "max_stale"),
+    ("stale_window", "max_stale"),
+    ("stale_for", "max_stale"),
+    ("max_age", "max_stale"),
 ];
 
 /// `#[cached_resource(...)]`, as written (all optional).
@@ -36,6 +42,8 @@ pub(crate) struct Args {
     pub(crate) ttl: Option<SpannedValue<Duration>>,
     pub(crate) max_entries: Option<SpannedValue<u64>>,
     pub(crate) on_release: Option<syn::Path>,
+    pub(crate) refresh: Option<SpannedValue<Refresh>>,
+    pub(crate) max_stale: Option<SpannedValue<Duration>>,
     pub(crate) krate: Option<syn::Path>,
 }
 
@@ -71,6 +79,16 @@ impl Args {
             "on_release" => {
                 let value = keys::value(entry, "on_release = close_report")?;
                 self.on_release = Some(keys::path(value, "on_release", "on_release = close_report")?);
+            }
+            "refresh" => {
+                self.refresh = Some(Refresh::parse(keys::value(entry, "refresh = \"background\"")?)?)
+            }
+            "max_stale" => {
+                self.max_stale = Some(ttl::parse(
+                    keys::value(entry, "max_stale = \"5m\"")?,
+                    "max_stale",
+                    "leave `max_stale` out for a window of one ttl",
+                )?);
             }
             "crate" => {
                 self.krate = Some(paths::parse_crate(keys::value(entry, "crate = \"::connscope\"")?)?);

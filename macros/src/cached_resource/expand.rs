@@ -142,31 +142,9 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
             )
         }
     };
-    let future = quote!(#private::core::future::Future);
-    // `__load` returns the runtime's future itself: no extra state machine on the hit path.
-    let load_fn = match &plan.output.result {
-        Some(_) => quote! {
-            #[doc(hidden)]
-            #[inline]
-            pub(super) fn __load<__E, __F>(key: #key_type, loader: __F)
-                -> impl #future<Output = #private::core::result::Result<#value, __E>>
-            where
-                __E: #support::CacheError,
-                __F: #future<Output = #private::core::result::Result<#value, __E>>,
-            {
-                __RESOURCE.try_get(key, loader)
-            }
-        },
-        None => quote! {
-            #[doc(hidden)]
-            #[inline]
-            pub(super) fn __load<__F>(key: #key_type, loader: __F) -> impl #future<Output = #value_type>
-            where
-                __F: #future<Output = #value_type>,
-            {
-                __RESOURCE.get_or_run(key, loader)
-            }
-        },
+    let (refresh, load_fn) = match plan.args.refresh {
+        None => (TokenStream::new(), load_fn(plan, &private)),
+        Some(_) => refresh(plan, &private),
     };
     let key_params = plan.inputs.iter().filter(|a| a.key.is_some()).map(|a| {
         let (binding, ty) = (&a.binding, a.ty);
@@ -182,6 +160,15 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
         "Removes the value cached by `{fn_name}` for these arguments from the current scope (its release \
          hook runs). Returns whether there was one."
     );
+    let warm_doc = format!(
+        "Loads the value of `{fn_name}` for these arguments ahead of use, unless the current scope holds it \
+         (a stale one is refreshed); returns what `{fn_name}` returns."
+    );
+    let warm_params = plan.inputs.iter().map(|a| {
+        let (binding, ty) = (&a.binding, a.ty);
+        quote!(#binding: #ty)
+    });
+    let warm_args = plan.inputs.iter().map(|a| &a.binding);
     let companion = quote! {
         #(#cfgs)*
         #[doc = #mod_doc]
@@ -196,7 +183,7 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
                 #ttl,
                 #max_entries,
                 #on_release,
-            );
+            )#refresh;
 
             #release_fn
 
@@ -218,6 +205,11 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
                 __RESOURCE.invalidate(&#key_expr).await
             }
 
+            #[doc = #warm_doc]
+            #inner_vis async fn warm #generics (#(#warm_params),*) #output #where_clause {
+                super::#ident(#(#warm_args),*).await
+            }
+
             /// Statistics of the current scope's cache.
             #inner_vis fn stats() -> #private::StatsSnapshot {
                 __RESOURCE.stats()
@@ -226,6 +218,94 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
     };
 
     quote!(#wrapper #companion)
+}
+
+/// `__load`: the runtime's future itself, no extra state machine on the hit path.
+fn load_fn(plan: &Plan<'_>, private: &TokenStream) -> TokenStream {
+    let support = quote!(#private::macro_support);
+    let future = quote!(#private::core::future::Future);
+    let (key_type, _) = key(plan, private);
+    let value = &plan.output.value;
+    match &plan.output.result {
+        Some(_) => quote! {
+            #[doc(hidden)]
+            #[inline]
+            pub(super) fn __load<__E, __F>(key: #key_type, loader: __F)
+                -> impl #future<Output = #private::core::result::Result<#value, __E>>
+            where
+                __E: #support::CacheError,
+                __F: #future<Output = #private::core::result::Result<#value, __E>>,
+            {
+                __RESOURCE.try_get(key, loader)
+            }
+        },
+        None => quote! {
+            #[doc(hidden)]
+            #[inline]
+            pub(super) fn __load<__F>(key: #key_type, loader: __F) -> impl #future<Output = #value>
+            where
+                __F: #future<Output = #value>,
+            {
+                __RESOURCE.get_or_run(key, loader)
+            }
+        },
+    }
+}
+
+/// With `refresh = "background"`: the resource's refresh settings, and a `__load` whose loader
+/// moves to a task of its own when it refreshes a stale value (so it is `Send + 'static`).
+fn refresh(plan: &Plan<'_>, private: &TokenStream) -> (TokenStream, TokenStream) {
+    let support = quote!(#private::macro_support);
+    let future = quote!(#private::core::future::Future);
+    let (key_type, _) = key(plan, private);
+    let value = &plan.output.value;
+    let max_stale = plan.args.max_stale.as_ref().map_or_else(
+        || quote!(#private::core::option::Option::None),
+        |d| {
+            let d = ttl::tokens(**d, private);
+            quote!(#private::core::option::Option::Some(#d))
+        },
+    );
+    let same = Ident::new("__same_instance", Span::mixed_site());
+    let settings = quote! {
+        .refresh_in_background(#max_stale).same_instance(#same)
+    };
+    let load = match &plan.output.result {
+        Some(_) => quote! {
+            #[doc(hidden)]
+            #[inline]
+            pub(super) fn __load<__E, __F>(key: #key_type, loader: __F)
+                -> impl #future<Output = #private::core::result::Result<#value, __E>>
+            where
+                __E: #support::CacheError + #private::core::marker::Send + 'static,
+                __F: #future<Output = #private::core::result::Result<#value, __E>>
+                    + #private::core::marker::Send + 'static,
+            {
+                __RESOURCE.try_get_refreshing(key, loader)
+            }
+        },
+        None => quote! {
+            #[doc(hidden)]
+            #[inline]
+            pub(super) fn __load<__F>(key: #key_type, loader: __F) -> impl #future<Output = #value>
+            where
+                __F: #future<Output = #value> + #private::core::marker::Send + 'static,
+            {
+                __RESOURCE.get_or_run_refreshing(key, loader)
+            }
+        },
+    };
+    let load = quote! {
+        #load
+
+        /// `Arc::ptr_eq` for an `Arc` value, else never the same.
+        fn #same(a: &#value, b: &#value) -> bool {
+            #[allow(unused_imports)]
+            use #support::{SameArc as _, SameOther as _};
+            (&#support::SameProbe::<#value>::new()).same(a, b)
+        }
+    };
+    (settings, load)
 }
 
 /// The key type (named at the attribute) and the key expression (each part checked at the

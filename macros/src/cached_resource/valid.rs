@@ -212,8 +212,48 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
         );
     }
 
+    check_refresh(&args, sig, errors);
+
     let output = output.unwrap_or(Output { value: syn::parse_quote!(()), result: None });
     acc.finish_with(Plan { item, args, inputs, output, providers })
+}
+
+/// `refresh` needs a ttl to be past, `max_stale` needs `refresh`, and a background refresh runs
+/// the body after the call returned, so the body cannot borrow the caller's arguments.
+fn check_refresh(args: &Args, sig: &syn::Signature, errors: &mut Accumulator) {
+    if let Some(max_stale) = &args.max_stale
+        && args.refresh.is_none()
+    {
+        errors.push(
+            Error::custom(
+                "`max_stale` is how long past its ttl a value is served while it is refreshed in the \
+                 background: add `refresh = \"background\"`, or leave `max_stale` out",
+            )
+            .with_span(&max_stale.span()),
+        );
+    }
+    let Some(refresh) = &args.refresh else { return };
+    if args.ttl.is_none() {
+        errors.push(
+            Error::custom(
+                "`refresh = \"background\"` refreshes values past their ttl: add a `ttl` (e.g. `ttl = \"5m\"`)",
+            )
+            .with_span(&refresh.span()),
+        );
+    }
+    for input in &sig.inputs {
+        if let FnArg::Typed(arg) = input
+            && let Type::Reference(r) = &*arg.ty
+        {
+            // A syn error spans the whole type (`&str`), not only its first token.
+            errors.push(Error::from(syn::Error::new_spanned(
+                r,
+                "with `refresh = \"background\"` the body also runs after the call returned, so it cannot \
+                 borrow its arguments: take this argument by value (e.g. `String` instead of `&str`, \
+                 `Conn<P>` instead of `&Conn<P>`)",
+            )));
+        }
+    }
 }
 
 /// Whether a type is spelled `Conn<P>` (any path ending in `Conn` with one type argument).

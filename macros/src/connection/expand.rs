@@ -138,7 +138,7 @@ fn bound(f: &Field<'_>, private: &TokenStream) -> Option<syn::WherePredicate> {
         Source::Skipped if f.serde.default.is_some() => None,
         Source::Skipped => Some(syn::parse_quote!(#ty: #private::core::default::Default)),
         _ if f.serde.deserialize_with.is_some() => None,
-        Source::Fixed => Some(syn::parse_quote!(#ty: #private::__serde::de::DeserializeOwned)),
+        Source::Fixed => Some(syn::parse_quote!(#ty: #private::serde::de::DeserializeOwned)),
         Source::Form => Some(syn::parse_quote!(#ty: #private::FormValue)),
     }
 }

@@ -19,8 +19,10 @@
 mod background;
 mod flight;
 mod outcome;
+mod refresh;
 mod release;
 mod set;
+mod shards;
 mod state;
 mod timers;
 
@@ -42,6 +44,8 @@ pub(crate) use set::CacheSet;
 pub(crate) use timers::{Due, Timers};
 
 use self::flight::{Flight, Outcome as LoadOutcome};
+use self::refresh::Owner;
+use self::shards::{Shards, Tally};
 use self::state::{Closed, Displaced, Found, State};
 use crate::error::{Error, ReleaseReport};
 use crate::stats::{CacheStats, RemovalCause, StatsSnapshot};
@@ -60,14 +64,48 @@ pub struct CacheConfig<V> {
     pub max_entries: Option<u64>,
     /// Hook run exactly once for each value that leaves.
     pub on_release: Option<ReleaseHook<V>>,
+    /// Background refresh of values past their ttl (needs a `ttl`).
+    pub refresh: Option<Refresh<V>>,
+    /// A releaser to share (the resource's, in the runtime it was made for): used when its
+    /// tracker is the cache's.
+    pub(crate) releaser: Option<Arc<Releaser<V>>>,
+    /// Whether many threads may hit it at once (a global cache): without `max_entries` its
+    /// store is then split by key.
+    pub(crate) concurrent: bool,
 }
 
 impl<V> CacheConfig<V> {
     /// A cache named `name` with no TTL, no bound and no hook.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
-        CacheConfig { name: name.into(), ttl: None, max_entries: None, on_release: None }
+        CacheConfig {
+            name: name.into(),
+            ttl: None,
+            max_entries: None,
+            on_release: None,
+            refresh: None,
+            releaser: None,
+            concurrent: false,
+        }
     }
 }
+
+/// Background refresh (stale-while-revalidate): a value past its ttl is still served for
+/// `max_stale` more, while one refresh per key runs; past that it is gone and a call waits for
+/// a fresh load.
+pub struct Refresh<V> {
+    /// How long past its ttl a value may still be served while it is refreshed.
+    pub max_stale: Duration,
+    /// Whether a refresh returned the very instance it replaces (then the old value is not
+    /// released: it is still in use). `Arc::ptr_eq` for `Arc` values.
+    pub same_instance: fn(&V, &V) -> bool,
+}
+
+impl<V> Clone for Refresh<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for Refresh<V> {}
 
 /// Why a cached load did not produce a value.
 #[derive(Debug)]
@@ -103,8 +141,11 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    state: Mutex<State<K, V>>,
+    shards: Shards<K, V>,
+    /// How long a value is kept: its ttl, plus the refresh window if any.
     ttl: Option<Duration>,
+    /// With background refresh: whether a refresh returned the instance it replaces.
+    same_instance: Option<fn(&V, &V) -> bool>,
     timers: Arc<Timers>,
     releaser: Arc<Releaser<V>>,
     stats: Arc<CacheStats>,
@@ -114,6 +155,8 @@ where
 enum Role<V> {
     Lead(Arc<Flight<V>>),
     Wait(Arc<Flight<V>>),
+    /// Refresh this stale value (its id), claimed by this caller.
+    Refresh(V, u64),
 }
 
 impl<K, V> ResourceCache<K, V>
@@ -123,16 +166,21 @@ where
 {
     pub(crate) fn new(config: CacheConfig<V>, tracker: Arc<ReleaseTracker>, timers: Arc<Timers>) -> Self {
         let stats = Arc::new(CacheStats::default());
-        let releaser = Arc::new(Releaser {
-            resource: Arc::clone(&config.name),
-            hook: config.on_release,
-            stats: Arc::clone(&stats),
-            tracker,
-        });
+        // Refresh needs a ttl to be past.
+        let refresh = config.refresh.filter(|_| config.ttl.is_some());
+        let window = refresh.map(|r| r.max_stale);
+        let releaser = match config.releaser {
+            Some(shared) if Arc::ptr_eq(&shared.tracker, &tracker) => shared,
+            _ => Arc::new(Releaser { resource: Arc::clone(&config.name), hook: config.on_release, tracker }),
+        };
         ResourceCache {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::new(config.max_entries)),
-                ttl: config.ttl,
+                // Split by key for a global cache without a bound (see `shards`).
+                shards: Shards::new(config.concurrent && config.max_entries.is_none(), || {
+                    State::new(config.max_entries, window)
+                }),
+                ttl: config.ttl.map(|ttl| ttl.saturating_add(window.unwrap_or_default())),
+                same_instance: refresh.map(|r| r.same_instance),
                 timers,
                 releaser,
                 stats,
@@ -145,17 +193,35 @@ where
         &self.inner.releaser.resource
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<K, V>> {
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The store of `key`, locked.
+    fn lock(&self, key: &K) -> MutexGuard<'_, State<K, V>> {
+        self.inner.shards.lock(key).0
     }
 
     fn deadline(&self) -> Option<Instant> {
         self.inner.ttl.map(|ttl| Instant::now() + ttl)
     }
 
-    /// The live value for `key`, if any (counts a hit or a miss).
-    pub async fn get(&self, key: &K) -> Option<V> {
+    /// The fresh value for `key` (counts a hit, or a miss); `None` also for a stale value, which
+    /// the caller's load path then serves and refreshes.
+    pub(crate) fn fresh(&self, key: &K) -> Option<V> {
         self.inner.hit(key)
+    }
+
+    /// The live value for `key`, if any, a stale one (inside the refresh window) included
+    /// (counts a hit or a miss).
+    pub async fn get(&self, key: &K) -> Option<V> {
+        let stats = &self.inner.stats;
+        match self.inner.peek(key) {
+            (Peek::Hit(v) | Peek::Stale(v), tally) => {
+                tally.hit(stats);
+                Some(v)
+            }
+            (Peek::Miss, tally) => {
+                tally.miss(stats);
+                None
+            }
+        }
     }
 
     /// The value for `key`, loading it with `loader` on a miss. Concurrent callers of a missing
@@ -169,7 +235,7 @@ where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        if let Some(v) = self.get(&key).await {
+        if let Some(v) = self.inner.hit(&key) {
             return Ok(v);
         }
         // Boxed on a miss only: a large loader future (a query) then travels through the
@@ -182,7 +248,7 @@ where
     where
         F: Future<Output = V>,
     {
-        if let Some(v) = self.get(&key).await {
+        if let Some(v) = self.inner.hit(&key) {
             return Ok(v);
         }
         let loader = Box::pin(loader);
@@ -205,7 +271,7 @@ where
         F: Future<Output = Result<V, E>>,
         E: From<Error> + std::fmt::Display,
     {
-        if let Some(v) = self.get(&key).await {
+        if let Some(v) = self.inner.hit(&key) {
             return Ok(v);
         }
         self.miss_own_error(key, Box::pin(loader)).await
@@ -243,7 +309,7 @@ where
     where
         F: Future<Output = V>,
     {
-        if let Some(v) = self.get(&key).await {
+        if let Some(v) = self.inner.hit(&key) {
             return v;
         }
         self.miss_or_run(key, Box::pin(loader)).await
@@ -271,11 +337,19 @@ where
     {
         loop {
             let role = {
-                let mut state = self.lock();
+                let mut state = self.lock(&key);
                 match &state.closed {
                     Some(closed) => Err(closed.reason.clone()),
                     None => Ok(match state.lookup(&key, Instant::now) {
                         Found::Hit(v) => return Ok(v),
+                        Found::Stale { value, id } => {
+                            if !state.claim_refresh(&key, id) {
+                                drop(state);
+                                self.inner.stats.hit();
+                                return Ok(value);
+                            }
+                            (Role::Refresh(value, id), None)
+                        }
                         Found::Loading(flight) => (Role::Wait(flight), None),
                         Found::Missing { expired } => (Role::Lead(state.start_flight(key.clone())), expired),
                     }),
@@ -285,7 +359,7 @@ where
                 Err(reason) => return self.closed_before_load(reason, loader, on_closed).await,
                 Ok((role, expired)) => {
                     if let Some(v) = expired {
-                        self.inner.releaser.release_in_background(v, RemovalCause::Expired);
+                        self.inner.release_in_background(v, RemovalCause::Expired);
                     }
                     role
                 }
@@ -293,6 +367,13 @@ where
             let flight = match role {
                 Role::Lead(flight) => return self.lead(key, flight, loader, on_closed).await,
                 Role::Wait(flight) => flight,
+                Role::Refresh(old, id) => {
+                    // This caller refreshes, in place: it gets the new value (the old one if
+                    // the refresh fails). Callers meanwhile get the old one.
+                    self.inner.stats.hit();
+                    let refreshed = self.refresh(key, old, id, loader, Owner::Caller, on_closed);
+                    return refreshed.await.map_err(LoadError::Scope);
+                }
             };
             match flight.wait().await {
                 LoadOutcome::Value(v) => return Ok(v),
@@ -345,14 +426,14 @@ where
             Ok(value) => value,
             Err(e) => {
                 self.inner.stats.load_failure();
-                self.lock().abandon_flight(&key, flight.id);
+                self.lock(&key).abandon_flight(&key, flight.id);
                 let e = Arc::new(e);
                 flight.finish(LoadOutcome::Failed(Arc::clone(&e) as Arc<dyn Any + Send + Sync>));
                 return Err(LoadError::Failed(e));
             }
         };
         let stored = {
-            let mut state = self.lock();
+            let mut state = self.lock(&key);
             match state.closed.as_deref().cloned() {
                 Some(closed) => Err(closed),
                 None => Ok(state.finish_flight(&key, flight.id, value.clone(), self.deadline())),
@@ -373,7 +454,7 @@ where
                     OnClosed::RunUncached => Ok(value),
                     OnClosed::Refuse => {
                         // Loaded into a closed scope: released once, as the close would have.
-                        let _ = self.inner.releaser.release(value, cause).await;
+                        let _ = self.inner.release(value, cause).await;
                         Err(LoadError::Scope(reason))
                     }
                 }
@@ -386,12 +467,11 @@ where
             let me: std::sync::Weak<dyn Due> = Arc::downgrade(&self.inner) as _;
             self.inner.timers.schedule(at, me);
         }
-        let releaser = &self.inner.releaser;
         if let Some(old) = displaced.replaced {
-            releaser.release_in_background(old, RemovalCause::Replaced);
+            self.inner.release_in_background(old, RemovalCause::Replaced);
         }
         for v in displaced.evicted {
-            releaser.release_in_background(v, RemovalCause::Size);
+            self.inner.release_in_background(v, RemovalCause::Size);
         }
     }
 
@@ -402,7 +482,7 @@ where
     /// released (cause `SessionEnd` / `Shutdown`) and the error says why.
     pub async fn insert(&self, key: K, value: V) -> Result<(), Error> {
         let stored = {
-            let mut state = self.lock();
+            let mut state = self.lock(&key);
             match state.closed.as_deref().cloned() {
                 Some(closed) => Err((closed, value)),
                 None => Ok(state.store(key, value, self.deadline())),
@@ -414,7 +494,7 @@ where
                 Ok(())
             }
             Err((Closed { cause, reason }, value)) => {
-                let _ = self.inner.releaser.release(value, cause).await;
+                let _ = self.inner.release(value, cause).await;
                 Err(reason)
             }
         }
@@ -424,7 +504,7 @@ where
     /// there. A load of `key` in flight will not be cached. A failing hook is logged and counted
     /// in [`stats`](Self::stats).
     pub async fn invalidate(&self, key: &K) -> bool {
-        let removed = self.lock().remove(key);
+        let removed = self.lock(key).remove(key);
         self.release_removed(removed).await
     }
 
@@ -432,14 +512,14 @@ where
     /// found closed, not one stored a moment later); awaits its release hook. Returns whether a
     /// value was removed.
     pub async fn invalidate_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> bool {
-        let removed = self.lock().remove_if(key, pred);
+        let removed = self.lock(key).remove_if(key, pred);
         self.release_removed(removed).await
     }
 
     async fn release_removed(&self, removed: Option<V>) -> bool {
         match removed {
             Some(v) => {
-                let _ = self.inner.releaser.release(v, RemovalCause::Explicit).await;
+                let _ = self.inner.release(v, RemovalCause::Explicit).await;
                 true
             }
             None => false,
@@ -450,18 +530,23 @@ where
     /// panicking hook does not stop the others; the report lists them. Loads in flight will not
     /// be cached.
     pub async fn clear(&self) -> ReleaseReport {
-        let (values, _overtaken) = self.lock().take_all();
-        self.inner.releaser.release_all(values, RemovalCause::Explicit).await
+        let mut values = Vec::new();
+        for state in self.inner.shards.all() {
+            let (taken, _overtaken) = lock(state).take_all();
+            values.extend(taken);
+        }
+        self.inner.release_all(values, RemovalCause::Explicit).await
     }
 
     /// Statistics of this cache.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        self.inner.snapshot()
     }
 
     /// How many live values the cache holds.
     pub async fn len(&self) -> u64 {
-        self.lock().live_len(Instant::now()) as u64
+        let now = Instant::now();
+        self.inner.shards.all().map(|state| lock(state).live_len(now) as u64).sum()
     }
 
     /// Whether the cache holds no value.
@@ -476,26 +561,35 @@ where
     /// Marks the cache closed (loads and inserts are refused from now on; loads in flight
     /// release their value when they finish) and releases every value.
     pub(crate) async fn close(&self, cause: RemovalCause, reason: Error) -> ReleaseReport {
-        let (values, flights) = {
-            let mut state = self.lock();
+        // Store by store, each closed and emptied under its lock: a load or insert that reaches
+        // a store after it closed is refused there; one that came before is taken here.
+        let (mut values, mut flights) = (Vec::new(), Vec::new());
+        for state in self.inner.shards.all() {
+            let mut state = lock(state);
             if state.closed.is_some() {
                 return ReleaseReport::default();
             }
             state.closed = Some(Box::new(Closed { cause, reason: reason.clone() }));
-            state.take_all()
-        };
+            let (v, f) = state.take_all();
+            values.extend(v);
+            flights.extend(f);
+        }
         for flight in flights {
             flight.finish(LoadOutcome::Closed(reason.clone()));
         }
         // Called by a session end or a shutdown, tasks of their own that run to their end.
-        self.inner.releaser.release_all_here(values, cause).await
+        self.inner.release_all_here(values, cause).await
     }
 
     /// Marks a cache that holds nothing yet as closed (created after its scope closed).
     pub(crate) fn close_empty(&self, cause: RemovalCause, reason: Error) {
-        let mut state = self.lock();
-        debug_assert_eq!(state.ready_len(), 0);
-        state.closed.get_or_insert_with(|| Box::new(Closed { cause, reason }));
+        for state in self.inner.shards.all() {
+            let mut state = lock(state);
+            debug_assert_eq!(state.ready_len(), 0);
+            state
+                .closed
+                .get_or_insert_with(|| Box::new(Closed { cause, reason: reason.clone() }));
+        }
     }
 }
 
@@ -504,32 +598,90 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The live value for `key`, if any (counts a hit or a miss; an expired value met here is
-    /// removed and released in the background).
+    /// The fresh value for `key`, if any: counts a hit, or a miss when there is no usable
+    /// value; a stale value (to refresh) gives `None` and counts nothing, for the caller's load
+    /// path to serve and refresh it.
     pub(crate) fn hit(&self, key: &K) -> Option<V> {
-        let v = self.hit_only(key);
-        if v.is_none() {
-            self.stats.miss();
+        match self.peek(key) {
+            (Peek::Hit(v), tally) => {
+                tally.hit(&self.stats);
+                Some(v)
+            }
+            (Peek::Stale(_), _) => None,
+            (Peek::Miss, tally) => {
+                tally.miss(&self.stats);
+                None
+            }
         }
-        v
     }
 
     /// Like [`hit`](Self::hit), counting a hit only: for a caller that goes on to a path that
     /// counts the miss itself.
     pub(crate) fn hit_only(&self, key: &K) -> Option<V> {
-        let found = self.state.lock().unwrap_or_else(|p| p.into_inner()).lookup(key, Instant::now);
-        match found {
-            Found::Hit(v) => {
-                self.stats.hit();
-                return Some(v);
+        match self.peek(key) {
+            (Peek::Hit(v), tally) => {
+                tally.hit(&self.stats);
+                Some(v)
             }
-            Found::Missing { expired: Some(v) } => {
-                self.releaser.release_in_background(v, RemovalCause::Expired)
-            }
-            Found::Missing { expired: None } | Found::Loading(_) => {}
+            (Peek::Stale(_) | Peek::Miss, _) => None,
         }
-        None
     }
+
+    /// Looks `key` up, counting nothing (the tally says where to count); an expired value met
+    /// here is removed and released in the background.
+    fn peek(&self, key: &K) -> (Peek<V>, Tally<'_>) {
+        let (mut state, tally) = self.shards.lock(key);
+        let found = state.lookup(key, Instant::now);
+        drop(state);
+        let peek = match found {
+            Found::Hit(v) => Peek::Hit(v),
+            Found::Stale { value, .. } => Peek::Stale(value),
+            Found::Missing { expired } => {
+                if let Some(v) = expired {
+                    self.release_in_background(v, RemovalCause::Expired);
+                }
+                Peek::Miss
+            }
+            Found::Loading(_) => Peek::Miss,
+        };
+        (peek, tally)
+    }
+
+    /// The statistics: the cache's counters plus its stores' own hit and miss counts.
+    fn snapshot(&self) -> StatsSnapshot {
+        self.shards.snapshot(&self.stats)
+    }
+}
+
+/// Releases, counted in this cache's statistics.
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    async fn release(&self, value: V, cause: RemovalCause) -> Result<(), crate::error::ReleaseFailure> {
+        self.releaser.release(&self.stats, value, cause).await
+    }
+
+    fn release_in_background(&self, value: V, cause: RemovalCause) {
+        self.releaser.release_in_background(&self.stats, value, cause);
+    }
+
+    async fn release_all(&self, values: Vec<V>, cause: RemovalCause) -> ReleaseReport {
+        self.releaser.release_all(&self.stats, values, cause).await
+    }
+
+    async fn release_all_here(&self, values: Vec<V>, cause: RemovalCause) -> ReleaseReport {
+        self.releaser.release_all_here(&self.stats, values, cause).await
+    }
+}
+
+/// What a lookup that counts nothing found.
+enum Peek<V> {
+    Hit(V),
+    /// Inside the refresh window.
+    Stale(V),
+    Miss,
 }
 
 impl<K, V> Due for Inner<K, V>
@@ -540,19 +692,26 @@ where
     /// A maintenance visit: releases the values whose TTL has passed (hooks in the background),
     /// then schedules the next deadline.
     fn run_due(self: Arc<Self>, now: Instant, timers: &Arc<Timers>) {
-        let next = loop {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let due = state.expire_due(now, SWEEP_BATCH);
-            let more = due.len() == SWEEP_BATCH;
-            let next = if more { None } else { state.reschedule() };
-            drop(state);
-            for v in due {
-                self.releaser.release_in_background(v, RemovalCause::Expired);
-            }
-            if !more {
-                break next;
-            }
-        };
+        let mut next: Option<Instant> = None;
+        for state in self.shards.all() {
+            let shard_next = loop {
+                let mut state = lock(state);
+                let due = state.expire_due(now, SWEEP_BATCH);
+                let more = due.len() == SWEEP_BATCH;
+                let next = if more { None } else { state.reschedule() };
+                drop(state);
+                for v in due {
+                    self.release_in_background(v, RemovalCause::Expired);
+                }
+                if !more {
+                    break next;
+                }
+            };
+            next = match (next, shard_next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         if let Some(at) = next {
             let me: std::sync::Weak<dyn Due> = Arc::downgrade(&self) as _;
             timers.schedule(at, me);
@@ -580,9 +739,15 @@ where
         if std::thread::panicking() {
             self.cache.inner.stats.load_failure();
         }
-        self.cache.lock().abandon_flight(self.key, self.flight.id);
+        self.cache.lock(self.key).abandon_flight(self.key, self.flight.id);
         self.flight.finish(LoadOutcome::Abandoned);
     }
+}
+
+/// Locks a store (a panic elsewhere never leaves it inconsistent: its methods do not unwind
+/// midway).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cold]
@@ -619,10 +784,12 @@ where
     fn drop(&mut self) {
         // A cache dropped while it still holds values (its scope never closed): release them.
         // (A closed cache is already empty.)
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let (values, _) = state.take_all();
+        let mut values = Vec::new();
+        for state in self.shards.all_mut() {
+            values.extend(state.take_all().0);
+        }
         for v in values {
-            self.releaser.release_in_background(v, RemovalCause::Shutdown);
+            self.release_in_background(v, RemovalCause::Shutdown);
         }
     }
 }

@@ -89,11 +89,11 @@ impl ReleaseTracker {
     }
 }
 
-/// Runs the release hook of one cache.
+/// Runs the release hook of a resource: shared by its caches in every scope of one runtime
+/// (each passes its own statistics), so a session's cache pays a pointer for it.
 pub(crate) struct Releaser<V> {
     pub(crate) resource: Arc<str>,
     pub(crate) hook: Option<ReleaseHook<V>>,
-    pub(crate) stats: Arc<CacheStats>,
     pub(crate) tracker: Arc<ReleaseTracker>,
 }
 
@@ -102,47 +102,61 @@ impl<V: Send + 'static> Releaser<V> {
     /// it is optional, dropping the awaiting caller changes nothing.
     pub(crate) fn spawn(
         self: &Arc<Self>,
+        stats: &Arc<CacheStats>,
         value: V,
         cause: RemovalCause,
     ) -> JoinHandle<Result<(), ReleaseFailure>> {
-        let this = Arc::clone(self);
-        self.tracker.spawn(async move { this.run(value, cause).await })
+        let (this, stats) = (Arc::clone(self), Arc::clone(stats));
+        self.tracker.spawn(async move { this.run(&stats, value, cause).await })
     }
 
     /// Releases `value` and returns when its hook finished.
     pub(crate) async fn release(
         self: &Arc<Self>,
+        stats: &Arc<CacheStats>,
         value: V,
         cause: RemovalCause,
     ) -> Result<(), ReleaseFailure> {
-        let task = self.spawn(value, cause);
+        let task = self.spawn(stats, value, cause);
         self.joined(task).await
     }
 
     /// Releases `value` in the background: for removals found by maintenance or eviction, so no
     /// caller's hot path runs a hook.
-    pub(crate) fn release_in_background(self: &Arc<Self>, value: V, cause: RemovalCause) {
-        drop(self.spawn(value, cause));
+    pub(crate) fn release_in_background(
+        self: &Arc<Self>,
+        stats: &Arc<CacheStats>,
+        value: V,
+        cause: RemovalCause,
+    ) {
+        drop(self.spawn(stats, value, cause));
     }
 
     /// Releases many values and reports every failure, in tasks of their own (a caller dropped
     /// meanwhile strands nothing): one task per [`CHUNK`] values, whose hooks run concurrently.
-    pub(crate) async fn release_all(self: &Arc<Self>, values: Vec<V>, cause: RemovalCause) -> ReleaseReport {
-        self.release_chunks(values, cause, false).await
+    pub(crate) async fn release_all(
+        self: &Arc<Self>,
+        stats: &Arc<CacheStats>,
+        values: Vec<V>,
+        cause: RemovalCause,
+    ) -> ReleaseReport {
+        self.release_chunks(stats, values, cause, false).await
     }
 
     /// Like [`release_all`](Self::release_all), for a caller that is itself a task that runs to
     /// its end (a session end, a shutdown): the first chunk runs right here, without a task.
     pub(crate) async fn release_all_here(
         self: &Arc<Self>,
+        stats: &Arc<CacheStats>,
         values: Vec<V>,
         cause: RemovalCause,
     ) -> ReleaseReport {
-        self.release_chunks(values, cause, true).await
+        self.release_chunks(stats, values, cause, true).await
     }
 
     async fn release_chunks(
         self: &Arc<Self>,
+        stats: &Arc<CacheStats>,
         mut values: Vec<V>,
         cause: RemovalCause,
         here: bool,
@@ -157,11 +171,11 @@ impl<V: Send + 'static> Releaser<V> {
         while !values.is_empty() {
             let rest = values.split_off(values.len().min(CHUNK));
             let chunk = std::mem::replace(&mut values, rest);
-            let (this, len) = (Arc::clone(self), chunk.len());
-            tasks.push((len, self.tracker.spawn(async move { this.run_chunk(chunk, cause).await })));
+            let (this, stats, len) = (Arc::clone(self), Arc::clone(stats), chunk.len());
+            tasks.push((len, self.tracker.spawn(async move { this.run_chunk(&stats, chunk, cause).await })));
         }
         let mut report = match first {
-            Some(chunk) => self.run_chunk(chunk, cause).await,
+            Some(chunk) => self.run_chunk(stats, chunk, cause).await,
             None => ReleaseReport::default(),
         };
         for (len, task) in tasks {
@@ -177,8 +191,8 @@ impl<V: Send + 'static> Releaser<V> {
     }
 
     /// Runs the releases of `chunk` concurrently, in the current task.
-    async fn run_chunk(&self, chunk: Vec<V>, cause: RemovalCause) -> ReleaseReport {
-        let runs = chunk.into_iter().map(|v| self.run(v, cause));
+    async fn run_chunk(&self, stats: &CacheStats, chunk: Vec<V>, cause: RemovalCause) -> ReleaseReport {
+        let runs = chunk.into_iter().map(|v| self.run(stats, v, cause));
         let mut report = ReleaseReport::default();
         for result in join_all(runs.collect()).await {
             report.released += 1;
@@ -198,8 +212,8 @@ impl<V: Send + 'static> Releaser<V> {
 
     /// The release itself: counts the eviction, runs the hook (a panic, while it is called or
     /// polled, is caught and reported), counts and logs the outcome.
-    async fn run(&self, value: V, cause: RemovalCause) -> Result<(), ReleaseFailure> {
-        self.stats.evicted(cause);
+    async fn run(&self, stats: &CacheStats, value: V, cause: RemovalCause) -> Result<(), ReleaseFailure> {
+        stats.evicted(cause);
         let result = match &self.hook {
             None => Ok(()),
             Some(hook) => match catch_unwind(hook, value).await {
@@ -208,7 +222,7 @@ impl<V: Send + 'static> Releaser<V> {
                 Err(panic) => Err(self.failure(panic, true)),
             },
         };
-        self.stats.released(result.is_err());
+        stats.released(result.is_err());
         match &result {
             Ok(()) => tracing::debug!(resource = %self.resource, ?cause, "connscope: released"),
             Err(f) => {

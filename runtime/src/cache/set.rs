@@ -35,7 +35,7 @@ where
         Box::pin(async move { ResourceCache { inner: self }.close(cause, reason).await })
     }
     fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.snapshot()
     }
     fn name(&self) -> &str {
         &self.releaser.resource

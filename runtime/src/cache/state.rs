@@ -21,6 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -31,11 +32,52 @@ use crate::stats::RemovalCause;
 /// The hasher of cache keys: foldhash, seeded per cache.
 pub(super) type KeyHasher = foldhash::fast::RandomState;
 
+/// A point in time as 8 bytes: nanoseconds on a process-wide scale, `NEVER` for none. Tokio
+/// instants (paused test time included) map onto it exactly and in order, so a value and its
+/// deadline record each pay 8 bytes for their deadline instead of 16.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick(u64);
+
+impl Tick {
+    const NEVER: Tick = Tick(u64::MAX);
+    /// The scale's zero sits this far above `0`, so instants before its base map too.
+    const ORIGIN: u64 = 1 << 62;
+
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        Instant::from_std(*BASE.get_or_init(std::time::Instant::now))
+    }
+
+    fn of(at: Instant) -> Tick {
+        let base = Tick::base();
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Tick(if at >= base {
+            Tick::ORIGIN.saturating_add(nanos(at - base)).min(u64::MAX - 1)
+        } else {
+            Tick::ORIGIN.saturating_sub(nanos(base - at))
+        })
+    }
+
+    fn of_option(at: Option<Instant>) -> Tick {
+        at.map_or(Tick::NEVER, Tick::of)
+    }
+
+    fn instant(self) -> Instant {
+        let base = Tick::base();
+        match self.0.checked_sub(Tick::ORIGIN) {
+            Some(after) => base + Duration::from_nanos(after),
+            None => base - Duration::from_nanos(Tick::ORIGIN - self.0),
+        }
+    }
+}
+
 /// A ready value.
 pub(super) struct Ready<V> {
     pub(super) value: V,
-    id: u64,
-    expires_at: Option<Instant>,
+    /// Non-zero (ids start at 1): the niche holds `Slot`'s tag, so a slot is 32 bytes for an
+    /// 8-byte value.
+    id: std::num::NonZeroU64,
+    expires_at: Tick,
     /// Position in the LRU order (bounded caches only).
     stamp: u64,
 }
@@ -56,6 +98,10 @@ pub(super) struct Closed {
 pub(super) enum Found<V> {
     /// A live value (its recency updated).
     Hit(V),
+    /// A value past its ttl but inside the background-refresh window (its recency updated):
+    /// still served, and refreshed by whoever [claims](State::claim_refresh) it. `id` names
+    /// this value for the claim.
+    Stale { value: V, id: u64 },
     /// A load in flight: wait for it.
     Loading(Arc<Flight<V>>),
     /// Nothing usable. `expired` is a value whose TTL had passed: it was removed, release it.
@@ -100,54 +146,133 @@ impl<O: Ord, K> Ord for Record<O, K> {
 /// A min-heap of records, some of them stale.
 type Records<O, K> = BinaryHeap<Reverse<Record<O, K>>>;
 
+/// Files `record`. A heap's first record gets room for exactly one (most caches of a session
+/// hold one value per resource); it grows as usual from there.
+fn push<O: Ord, K>(heap: &mut Records<O, K>, record: Record<O, K>) {
+    if heap.capacity() == 0 {
+        heap.reserve_exact(1);
+    }
+    heap.push(Reverse(record));
+}
+
 pub(super) struct State<K, V> {
     map: HashMap<K, Slot<V>, KeyHasher>,
     /// Ready values by the stamp they were filed with. Only for a cache with `max_entries`.
     lru: Records<u64, K>,
-    max_entries: Option<usize>,
-    deadlines: Records<Instant, K>,
+    /// The bound on ready values (`usize::MAX`: none).
+    max_entries: usize,
+    deadlines: Records<Tick, K>,
     ready: usize,
     /// The earliest deadline scheduled with the runtime's timers, if any.
     next_wake: Option<Instant>,
-    next_id: u64,
-    next_stamp: u64,
+    /// The next id of a flight or ready value, which is also the next LRU stamp: one counter
+    /// serves both, since both only need to grow.
+    next_seq: u64,
     /// Set when the scope closed (boxed: an open cache pays a pointer for it).
     pub(super) closed: Option<Box<Closed>>,
+    /// Background refresh (boxed: a cache without it pays a pointer).
+    refresh: Option<Box<Refreshing<K>>>,
+}
+
+/// The background refresh of a cache: values are kept `window` past their ttl, served stale
+/// meanwhile, and refreshed once per value.
+struct Refreshing<K> {
+    window: Duration,
+    /// The refreshes running: key -> id of the value being refreshed.
+    running: HashMap<K, u64, KeyHasher>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
-    pub(super) fn new(max_entries: Option<u64>) -> Self {
+    /// A store; with `refresh_window`, values are stored with deadlines that include the window
+    /// (the caller adds it) and are stale for its last `refresh_window`.
+    pub(super) fn new(max_entries: Option<u64>, refresh_window: Option<Duration>) -> Self {
         State {
+            refresh: refresh_window.map(|window| {
+                Box::new(Refreshing { window, running: HashMap::with_hasher(KeyHasher::default()) })
+            }),
             map: HashMap::with_hasher(KeyHasher::default()),
             lru: BinaryHeap::new(),
             // A bound of zero would evict every value at birth: at least one is kept.
-            max_entries: max_entries.map(|m| usize::try_from(m).unwrap_or(usize::MAX).max(1)),
+            max_entries: max_entries.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX).max(1)),
             deadlines: BinaryHeap::new(),
             ready: 0,
             next_wake: None,
-            next_id: 1,
-            next_stamp: 1,
+            next_seq: 1,
             closed: None,
         }
     }
 
     /// Looks `key` up at `now`: a hit refreshes its recency; an expired value is removed.
     pub(super) fn lookup(&mut self, key: &K, now: impl FnOnce() -> Instant) -> Found<V> {
-        let expired = match self.map.get_mut(key) {
+        let ready = match self.map.get_mut(key) {
             None => return Found::Missing { expired: None },
             Some(Slot::Loading(flight)) => return Found::Loading(Arc::clone(flight)),
-            Some(Slot::Ready(ready)) => {
-                if ready.expires_at.is_none_or(|t| now() < t) {
-                    // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily).
-                    ready.stamp = self.next_stamp;
-                    self.next_stamp += 1;
-                    return Found::Hit(ready.value.clone());
+            Some(Slot::Ready(ready)) => ready,
+        };
+        let stale = match ready.expires_at {
+            Tick::NEVER => false,
+            t => {
+                let now = now();
+                if Tick::of(now) >= t {
+                    return Found::Missing { expired: self.remove(key) };
                 }
-                true
+                // Stale in the last `window` before the deadline (which includes the window).
+                self.refresh
+                    .as_ref()
+                    .is_some_and(|r| now.checked_add(r.window).is_none_or(|s| Tick::of(s) >= t))
             }
         };
-        debug_assert!(expired);
-        Found::Missing { expired: self.remove(key) }
+        // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily).
+        ready.stamp = self.next_seq;
+        self.next_seq += 1;
+        let value = ready.value.clone();
+        if stale { Found::Stale { value, id: ready.id.get() } } else { Found::Hit(value) }
+    }
+
+    /// Claims the refresh of `key`'s stale value `id`: true for the first caller only, until the
+    /// refresh [ends](Self::end_refresh).
+    pub(super) fn claim_refresh(&mut self, key: &K, id: u64) -> bool {
+        let Some(refresh) = self.refresh.as_deref_mut() else { return false };
+        if !matches!(self.map.get(key), Some(Slot::Ready(r)) if r.id.get() == id) {
+            return false;
+        }
+        match refresh.running.get_mut(key) {
+            Some(running) if *running == id => false,
+            // A claim for a value that left meanwhile: stale, replaced.
+            Some(running) => {
+                *running = id;
+                true
+            }
+            None => {
+                refresh.running.insert(key.clone(), id);
+                true
+            }
+        }
+    }
+
+    /// Ends the refresh of `key`'s value `id` (done, failed, or abandoned).
+    pub(super) fn end_refresh(&mut self, key: &K, id: u64) {
+        if let Some(refresh) = self.refresh.as_deref_mut()
+            && refresh.running.get(key) == Some(&id)
+        {
+            refresh.running.remove(key);
+        }
+    }
+
+    /// Stores a refresh's `value` in place of the value `id` it refreshed, if that value is
+    /// still there (an invalidate, clear or insert meanwhile wins: `Err` gives the value back).
+    pub(super) fn finish_refresh(
+        &mut self,
+        key: &K,
+        id: u64,
+        value: V,
+        expires_at: Option<Instant>,
+    ) -> Result<Displaced<V>, V> {
+        self.end_refresh(key, id);
+        match self.map.get(key) {
+            Some(Slot::Ready(r)) if r.id.get() == id => Ok(self.store(key.clone(), value, expires_at)),
+            _ => Err(value),
+        }
     }
 
     /// Starts a load of `key` (the key must hold nothing): later lookups wait for it.
@@ -191,27 +316,30 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     pub(super) fn store(&mut self, key: K, value: V, expires_at: Option<Instant>) -> Displaced<V> {
         let mut displaced = Displaced { replaced: self.remove(&key), evicted: Vec::new(), wake: None };
         let id = self.next_id();
-        let stamp = self.next_stamp;
-        self.next_stamp += 1;
+        let stamp = id;
         if let Some(at) = expires_at {
-            self.deadlines.push(Reverse(Record { order: at, id, key: key.clone() }));
+            push(&mut self.deadlines, Record { order: Tick::of(at), id, key: key.clone() });
             if self.next_wake.is_none_or(|w| at < w) {
                 self.next_wake = Some(at);
                 displaced.wake = Some(at);
             }
         }
-        if self.max_entries.is_some() {
-            self.lru.push(Reverse(Record { order: stamp, id, key: key.clone() }));
+        if self.max_entries != usize::MAX {
+            push(&mut self.lru, Record { order: stamp, id, key: key.clone() });
         }
-        self.map.insert(key, Slot::Ready(Ready { value, id, expires_at, stamp }));
+        let ready = Ready {
+            value,
+            id: std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN),
+            expires_at: Tick::of_option(expires_at),
+            stamp,
+        };
+        self.map.insert(key, Slot::Ready(ready));
         self.ready += 1;
-        if let Some(max) = self.max_entries {
-            while self.ready > max {
-                let Some(victim) = self.pop_least_recent() else { break };
-                if let Some(Slot::Ready(r)) = self.map.remove(&victim) {
-                    self.forget();
-                    displaced.evicted.push(r.value);
-                }
+        while self.ready > self.max_entries {
+            let Some(victim) = self.pop_least_recent() else { break };
+            if let Some(Slot::Ready(r)) = self.map.remove(&victim) {
+                self.forget();
+                displaced.evicted.push(r.value);
             }
         }
         self.compact();
@@ -222,7 +350,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     fn pop_least_recent(&mut self) -> Option<K> {
         while let Some(Reverse(record)) = self.lru.pop() {
             match self.map.get(&record.key) {
-                Some(Slot::Ready(r)) if r.id == record.id => {
+                Some(Slot::Ready(r)) if r.id.get() == record.id => {
                     if r.stamp == record.order {
                         return Some(record.key);
                     }
@@ -238,7 +366,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// Whether `record` still describes the ready value it was filed for.
     fn is_live<O>(map: &HashMap<K, Slot<V>, KeyHasher>, record: &Record<O, K>) -> bool {
-        matches!(map.get(&record.key), Some(Slot::Ready(r)) if r.id == record.id)
+        matches!(map.get(&record.key), Some(Slot::Ready(r)) if r.id.get() == record.id)
     }
 
     /// Drops the stale records once they outnumber the live ones.
@@ -285,6 +413,9 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         }
         self.lru.clear();
         self.deadlines.clear();
+        if let Some(refresh) = self.refresh.as_deref_mut() {
+            refresh.running.clear();
+        }
         self.next_wake = None;
         self.ready = 0;
         (values, flights)
@@ -292,6 +423,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// Removes up to `limit` values whose deadline is at or before `now`.
     pub(super) fn expire_due(&mut self, now: Instant, limit: usize) -> Vec<V> {
+        let now = Tick::of(now);
         let mut due = Vec::new();
         while due.len() < limit {
             match self.deadlines.peek() {
@@ -317,7 +449,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             }
             self.deadlines.pop();
         }
-        self.next_wake = self.deadlines.peek().map(|Reverse(r)| r.order);
+        self.next_wake = self.deadlines.peek().map(|Reverse(r)| r.order.instant());
         self.next_wake
     }
 
@@ -328,10 +460,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// How many ready values are live at `now`.
     pub(super) fn live_len(&self, now: Instant) -> usize {
-        self.map
-            .values()
-            .filter(|s| matches!(s, Slot::Ready(r) if r.expires_at.is_none_or(|t| now < t)))
-            .count()
+        self.map.values().filter(|s| matches!(s, Slot::Ready(r) if Tick::of(now) < r.expires_at)).count()
     }
 
     /// Deadline and LRU records held, stale ones included.
@@ -341,8 +470,8 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     }
 
     fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_seq;
+        self.next_seq += 1;
         id
     }
 
@@ -354,8 +483,6 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn hit<V: Clone>(s: &mut State<&'static str, V>, k: &'static str) -> Option<V> {
@@ -366,9 +493,28 @@ mod tests {
     }
 
     #[test]
+    fn ticks_keep_the_order_of_instants_and_map_back_exactly() {
+        let base = Tick::base();
+        let instants = [
+            base - Duration::from_secs(3600),
+            base - Duration::from_nanos(1),
+            base,
+            base + Duration::from_nanos(1),
+            base + Duration::from_secs(86_400 * 365),
+        ];
+        for pair in instants.windows(2) {
+            assert!(Tick::of(pair[0]) < Tick::of(pair[1]));
+        }
+        for at in instants {
+            assert_eq!(Tick::of(at).instant(), at);
+            assert!(Tick::of(at) < Tick::NEVER);
+        }
+    }
+
+    #[test]
     fn lru_evicts_least_recently_used_exactly() {
         for _ in 0..1000 {
-            let mut s = State::new(Some(2));
+            let mut s = State::new(Some(2), None);
             assert!(s.store("a", 1, None).evicted.is_empty());
             assert!(s.store("b", 2, None).evicted.is_empty());
             assert_eq!(hit(&mut s, "a"), Some(1));
@@ -382,7 +528,7 @@ mod tests {
     fn records_follow_what_is_held_not_what_came_and_went() {
         let now = Instant::now();
         let at = Some(now + Duration::from_secs(60));
-        let mut s = State::new(Some(2));
+        let mut s = State::new(Some(2), None);
         for i in 0..10_000 {
             s.store("replaced", i, at);
             s.store("invalidated", i, at);
@@ -406,7 +552,7 @@ mod tests {
     #[test]
     fn lru_stays_exact_through_hits_removals_and_reinserts() {
         // A model: keys by last use; the victim is always the model's oldest.
-        let mut s = State::new(Some(3));
+        let mut s = State::new(Some(3), None);
         let mut model: Vec<u32> = Vec::new();
         let mut rng = 0x9e37_79b9_u32;
         for step in 0..20_000u32 {
@@ -448,7 +594,7 @@ mod tests {
 
     #[test]
     fn a_load_raced_by_remove_or_store_is_not_kept() {
-        let mut s: State<&str, i32> = State::new(None);
+        let mut s: State<&str, i32> = State::new(None, None);
         let f = s.start_flight("k");
         s.remove(&"k");
         assert!(s.finish_flight(&"k", f.id, 1, None).is_none());
@@ -469,7 +615,7 @@ mod tests {
     #[test]
     fn an_expired_value_is_removed_on_lookup() {
         let now = Instant::now();
-        let mut s = State::new(None);
+        let mut s = State::new(None, None);
         s.store("k", 1, Some(now));
         match s.lookup(&"k", || now) {
             Found::Missing { expired } => assert_eq!(expired, Some(1)),

@@ -118,11 +118,13 @@ pub fn query_cache_kinds() -> usize {
 }
 
 /// The query cache for entries with `ttl` of the scope `conn` belongs to: its runtime's global
-/// scope or its session. A handle built by hand (`Conn::new`) uses the current scope instead.
+/// scope or its session (the current session with `per_session`). A handle built by hand
+/// (`Conn::new`) uses the current scope instead.
 pub(crate) fn query_cache<P: SqlProvider>(
     conn: &Conn<P>,
     ttl: Duration,
     max_entries: u64,
+    per_session: bool,
 ) -> Result<ResourceCache<QueryKey, Entry>, Error> {
     let bucket = bucket(ttl);
     let id = cache_id(bucket, max_entries);
@@ -148,6 +150,15 @@ pub(crate) fn query_cache<P: SqlProvider>(
         }
         Ok(rt.global_cache(id, config))
     };
+    let current_session = || {
+        Session::with_current(|s| match s {
+            Some(s) => in_session(s),
+            None => Err(Error::NoActiveSession { what: format!("queries on connection `{}`", conn.name()) }),
+        })
+    };
+    if per_session {
+        return current_session();
+    }
     match conn.home() {
         Some(Home::Global(weak)) => match weak.upgrade() {
             Some(shared) => in_runtime(&Runtime { shared }),
@@ -162,12 +173,7 @@ pub(crate) fn query_cache<P: SqlProvider>(
         },
         None => match P::scope() {
             Scope::Global => in_runtime(&Runtime::current()),
-            Scope::Session => Session::with_current(|s| match s {
-                Some(s) => in_session(s),
-                None => {
-                    Err(Error::NoActiveSession { what: format!("queries on connection `{}`", conn.name()) })
-                }
-            }),
+            Scope::Session => current_session(),
         },
     }
 }

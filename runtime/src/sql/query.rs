@@ -59,6 +59,7 @@ impl<P: SqlProvider> Conn<P> {
             binds: Vec::new(),
             ttl: None,
             cached: true,
+            per_session: false,
             tags: Vec::new(),
         }
     }
@@ -90,10 +91,24 @@ pub struct Query<'c, P: SqlProvider> {
     binds: Vec<SqlValue>,
     ttl: Option<Duration>,
     cached: bool,
+    per_session: bool,
     tags: Vec<Arc<str>>,
 }
 
 impl<P: SqlProvider> Query<'_, P> {
+    /// Caches the result in the current session, even on a connection every user shares: each
+    /// user then has results of their own (read through the same pool), released when their
+    /// session ends. Without a current session the query fails with
+    /// [`Error::NoActiveSession`](crate::Error::NoActiveSession) instead of caching for everyone.
+    ///
+    /// Use it when what a user may see differs per user but the connection does not (row-level
+    /// security keyed by a session setting, a `where owner = ?` the app binds), or simply to keep
+    /// one user's large results out of the shared cache.
+    pub fn per_session(mut self) -> Self {
+        self.per_session = true;
+        self
+    }
+
     /// Binds the next parameter (`$1`, `?`…).
     pub fn bind(mut self, value: impl Into<SqlValue>) -> Self {
         self.binds.push(value.into());
@@ -165,7 +180,7 @@ impl<P: SqlProvider> Query<'_, P> {
             return run(conn, &st, op, true).await;
         }
         let counters = &provider.state().counters;
-        let cache = match query_cache(conn, ttl, settings.query_cache_entries) {
+        let cache = match query_cache(conn, ttl, settings.query_cache_entries, self.per_session) {
             Ok(cache) => cache,
             Err(e) => {
                 counters.errors.fetch_add(1, Relaxed);
