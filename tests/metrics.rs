@@ -14,6 +14,10 @@ static PROMETHEUS: LazyLock<PrometheusHandle> = LazyLock::new(|| {
     PrometheusBuilder::new().install_recorder().expect("the only recorder of this test binary")
 });
 
+/// The tests take turns: they share the recorder, and `connscope_sessions_live` (a gauge
+/// without labels) is set by whichever runtime exported last.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Exports `rt` and renders the scrape.
 fn scrape(rt: &Runtime) -> String {
     let handle = &*PROMETHEUS;
@@ -38,6 +42,7 @@ async fn my_orders(user: String) -> Result<Arc<String>, connscope::Error> {
 
 #[tokio::test]
 async fn cache_counters_are_exported_with_prometheus_names_and_labels() {
+    let _turn = TURN.lock().await;
     let rt = Runtime::builder().build();
     let session = rt.session();
     let labels = r#"{cache="top_customers",scope="global",module="metrics"}"#;
@@ -82,6 +87,7 @@ async fn cache_counters_are_exported_with_prometheus_names_and_labels() {
 
 #[tokio::test]
 async fn session_caches_sum_over_sessions_and_keep_counting_after_they_end() {
+    let _turn = TURN.lock().await;
     let rt = Runtime::builder().build();
     let labels = r#"{cache="my_orders",scope="session",module="metrics"}"#;
     let (ada, bo) = (rt.session(), rt.session());
@@ -139,6 +145,7 @@ impl Provider for Metered {
 
 #[tokio::test]
 async fn connection_counters_are_exported_per_connection() {
+    let _turn = TURN.lock().await;
     let rt = Runtime::builder().connection_setting("metered", "host", "db.example").build();
     let labels = r#"{connection="metered",provider="Metered",scope="global"}"#;
     let conn = rt.connection::<Metered>("metered").await.unwrap();

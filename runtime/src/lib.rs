@@ -10,6 +10,7 @@ mod error;
 mod form;
 mod login;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 mod named;
 mod provider;

@@ -194,6 +194,7 @@ impl Runtime {
     /// keep anyway, so the hit path pays nothing for metrics. Its cost is one pass over the
     /// live sessions' caches. Export one runtime per recorder: two runtimes with the same cache
     /// names would set the same counters.
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn export_metrics(&self) {
         let live = self.sessions();
         let mut caches: BTreeMap<(String, &'static str), StatsSnapshot> = BTreeMap::new();
