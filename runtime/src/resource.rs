@@ -238,6 +238,38 @@ where
         }
     }
 
+    /// Like [`try_get`](Self::try_get), for a loader with any error type (`sqlx::Error`,
+    /// `String`, ...): nothing is asked of `E`, because connscope never makes one up. A failed
+    /// load is not shared: a caller that waited for it runs its own loader next (one at a time
+    /// per key), so every error a caller receives is the one its own loader returned. Where there
+    /// is no usable scope (no session for a session resource, runtime shut down), the loader
+    /// runs uncached. This is what a `scope = "global"` `#[cached_resource]` function returning
+    /// `Result<T, E>` calls.
+    #[allow(clippy::manual_async_fn)] // deliberately not `async fn`: see `try_get`
+    pub fn try_get_or_run<E, F>(&'static self, key: K, loader: F) -> impl Future<Output = Result<V, E>>
+    where
+        F: Future<Output = Result<V, E>>,
+    {
+        async move {
+            if let Some(cache) = self.fast_cache() {
+                if let Some(v) = cache.get(&key).await {
+                    return Ok(v);
+                }
+                return cache.miss_or_try(key, Box::pin(loader)).await;
+            }
+            if let Some(v) = self.session_hit(&key) {
+                return Ok(v);
+            }
+            match self.cache() {
+                Ok(cache) => match cache.get(&key).await {
+                    Some(v) => Ok(v),
+                    None => cache.miss_or_try(key, Box::pin(loader)).await,
+                },
+                Err(_) => Box::pin(loader).await,
+            }
+        }
+    }
+
     /// The value for `key` in the current scope, loading it on a miss (single flight). Where
     /// there is no usable scope (no session for a session resource, runtime shut down), the
     /// loader runs uncached. This is what a `#[cached_resource]` function returning a plain

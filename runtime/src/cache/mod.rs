@@ -19,6 +19,7 @@
 mod background;
 mod flight;
 mod outcome;
+mod own_error;
 mod release;
 mod set;
 mod state;
