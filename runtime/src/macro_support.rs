@@ -70,13 +70,29 @@ pub const fn cached_value<T: CachedValue>() {}
 #[diagnostic::on_unimplemented(
     message = "the error type `{Self}` of a `#[cached_resource]` function must be able to carry connscope's errors",
     label = "`{Self}` needs `From<connscope::Error>` and `Display`",
-    note = "connscope reports \"no active session\", \"session ended\" and a concurrent caller's failed load \
-            through `E: From<connscope::Error>`: implement `From<connscope::Error> for {Self}`, \
-            or return `Result<_, connscope::Error>`"
+    note = "a `scope = \"session\"` function reports \"no active session\", \"session ended\" and a concurrent \
+            caller's failed load through `E: From<connscope::Error>`: implement `From<connscope::Error> for {Self}` \
+            (for another crate's error, like `sqlx::Error`, return an error enum of your own with a variant \
+            for each), or return `Result<_, connscope::Error>`; a `scope = \"global\"` function takes any error type"
 )]
-pub trait CacheError: From<Error> + Display {}
+pub trait CacheError<Form>: From<Error> + Display {}
 
-impl<E: From<Error> + Display> CacheError for E {}
+impl<E: From<Error> + Display> CacheError<error_form::Carries> for E {}
+
+/// `Form` of [`CacheError`]. A second impl that no type satisfies makes rustc weigh both and
+/// report a type that fits neither with `CacheError`'s own message, instead of the deepest
+/// failed bound (for `sqlx::Error`, whose blanket `From<E: DatabaseError>` would otherwise be
+/// reported as "`connscope::Error: DatabaseError` is not satisfied").
+pub mod error_form {
+    /// `E: From<connscope::Error> + Display`.
+    pub enum Carries {}
+    /// Never satisfied: see [`Impossible`].
+    pub enum Never {}
+    /// Implemented by no type.
+    pub trait Impossible {}
+}
+
+impl<E: error_form::Impossible + From<Error> + Display> CacheError<error_form::Never> for E {}
 
 /// The scope-containment rule: a global cached function cannot take a session-scoped
 /// connection, since its cached values are shared by every session.
@@ -149,10 +165,10 @@ pub mod hook_form {
 /// gets this message, at the user's path.
 #[diagnostic::on_unimplemented(
     message = "`on_release` must name a release hook for the cached value `{V}`",
-    label = "not a release hook for `{V}`",
-    note = "a release hook is one of: `fn(&{V})`, `fn({V})`, `async fn({V})`, each returning `()` or \
-            `Result<(), E>` with `E: Display` (an `async fn` takes the value itself, not `&{V}`, and its \
-            future must be `Send`)"
+    label = "expected `fn(&V)`, `fn(V)` or `async fn(V)`",
+    note = "a release hook is a `fn(&V)`, a `fn(V)` or an `async fn(V)`, where `V` is the cached value \
+            `{V}`, returning `()` or `Result<(), E>` with `E: Display` (an `Err` is counted in \
+            `release_failures`); an `async fn` takes the value itself, not `&V`, and its future must be `Send`"
 )]
 pub trait OnRelease<V, Form> {
     /// Runs the hook on `value`.

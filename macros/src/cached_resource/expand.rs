@@ -168,10 +168,10 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
         Some(_) => quote! {
             #[doc(hidden)]
             #[inline]
-            pub(super) fn __load<__E, __F>(key: #key_type, loader: __F)
+            pub(super) fn __load<__E, __M, __F>(key: #key_type, loader: __F)
                 -> impl #future<Output = #private::core::result::Result<#value, __E>>
             where
-                __E: #support::CacheError,
+                __E: #support::CacheError<__M>,
                 __F: #future<Output = #private::core::result::Result<#value, __E>>,
             {
                 __RESOURCE.try_get(key, loader)

@@ -112,7 +112,7 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
                             "`#[not_key]` leaves an argument out of the cache key; it goes on an argument \
                              like `#[not_key] conn: &Conn<P>`, not on `self`",
                         )
-                        .with_span(attr),
+                        .with_span(attr.path()),
                     );
                 }
                 errors.push(
@@ -237,13 +237,18 @@ fn not_key(attrs: &[Attribute], destructures: bool, errors: &mut Accumulator) ->
     let mut marked = false;
     for attr in attrs.iter().filter(|a| is_not_key(a)) {
         marked = true;
-        if !matches!(attr.meta, syn::Meta::Path(_)) {
+        let arguments = match &attr.meta {
+            syn::Meta::Path(_) => None,
+            syn::Meta::List(list) => Some(list.delimiter.span().join()),
+            syn::Meta::NameValue(nv) => Some(nv.value.span()),
+        };
+        if let Some(span) = arguments {
             errors.push(
                 Error::custom(
                     "`#[not_key]` takes no arguments: write `#[not_key]` before the argument to leave out of \
                      the cache key, like `#[not_key] conn: &Conn<P>`",
                 )
-                .with_span(&attr.meta),
+                .with_span(&span),
             );
         } else if destructures {
             errors.push(
@@ -251,7 +256,7 @@ fn not_key(attrs: &[Attribute], destructures: bool, errors: &mut Accumulator) ->
                     "`#[not_key]` goes on a named argument, like `#[not_key] conn: &Conn<P>`: bind this \
                      pattern to a name and destructure it in the body",
                 )
-                .with_span(attr),
+                .with_span(attr.path()),
             );
         }
     }
