@@ -84,7 +84,7 @@ pub fn derive_connection(input: TokenStream) -> TokenStream {
 ///
 /// ```ignore
 /// #[cached_resource(scope = "session", ttl = "5m", max_entries = 100)]
-/// async fn top_customers(_conn: &Conn<Warehouse>, region: &str) -> Result<Arc<Vec<Customer>>, AppError> {
+/// async fn top_customers(#[not_key] conn: &Conn<Warehouse>, region: &str) -> Result<Arc<Vec<Customer>>, AppError> {
 ///     /* runs once per (session, region) until it expires */
 /// }
 ///
@@ -131,7 +131,7 @@ pub fn derive_connection(input: TokenStream) -> TokenStream {
 /// ended" and a concurrent caller's failed load (`Error::SharedLoadFailed`) through it.
 ///
 /// **Scope containment.** A `scope = "global"` function cannot take a `Conn<P>` of a
-/// session-scoped provider `P` (even as `_conn`): that would share one user's data with every
+/// session-scoped provider `P` (even `#[not_key]`): that would share one user's data with every
 /// user. It is a compile error.
 ///
 /// **Release hooks.** `on_release = path` names a `fn(&T)`, a `fn(T)` or an `async fn(T)` (any

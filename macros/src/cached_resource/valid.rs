@@ -135,7 +135,7 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
                 Error::custom(
                     "`#[cached_resource]` cannot cache a function with an `impl Trait` argument: that makes \
                      it generic, and its cache needs concrete types. Take a concrete type (`&str` rather \
-                     than `impl AsRef<str>`), or `&dyn Trait` in an argument named `_x` (not in the key)",
+                     than `impl AsRef<str>`), or `&dyn Trait` in a `#[not_key]` argument (not in the key)",
                 )
                 .with_span(span),
             );
