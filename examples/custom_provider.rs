@@ -72,14 +72,14 @@ impl Provider for MetricsService {
 }
 
 /// Runs once per (session, host, minutes) for a minute; the connection is an argument, not
-/// part of the key (`_conn`). Each cached series is announced when it leaves the cache.
+/// part of the key (`#[not_key]`). Each cached series is announced when it leaves the cache.
 #[cached_resource(scope = "session", ttl = "1m", max_entries = 100, on_release = series_released)]
 async fn cpu_series(
-    _conn: &Conn<MetricsService>,
+    #[not_key] conn: &Conn<MetricsService>,
     host: &str,
     minutes: u32,
 ) -> Result<Arc<Vec<f64>>, connscope::Error> {
-    let client = _conn.get().await?;
+    let client = conn.get().await?;
     client.queries.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(150)).await; // an expensive query
     let seed = host.len() as f64;

@@ -249,11 +249,12 @@ fn user_connections(url: &str) -> Arc<UserConnections> {
 // The cached queries
 // ---------------------------------------------------------------------------------------------
 
-/// The user's orders, cached per user session. `_conn` is not part of the key; the user name
-/// is, so a second login in the same browser session never sees the first user's rows.
+/// The user's orders, cached per user session. The connection is not part of the key
+/// (`#[not_key]`); the user name is, so a second login in the same browser session never sees
+/// the first user's rows.
 #[cached_resource(scope = "session", ttl = "30s", max_entries = 10)]
-async fn my_orders(_conn: &Conn<DemoLogin>, user: String) -> Result<Arc<Vec<Order>>, AppError> {
-    let db = _conn.get().await?;
+async fn my_orders(#[not_key] conn: &Conn<DemoLogin>, user: String) -> Result<Arc<Vec<Order>>, AppError> {
+    let db = conn.get().await?;
     let query = sqlx::query_as::<_, Order>(
         "select o.id, o.product, o.region, o.amount from demo_orders o where o.owner = $1 order by o.id",
     )
@@ -269,8 +270,8 @@ async fn my_orders(_conn: &Conn<DemoLogin>, user: String) -> Result<Arc<Vec<Orde
 /// Orders and totals per region over every user, cached once for the whole app. (`uncached()`:
 /// this function is the cache, the `query` API's own cache is not needed on top.)
 #[cached_resource(scope = "global", ttl = "60s")]
-async fn region_totals(_db: &Conn<SqliteDb>) -> Result<Arc<Vec<RegionTotal>>, AppError> {
-    let query = _db
+async fn region_totals(#[not_key] db: &Conn<SqliteDb>) -> Result<Arc<Vec<RegionTotal>>, AppError> {
+    let query = db
         .query(
             "select region, count(*) as orders, sum(amount) as total from demo_orders \
              group by region order by region",
@@ -332,9 +333,12 @@ mod postgres {
 
     /// The user's orders: row-level security lets a role read only its own rows.
     #[cached_resource(scope = "session", ttl = "30s", max_entries = 10)]
-    async fn my_orders_pg(_conn: &Conn<PostgresLogin>, user: String) -> Result<Arc<Vec<Order>>, AppError> {
+    async fn my_orders_pg(
+        #[not_key] conn: &Conn<PostgresLogin>,
+        user: String,
+    ) -> Result<Arc<Vec<Order>>, AppError> {
         let _ = user; // the key: the server knows the role (`current_user`)
-        let query = _conn
+        let query = conn
             .query(
                 "select id, product, region, amount from demo_orders where owner = current_user order by id",
             )
@@ -345,8 +349,8 @@ mod postgres {
 
     /// Totals over every user, through the app's own account (the table's owner).
     #[cached_resource(scope = "global", ttl = "60s")]
-    async fn region_totals_pg(_db: &Conn<PostgresDb>) -> Result<Arc<Vec<RegionTotal>>, AppError> {
-        let query = _db
+    async fn region_totals_pg(#[not_key] db: &Conn<PostgresDb>) -> Result<Arc<Vec<RegionTotal>>, AppError> {
+        let query = db
             .query(
                 "select region, count(*) as orders, sum(amount) as total from demo_orders \
                  group by region order by region",

@@ -84,7 +84,7 @@ pub fn derive_connection(input: TokenStream) -> TokenStream {
 ///
 /// ```ignore
 /// #[cached_resource(scope = "session", ttl = "5m", max_entries = 100)]
-/// async fn top_customers(_conn: &Conn<Warehouse>, region: &str) -> Result<Arc<Vec<Customer>>, AppError> {
+/// async fn top_customers(#[not_key] conn: &Conn<Warehouse>, region: &str) -> Result<Arc<Vec<Customer>>, AppError> {
 ///     /* runs once per (session, region) until it expires */
 /// }
 ///
@@ -104,26 +104,41 @@ pub fn derive_connection(input: TokenStream) -> TokenStream {
 /// | `on_release = path` | a function run exactly once on each value that leaves the cache | none |
 /// | `crate` | path to the `connscope` crate, if renamed | `"::connscope"` |
 ///
-/// **The key.** Every argument is part of the key, except those whose name starts with `_`
-/// (like `_conn`). A key argument must be `Hash + Eq + Clone + Send + Sync + 'static`; one taken
-/// by reference (`&str`, `&T`) is keyed by an owned copy (`String`, `T`). A `Conn<P>` or
-/// `&Conn<P>` argument is keyed by the connection's identity (`Conn::id()`), so two
-/// connections (say `"emea"` and `"apac"`) never share a result; name it `_conn` when every
-/// connection may share one.
+/// **The key.** Every argument is part of the key, except those marked `#[not_key]` and those
+/// whose name starts with `_` (like `_conn`). Prefer `#[not_key]`: renaming `conn` to `_conn` to
+/// silence an unused-variable warning would silently change what is cached. A key argument must
+/// be `Hash + Eq + Clone + Send + Sync + 'static`; one taken by reference (`&str`, `&T`) is keyed
+/// by an owned copy (`String`, `T`). A `Conn<P>` or `&Conn<P>` argument is keyed by the
+/// connection's identity (`Conn::id()`), so two connections (say `"emea"` and `"apac"`) never
+/// share a result; mark it `#[not_key]` when every connection may share one.
+///
+/// ```ignore
+/// #[cached_resource(ttl = "5m")]
+/// async fn totals(#[not_key] conn: &Conn<Warehouse>, region: String) -> Result<Totals, sqlx::Error> {
+///     /* keyed by `region` only */
+/// }
+/// ```
 ///
 /// **The value.** The function returns `T` or `Result<T, E>` (recognized by the name
 /// `Result`), with `T: Clone + Send + Sync + 'static` (wrap big values in `Arc`). Only `Ok` is
-/// cached; concurrent callers of a missing key run the body once (single flight). `E` must
-/// implement `From<connscope::Error>` (connscope reports "no active session" and a concurrent
-/// caller's failed load through it). A `scope = "session"` function must return `Result`.
+/// cached; concurrent callers of a missing key run the body once (single flight).
+///
+/// **The error.** A `scope = "global"` function may return any error type (`sqlx::Error`,
+/// `String`, ...): a caller that waited for a load that failed runs the body itself (one caller
+/// at a time per key), so every caller gets its own error; after `Runtime::shutdown` the body
+/// runs uncached. A `scope = "session"` function must return `Result<T, E>` with
+/// `E: From<connscope::Error> + Display`: connscope reports "no active session", "session
+/// ended" and a concurrent caller's failed load (`Error::SharedLoadFailed`) through it.
 ///
 /// **Scope containment.** A `scope = "global"` function cannot take a `Conn<P>` of a
-/// session-scoped provider `P` (even as `_conn`): that would share one user's data with every
+/// session-scoped provider `P` (even `#[not_key]`): that would share one user's data with every
 /// user. It is a compile error.
 ///
-/// **Release hooks.** `on_release = path` names an `async fn(T)` or `async fn(T) -> Result<(), E>`
-/// (or any `Fn(T) -> impl Future + Send + 'static`). It runs exactly once per value: on ttl
-/// expiry, `max_entries` eviction, `invalidate`, `clear`, session end and runtime shutdown.
+/// **Release hooks.** `on_release = path` names a `fn(&T)`, a `fn(T)` or an `async fn(T)` (any
+/// `Fn(T) -> impl Future + Send + 'static`), each returning `()` or `Result<(), E>` with
+/// `E: Display` (an `Err` is counted in `release_failures` and listed in the `ReleaseReport`).
+/// It runs exactly once per value, in a task of its own: on ttl expiry, `max_entries`
+/// eviction, `invalidate`, `clear`, session end and runtime shutdown.
 ///
 /// **Controls.** Next to `fn name`, the macro emits `mod name` (modules live in the type
 /// namespace, so both coexist) with the function's visibility:

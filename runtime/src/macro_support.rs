@@ -29,7 +29,7 @@ use crate::secrets::Secret;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of the cache key of a `#[cached_resource]` function",
     label = "this argument is part of the cache key, so `{Self}` must be `Hash + Eq + Clone + Send + Sync + 'static`",
-    note = "to leave an argument out of the key, start its name with `_` (like `_conn`); \
+    note = "to leave an argument out of the key, mark it `#[not_key]` (like `#[not_key] conn: &Conn<P>`); \
             to keep it in, derive `Hash, PartialEq, Eq, Clone` for its type"
 )]
 pub trait KeyArg: Hash + Eq + Clone + Send + Sync + 'static {}
@@ -70,13 +70,29 @@ pub const fn cached_value<T: CachedValue>() {}
 #[diagnostic::on_unimplemented(
     message = "the error type `{Self}` of a `#[cached_resource]` function must be able to carry connscope's errors",
     label = "`{Self}` needs `From<connscope::Error>` and `Display`",
-    note = "connscope reports \"no active session\", \"session ended\" and a concurrent caller's failed load \
-            through `E: From<connscope::Error>`: implement `From<connscope::Error> for {Self}`, \
-            or return `Result<_, connscope::Error>`"
+    note = "a `scope = \"session\"` function reports \"no active session\", \"session ended\" and a concurrent \
+            caller's failed load through `E: From<connscope::Error>`: implement `From<connscope::Error> for {Self}` \
+            (for another crate's error, like `sqlx::Error`, return an error enum of your own with a variant \
+            for each), or return `Result<_, connscope::Error>`; a `scope = \"global\"` function takes any error type"
 )]
-pub trait CacheError: From<Error> + Display {}
+pub trait CacheError<Form>: From<Error> + Display {}
 
-impl<E: From<Error> + Display> CacheError for E {}
+impl<E: From<Error> + Display> CacheError<error_form::Carries> for E {}
+
+/// `Form` of [`CacheError`]. A second impl that no type satisfies makes rustc weigh both and
+/// report a type that fits neither with `CacheError`'s own message, instead of the deepest
+/// failed bound (for `sqlx::Error`, whose blanket `From<E: DatabaseError>` would otherwise be
+/// reported as "`connscope::Error: DatabaseError` is not satisfied").
+pub mod error_form {
+    /// `E: From<connscope::Error> + Display`.
+    pub enum Carries {}
+    /// Never satisfied: see [`Impossible`].
+    pub enum Never {}
+    /// Implemented by no type.
+    pub trait Impossible {}
+}
+
+impl<E: error_form::Impossible + From<Error> + Display> CacheError<error_form::Never> for E {}
 
 /// The scope-containment rule: a global cached function cannot take a session-scoped
 /// connection, since its cached values are shared by every session.
@@ -100,13 +116,8 @@ where
 {
 }
 
-/// What a release hook may return: `()` or `Result<(), E>`.
-#[diagnostic::on_unimplemented(
-    message = "an `on_release` hook must return `()` or `Result<(), E>`, not `{Self}`",
-    label = "the hook's return type",
-    note = "write `async fn release(value: T)` or `async fn release(value: T) -> Result<(), E>` \
-            where `E: Into<Box<dyn Error + Send + Sync>>`"
-)]
+/// What a release hook may return: `()` or `Result<(), E>` with `E: Display` (an error is
+/// recorded by its message, in the report and `release_failures`).
 pub trait HookOutput {
     /// The hook's outcome as the runtime records it.
     fn into_hook_result(self) -> Result<(), HookError>;
@@ -119,26 +130,75 @@ impl HookOutput for () {
     }
 }
 
-impl<E: Into<HookError>> HookOutput for Result<(), E> {
+impl<E: Display> HookOutput for Result<(), E> {
     #[inline]
     fn into_hook_result(self) -> Result<(), HookError> {
-        self.map_err(Into::into)
+        self.map_err(|e| Box::new(HookFailed(e.to_string())) as HookError)
     }
 }
 
-/// A function usable as `on_release = path` for values of type `V`.
+/// A release hook's error, by its message.
+#[derive(Debug)]
+struct HookFailed(String);
+
+impl Display for HookFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HookFailed {}
+
+/// The forms of a release hook (the `Form` of [`OnRelease`]); exactly one fits a given function.
+pub mod hook_form {
+    /// `fn(&V)`, returning `()` or `Result<(), E>`.
+    pub enum Borrows {}
+    /// `fn(V)`, returning `()` or `Result<(), E>`.
+    pub enum Takes {}
+    /// `async fn(V)` (any `Fn(V) -> impl Future + Send + 'static`), with output `()` or
+    /// `Result<(), E>`.
+    pub enum Awaits {}
+}
+
+/// A function usable as `on_release = path` for values of type `V`. `Form` (one of
+/// [`hook_form`]) is inferred: exactly one form fits a function, and a function that fits none
+/// gets this message, at the user's path.
 #[diagnostic::on_unimplemented(
-    message = "`on_release` must name a function that takes the cached value `{V}`",
-    label = "not a release hook for `{V}`",
-    note = "write `async fn release(value: {V})` (or one returning `Result<(), E>`), \
-            or a `fn(value: {V}) -> impl Future<Output = ()> + Send + 'static`"
+    message = "`on_release` must name a release hook for the cached value `{V}`",
+    label = "expected `fn(&V)`, `fn(V)` or `async fn(V)`",
+    note = "a release hook is a `fn(&V)`, a `fn(V)` or an `async fn(V)`, where `V` is the cached value \
+            `{V}`, returning `()` or `Result<(), E>` with `E: Display` (an `Err` is counted in \
+            `release_failures`); an `async fn` takes the value itself, not `&V`, and its future must be `Send`"
 )]
-pub trait OnRelease<V> {
+pub trait OnRelease<V, Form> {
     /// Runs the hook on `value`.
     fn release(&self, value: V) -> BoxFuture<'static, Result<(), HookError>>;
 }
 
-impl<V, F, Fut> OnRelease<V> for F
+impl<V, F, R> OnRelease<V, hook_form::Borrows> for F
+where
+    F: Fn(&V) -> R,
+    R: HookOutput,
+{
+    fn release(&self, value: V) -> BoxFuture<'static, Result<(), HookError>> {
+        // Called in the release's own task (like every hook), where a panic is caught.
+        let result = self(&value).into_hook_result();
+        drop(value);
+        Box::pin(std::future::ready(result))
+    }
+}
+
+impl<V, F, R> OnRelease<V, hook_form::Takes> for F
+where
+    F: Fn(V) -> R,
+    R: HookOutput,
+{
+    fn release(&self, value: V) -> BoxFuture<'static, Result<(), HookError>> {
+        Box::pin(std::future::ready(self(value).into_hook_result()))
+    }
+}
+
+impl<V, F, Fut> OnRelease<V, hook_form::Awaits> for F
 where
     F: Fn(V) -> Fut,
     Fut: Future + Send + 'static,
@@ -152,7 +212,10 @@ where
 
 /// Adapts a user's release hook to [`ReleaseFn`](crate::ReleaseFn).
 #[inline]
-pub fn release<V, H: OnRelease<V>>(hook: &H, value: V) -> BoxFuture<'static, Result<(), HookError>> {
+pub fn release<V, Form, H: OnRelease<V, Form>>(
+    hook: &H,
+    value: V,
+) -> BoxFuture<'static, Result<(), HookError>> {
     hook.release(value)
 }
 

@@ -301,6 +301,38 @@ where
         }
     }
 
+    /// Like [`try_get`](Self::try_get), for a loader with any error type (`sqlx::Error`,
+    /// `String`, ...): nothing is asked of `E`, because connscope never makes one up. A failed
+    /// load is not shared: a caller that waited for it runs its own loader next (one at a time
+    /// per key), so every error a caller receives is the one its own loader returned. Where there
+    /// is no usable scope (no session for a session resource, runtime shut down), the loader
+    /// runs uncached. This is what a `scope = "global"` `#[cached_resource]` function returning
+    /// `Result<T, E>` calls.
+    #[allow(clippy::manual_async_fn)] // deliberately not `async fn`: see `try_get`
+    pub fn try_get_or_run<E, F>(&'static self, key: K, loader: F) -> impl Future<Output = Result<V, E>>
+    where
+        F: Future<Output = Result<V, E>>,
+    {
+        async move {
+            if let Some(cache) = self.fast_cache() {
+                if let Some(v) = cache.fresh(&key) {
+                    return Ok(v);
+                }
+                return cache.miss_or_try(key, Box::pin(loader)).await;
+            }
+            if let Some(v) = self.session_hit(&key) {
+                return Ok(v);
+            }
+            match self.cache() {
+                Ok(cache) => match cache.fresh(&key) {
+                    Some(v) => Ok(v),
+                    None => cache.miss_or_try(key, Box::pin(loader)).await,
+                },
+                Err(_) => Box::pin(loader).await,
+            }
+        }
+    }
+
     /// The value for `key` in the current scope, loading it on a miss (single flight). Where
     /// there is no usable scope (no session for a session resource, runtime shut down), the
     /// loader runs uncached. This is what a `#[cached_resource]` function returning a plain
@@ -343,6 +375,27 @@ where
         match self.fast_cache() {
             Some(cache) => cache.try_get_or_refresh(key, loader).await,
             None => self.cache()?.try_get_or_refresh(key, loader).await,
+        }
+    }
+
+    /// Like [`try_get_or_run`](Self::try_get_or_run) (any error type), refreshing in the
+    /// background (see [`try_get_refreshing`](Self::try_get_refreshing)). This is what a
+    /// `scope = "global"` `#[cached_resource(refresh = "background")]` function returning
+    /// `Result<T, E>` calls.
+    pub async fn try_get_or_run_refreshing<E, F>(&'static self, key: K, loader: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        if let Some(v) = self.session_hit(&key) {
+            return Ok(v);
+        }
+        match self.fast_cache() {
+            Some(cache) => cache.try_get_or_run_refreshing(key, loader).await,
+            None => match self.cache() {
+                Ok(cache) => cache.try_get_or_run_refreshing(key, loader).await,
+                Err(_) => loader.await,
+            },
         }
     }
 

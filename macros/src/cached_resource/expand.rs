@@ -10,7 +10,8 @@
 //! <vis> mod name {                      // the type namespace: it coexists with `fn name`
 //!     use super::*;                     // the user's types, as written in the signature
 //!     static __RESOURCE: Resource<K, V> = Resource::new(module_path!(), scope, ttl, ...);
-//!     fn __load(..) -> impl Future      // `try_get` (Result) or `get_or_run` (plain T)
+//!     fn __load(..) -> impl Future      // `try_get_or_run` (global Result), `try_get`
+//!                                       // (session Result) or `get_or_run` (plain T)
 //!     fn resource(), async fn clear(), async fn invalidate(<key args>), fn stats()
 //! }
 //! ```
@@ -24,7 +25,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Visibility};
 
-use super::valid::{Key, Plan};
+use super::valid::{Key, Plan, is_not_key};
 use crate::attr::scope::Scope;
 use crate::attr::ttl;
 use crate::paths;
@@ -48,8 +49,9 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
             checks.extend(quote_spanned!(p.span()=> #support::global_conn::<#p>();));
         }
     }
-    // For a `Result`, the call of `__load` (whose bound is `E: CacheError`) is spanned at the
-    // return type, where an error type without `From<connscope::Error>` is then reported.
+    // For a `Result` of a session function, the call of `__load` (whose bound is
+    // `E: CacheError`) is spanned at the return type, where an error type without
+    // `From<connscope::Error>` is then reported. A global function takes any error type.
     let load = match &plan.output.result {
         Some(ty) => {
             let mut module = ident.clone();
@@ -69,7 +71,9 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
     let where_clause = &sig.generics.where_clause;
     let output = &sig.output;
     let params = plan.inputs.iter().map(|a| {
-        let (attrs, param, ty) = (a.attrs, &a.param, a.ty);
+        let (param, ty) = (&a.param, a.ty);
+        // `#[not_key]` is read by this macro and is no attribute rustc knows: it goes.
+        let attrs = a.attrs.iter().filter(|attr| !is_not_key(attr));
         quote!(#(#attrs)* #param: #ty)
     });
     let destructure = plan.inputs.iter().filter_map(|a| {
@@ -129,7 +133,7 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
         None => (none.clone(), TokenStream::new()),
         Some(path) => {
             let path = from_child_module(path);
-            let adapt = quote_spanned!(path.span()=> #support::release::<#value_type, _>(&#path, value));
+            let adapt = quote_spanned!(path.span()=> #support::release::<#value_type, _, _>(&#path, value));
             (
                 quote!(#some(#release)),
                 quote! {
@@ -227,13 +231,29 @@ fn load_fn(plan: &Plan<'_>, private: &TokenStream) -> TokenStream {
     let (key_type, _) = key(plan, private);
     let value = &plan.output.value;
     match &plan.output.result {
-        Some(_) => quote! {
+        // Global: any error type. A failed load is not shared (a caller that waited for it runs
+        // its own body) and a shut-down runtime runs the body uncached, so connscope never has
+        // to make up an `E`.
+        Some(_) if plan.args.scope() == Scope::Global => quote! {
             #[doc(hidden)]
             #[inline]
             pub(super) fn __load<__E, __F>(key: #key_type, loader: __F)
                 -> impl #future<Output = #private::core::result::Result<#value, __E>>
             where
-                __E: #support::CacheError,
+                __F: #future<Output = #private::core::result::Result<#value, __E>>,
+            {
+                __RESOURCE.try_get_or_run(key, loader)
+            }
+        },
+        // Session: outside a session (or in an ended one) connscope reports its own error
+        // through `E: From<connscope::Error>`.
+        Some(_) => quote! {
+            #[doc(hidden)]
+            #[inline]
+            pub(super) fn __load<__E, __M, __F>(key: #key_type, loader: __F)
+                -> impl #future<Output = #private::core::result::Result<#value, __E>>
+            where
+                __E: #support::CacheError<__M>,
                 __F: #future<Output = #private::core::result::Result<#value, __E>>,
             {
                 __RESOURCE.try_get(key, loader)
@@ -270,14 +290,27 @@ fn refresh(plan: &Plan<'_>, private: &TokenStream) -> (TokenStream, TokenStream)
     let settings = quote! {
         .refresh_in_background(#max_stale).same_instance(#same)
     };
+    let send = quote!(#private::core::marker::Send);
     let load = match &plan.output.result {
-        Some(_) => quote! {
+        Some(_) if plan.args.scope() == Scope::Global => quote! {
             #[doc(hidden)]
             #[inline]
             pub(super) fn __load<__E, __F>(key: #key_type, loader: __F)
                 -> impl #future<Output = #private::core::result::Result<#value, __E>>
             where
-                __E: #support::CacheError + #private::core::marker::Send + 'static,
+                __E: #send + 'static,
+                __F: #future<Output = #private::core::result::Result<#value, __E>> + #send + 'static,
+            {
+                __RESOURCE.try_get_or_run_refreshing(key, loader)
+            }
+        },
+        Some(_) => quote! {
+            #[doc(hidden)]
+            #[inline]
+            pub(super) fn __load<__E, __M, __F>(key: #key_type, loader: __F)
+                -> impl #future<Output = #private::core::result::Result<#value, __E>>
+            where
+                __E: #support::CacheError<__M> + #private::core::marker::Send + 'static,
                 __F: #future<Output = #private::core::result::Result<#value, __E>>
                     + #private::core::marker::Send + 'static,
             {

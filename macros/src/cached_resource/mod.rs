@@ -29,6 +29,8 @@ pub(crate) fn expand_cached_resource(args: TokenStream, item: TokenStream) -> To
     match (errors.finish(), plan) {
         (Ok(()), Some(plan)) => expand::expand(&plan),
         (result, _) => {
+            let mut func = func;
+            valid::strip_not_key(&mut func);
             let mut out = func.into_token_stream();
             if let Err(e) = result {
                 out.extend(e.write_errors());

@@ -106,6 +106,15 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
     for (i, input) in sig.inputs.iter().enumerate() {
         let pat_ty = match input {
             FnArg::Receiver(r) => {
+                for attr in r.attrs.iter().filter(|a| is_not_key(a)) {
+                    errors.push(
+                        Error::custom(
+                            "`#[not_key]` leaves an argument out of the cache key; it goes on an argument \
+                             like `#[not_key] conn: &Conn<P>`, not on `self`",
+                        )
+                        .with_span(attr.path()),
+                    );
+                }
                 errors.push(
                     Error::custom(
                         "`#[cached_resource]` cannot cache a method: its cache is a `static` shared by every \
@@ -126,7 +135,7 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
                 Error::custom(
                     "`#[cached_resource]` cannot cache a function with an `impl Trait` argument: that makes \
                      it generic, and its cache needs concrete types. Take a concrete type (`&str` rather \
-                     than `impl AsRef<str>`), or `&dyn Trait` in an argument named `_x` (not in the key)",
+                     than `impl AsRef<str>`), or `&dyn Trait` in a `#[not_key]` argument (not in the key)",
                 )
                 .with_span(span),
             );
@@ -148,8 +157,9 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
                 (quote::quote!(#binding), binding, Some(other), None)
             }
         };
-        // `_conn`, `_`: not part of the key. A `Conn` is keyed by its identity.
-        let in_key = !named.as_deref().is_some_and(|n| n.starts_with('_'));
+        // `#[not_key]`, `_conn`, `_`: not part of the key. A `Conn` is keyed by its identity.
+        let marked = not_key(&pat_ty.attrs, destructure.is_some(), errors);
+        let in_key = !marked && !named.as_deref().is_some_and(|n| n.starts_with('_'));
         let key = if !in_key {
             None
         } else {
@@ -158,8 +168,8 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
                     errors.push(
                         Error::custom(
                             "a `&mut` argument cannot be part of the cache key (the body runs once for many \
-                             callers): start its name with `_` to leave it out of the key, or take it by \
-                             value or by `&`",
+                             callers): mark it `#[not_key]` to leave it out of the key, or take it by value \
+                             or by `&`",
                         )
                         .with_span(ty),
                     );
@@ -253,6 +263,55 @@ fn check_refresh(args: &Args, sig: &syn::Signature, errors: &mut Accumulator) {
                  `Conn<P>` instead of `&Conn<P>`)",
             )));
         }
+    }
+}
+
+/// Whether an attribute is `#[not_key]` (however written: the checks are in [`not_key`]).
+pub(crate) fn is_not_key(attr: &Attribute) -> bool {
+    attr.path().is_ident("not_key")
+}
+
+/// Whether an argument is marked `#[not_key]`; records a misuse (`#[not_key(x)]`,
+/// `#[not_key = ..]`, or one on a destructuring pattern).
+fn not_key(attrs: &[Attribute], destructures: bool, errors: &mut Accumulator) -> bool {
+    let mut marked = false;
+    for attr in attrs.iter().filter(|a| is_not_key(a)) {
+        marked = true;
+        let arguments = match &attr.meta {
+            syn::Meta::Path(_) => None,
+            syn::Meta::List(list) => Some(list.delimiter.span().join()),
+            syn::Meta::NameValue(nv) => Some(nv.value.span()),
+        };
+        if let Some(span) = arguments {
+            errors.push(
+                Error::custom(
+                    "`#[not_key]` takes no arguments: write `#[not_key]` before the argument to leave out of \
+                     the cache key, like `#[not_key] conn: &Conn<P>`",
+                )
+                .with_span(&span),
+            );
+        } else if destructures {
+            errors.push(
+                Error::custom(
+                    "`#[not_key]` goes on a named argument, like `#[not_key] conn: &Conn<P>`: bind this \
+                     pattern to a name and destructure it in the body",
+                )
+                .with_span(attr.path()),
+            );
+        }
+    }
+    marked
+}
+
+/// Removes every `#[not_key]` of the function's arguments (for emitting the function as written
+/// next to errors: rustc knows no such attribute).
+pub(crate) fn strip_not_key(item: &mut ItemFn) {
+    for input in &mut item.sig.inputs {
+        let attrs = match input {
+            FnArg::Receiver(r) => &mut r.attrs,
+            FnArg::Typed(t) => &mut t.attrs,
+        };
+        attrs.retain(|a| !is_not_key(a));
     }
 }
 

@@ -19,6 +19,7 @@
 mod background;
 mod flight;
 mod outcome;
+mod own_error;
 mod refresh;
 mod release;
 mod set;
@@ -586,9 +587,7 @@ where
         for state in self.inner.shards.all() {
             let mut state = lock(state);
             debug_assert_eq!(state.ready_len(), 0);
-            state
-                .closed
-                .get_or_insert_with(|| Box::new(Closed { cause, reason: reason.clone() }));
+            state.closed.get_or_insert_with(|| Box::new(Closed { cause, reason: reason.clone() }));
         }
     }
 }

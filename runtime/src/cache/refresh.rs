@@ -49,6 +49,22 @@ where
         }
     }
 
+    /// Like [`try_get_or_run`](Self::try_get_or_run) (any error type), refreshing in the
+    /// background (see [`try_get_or_refresh`](Self::try_get_or_refresh)).
+    pub async fn try_get_or_run_refreshing<E, F>(&self, key: K, loader: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        if let Some(v) = self.inner.hit(&key) {
+            return Ok(v);
+        }
+        match self.serve_stale(&key, loader) {
+            Ok(v) => Ok(v),
+            Err(loader) => self.miss_or_try(key, Box::pin(loader)).await,
+        }
+    }
+
     /// Like [`get_or_run`](Self::get_or_run), refreshing in the background (see
     /// [`try_get_or_refresh`](Self::try_get_or_refresh)).
     pub async fn get_or_refresh<F>(&self, key: K, loader: F) -> V
