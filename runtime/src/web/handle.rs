@@ -218,10 +218,20 @@ pub(crate) async fn middleware(State(web): State<WebSessions>, mut req: Request,
     let session = state.session.clone();
     let handle = WebSession { web: web.clone(), state: Arc::new(Mutex::new(state)) };
     req.extensions_mut().insert(handle.clone());
+    let login_route = req.uri().path() == config.login_path || req.uri().path() == config.logout_path;
     let mut response = match session {
         Some(session) => session.run(next.run(req)).await,
         None => next.run(req).await,
     };
+    if login_route && response.status() == StatusCode::NOT_FOUND {
+        // The configured paths are not routed: most likely the free `login_routes` (which
+        // mounts `/login` and `/logout`) next to a `login_path` / `logout_path` of the app's own.
+        tracing::error!(
+            login_path = %config.login_path,
+            logout_path = %config.logout_path,
+            "connscope: nothing is served at the configured login or logout path: merge `web.login_routes::<P>()`, which mounts them where they are configured"
+        );
+    }
     let state = handle.state();
     let headers = response.headers_mut();
     match (&state.id, state.set_id, state.clear_id) {
