@@ -217,6 +217,32 @@ impl Runtime {
             .await
     }
 
+    /// Statistics of provider `P`'s connections in this runtime, summed over the global scope
+    /// and every live session: `reconnects` (clients found closed or lost and replaced),
+    /// `retries` ([`Conn::run`] operations run again on a fresh client), and the cache's own
+    /// counts (loads are connection handles made, evictions are handles released).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use connscope::{Connection, Provider, Runtime};
+    /// # #[derive(Connection, Hash)]
+    /// # struct Tenant { database: String }
+    /// # impl Provider for Tenant {
+    /// #     type Raw = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     async fn is_open(&self, _: &()) -> bool { true }
+    /// # }
+    /// let rt = Runtime::builder().build();
+    /// rt.connect(Tenant { database: "acme".into() }).await.unwrap();
+    /// let stats = rt.connection_stats::<Tenant>();
+    /// assert_eq!((stats.loads, stats.reconnects, stats.retries), (1, 0, 0));
+    /// # }
+    /// ```
+    pub fn connection_stats<P: Connection>(&self) -> crate::stats::StatsSnapshot {
+        self.resource_stats(provider_id::<P>())
+    }
+
     fn connection_cache<P: Connection>(
         &self,
         name: &str,
