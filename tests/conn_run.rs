@@ -290,8 +290,13 @@ async fn a_run_dropped_while_reconnecting_strands_nothing() {
 async fn a_login_connection_that_lost_its_client_asks_to_log_in_again() {
     let backend = Arc::new(Backend::default());
     backend.classifies.store(true, SeqCst);
-    let conn =
-        Conn::with_policy("login", Flaky(Arc::clone(&backend)), HealthCheck::OnError, false, Duration::from_secs(1));
+    let conn = Conn::with_policy(
+        "login",
+        Flaky(Arc::clone(&backend)),
+        HealthCheck::OnError,
+        false,
+        Duration::from_secs(1),
+    );
     read(&conn, &backend).await.unwrap();
     backend.drop_clients();
     let r = read(&conn, &backend).await;
@@ -396,11 +401,17 @@ mod pg {
                 }
             }
             let c = conn.counters();
-            assert_eq!((c.retries, c.reconnects), (round, round), "one retry and one reconnect per termination");
+            assert_eq!(
+                (c.retries, c.reconnects),
+                (round, round),
+                "one retry and one reconnect per termination"
+            );
         }
         assert_eq!(failed, 0, "zero failed operations through `run` out of {uses}");
         assert_eq!(conn.counters().connects, 6);
-        eprintln!("conn_run: {uses} uses through `run` after 5 terminated backends: {failed} failed, 5 retries");
+        eprintln!(
+            "conn_run: {uses} uses through `run` after 5 terminated backends: {failed} failed, 5 retries"
+        );
         conn.close().await;
     }
 

@@ -176,7 +176,10 @@ async fn sqlite_connections_from_run_time_settings() {
     let dir = std::env::temp_dir().join(format!("connscope-rc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = |tenant: &str| format!("sqlite://{}?mode=rwc", dir.join(format!("{tenant}.db")).display());
-    let rt = sql_support::runtime(&[("shop", "url", "sqlite::memory:".into()), ("shop", "query_ttl", "5m".into())]);
+    let rt = sql_support::runtime(&[
+        ("shop", "url", "sqlite::memory:".into()),
+        ("shop", "query_ttl", "5m".into()),
+    ]);
 
     // One database per tenant, chosen by the request: `[connections.shop]` plus a url.
     for (tenant, n) in [("acme", 1), ("globex", 2)] {
@@ -219,7 +222,8 @@ async fn sqlite_connections_from_run_time_settings() {
 #[tokio::test]
 async fn postgres_connections_from_run_time_settings() {
     use connscope::sql::PostgresDb;
-    let Some(url) = sql_support::server_url("DATABASE_URL", "postgres_connections_from_run_time_settings") else {
+    let Some(url) = sql_support::server_url("DATABASE_URL", "postgres_connections_from_run_time_settings")
+    else {
         return;
     };
     let rt = sql_support::runtime(&[]);

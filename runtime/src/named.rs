@@ -181,7 +181,11 @@ impl Runtime {
     /// assert_eq!(&*acme.get().await.unwrap(), "db.internal/acme");
     /// # }
     /// ```
-    pub async fn connection_with<P>(&self, name: &str, overrides: impl FnOnce(&mut P)) -> Result<Conn<P>, Error>
+    pub async fn connection_with<P>(
+        &self,
+        name: &str,
+        overrides: impl FnOnce(&mut P),
+    ) -> Result<Conn<P>, Error>
     where
         P: Connection + DeserializeOwned + Hash,
     {

@@ -277,3 +277,30 @@ impl<DB: Backend> Provider for SqlLogin<DB> {
         lost::<DB>(err)
     }
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::{ConnectCause, ConnectError};
+    use crate::provider::Provider;
+    use crate::sql::SqliteDb;
+
+    fn error(source: Option<sqlx::Error>) -> ConnectError {
+        ConnectError {
+            backend: "sqlite",
+            target: "`t`".into(),
+            cause: ConnectCause::Other,
+            timeout: None,
+            source,
+        }
+    }
+
+    #[test]
+    fn a_dropped_connection_is_lost_and_a_refused_statement_is_not() {
+        let db = SqliteDb::new("sqlite::memory:");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(db.is_lost(&error(Some(sqlx::Error::Io(reset)))));
+        assert!(db.is_lost(&error(Some(sqlx::Error::PoolClosed))));
+        assert!(!db.is_lost(&error(Some(sqlx::Error::RowNotFound))));
+        assert!(!db.is_lost(&error(None)), "a timeout says nothing about a live client");
+    }
+}
