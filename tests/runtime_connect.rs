@@ -105,6 +105,30 @@ async fn same_settings_same_connection_connected_once() {
     assert!(matches!(rt.connect(tenant("rc-same", "acme")).await, Err(Error::RuntimeShutDown)));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_with_equal_settings_share_one_connect() {
+    let rt = support::runtime().build();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                let conn = rt.connect(tenant("rc-concurrent", "acme")).await.unwrap();
+                let serial = conn.get().await.unwrap().serial;
+                (conn.id(), serial)
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    assert!(seen.iter().all(|s| *s == seen[0]), "one identity, one client: {seen:?}");
+    assert_eq!(probe("rc-concurrent").connects(), 1);
+    assert_eq!(rt.connection_stats::<Tenant>().loads, 1, "one handle made");
+    assert_eq!(rt.shutdown().await.released, 1);
+    assert_eq!(probe("rc-concurrent").closes(), 1);
+}
+
 #[tokio::test]
 async fn a_session_provider_needs_a_session_and_is_released_when_it_ends() {
     let rt = support::runtime().build();
