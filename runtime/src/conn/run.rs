@@ -54,7 +54,8 @@ impl<P: Provider> Conn<P> {
     /// cache's `retries`), each replaced client in `reconnects`.
     ///
     /// `op` receives a [`ConnRef`] (it derefs to `P::Raw`) that it owns, so it can move it into
-    /// an `async move` block; the client is not closed under it while it holds it.
+    /// an `async move` block; the client is not closed under it while it holds it. `op` is
+    /// called once or twice (an `FnMut`): clone inside it what its future takes by value.
     ///
     /// Retrying runs the operation twice: do it for reads, and for writes only when the
     /// provider's `is_lost` says yes only for errors that show the request was never sent.
