@@ -30,6 +30,33 @@ enum ConnKey {
     Settings(Arc<str>, u64),
 }
 
+/// Settings [`Runtime::connect`] and [`Runtime::connection_with`] can cache a connection by:
+/// a [`Connection`] that is `Hash`. Implemented for every such type; a type that is not `Hash`
+/// gets a message saying to derive it.
+///
+/// ```
+/// use connscope::{Connection, ConnectSettings, Provider};
+///
+/// #[derive(Connection, Hash)]
+/// struct Tenant { database: String, password: connscope::Secret }
+/// # impl Provider for Tenant {
+/// #     type Raw = ();
+/// #     type Error = std::io::Error;
+/// #     async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+/// #     async fn is_open(&self, _: &()) -> bool { true }
+/// # }
+/// fn cacheable<P: ConnectSettings>() {}
+/// cacheable::<Tenant>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the settings of a connection given at run time: it is not `Hash`",
+    label = "connections from settings are cached by their settings, so these must be `Hash`",
+    note = "add `#[derive(Hash)]` to `{Self}` (a `connscope::Secret` field hashes as a keyed digest, never its value)"
+)]
+pub trait ConnectSettings: Connection + Hash {}
+
+impl<T: Connection + Hash> ConnectSettings for T {}
+
 /// The resource id of provider type `P`'s connection caches with these settings: different
 /// ttl / max_entries get different caches, which never clear each other's entries.
 fn provider_id<P: Connection>() -> u64 {
@@ -150,7 +177,7 @@ impl Runtime {
     /// ```
     pub async fn connect<P>(&self, settings: P) -> Result<Conn<P>, Error>
     where
-        P: Connection + Hash,
+        P: ConnectSettings,
     {
         self.connect_as(P::NAME, settings).await
     }
@@ -187,7 +214,7 @@ impl Runtime {
         overrides: impl FnOnce(&mut P),
     ) -> Result<Conn<P>, Error>
     where
-        P: Connection + DeserializeOwned + Hash,
+        P: ConnectSettings + DeserializeOwned,
     {
         // Scope first: outside a session, a session-scoped provider's error comes before any
         // configuration is read.
@@ -203,7 +230,7 @@ impl Runtime {
 
     async fn connect_as<P>(&self, name: &str, settings: P) -> Result<Conn<P>, Error>
     where
-        P: Connection + Hash,
+        P: ConnectSettings,
     {
         let (cache, home) = self.connection_cache::<P>(name)?;
         let digest = keyed_digest((TypeId::of::<P>(), &settings));
