@@ -91,6 +91,7 @@ impl ConfigBuilder {
 
 impl Config {
     /// The merged settings of connection `name`: file, then environment, then code.
+    #[cfg(feature = "axum")]
     pub(crate) fn section(&self, name: &str) -> Result<Table, Error> {
         self.lookup(name)?.ok_or_else(|| self.missing(name))
     }
