@@ -24,6 +24,10 @@ fn value() -> Value {
 static GLOBAL: Resource<u64, Value> =
     Resource::new("contention", Scope::Global, Some(Duration::from_secs(600)), Some(10_000), None);
 
+/// Without `max_entries` a global cache splits its store by key (no exact LRU order to keep).
+static UNBOUNDED: Resource<u64, Value> =
+    Resource::new("contention_unbounded", Scope::Global, Some(Duration::from_secs(600)), None, None);
+
 #[cached(ttl_secs = 600, max_size = 10_000)]
 async fn cached_crate_fn(key: u64) -> Value {
     let _ = key;
@@ -88,7 +92,8 @@ fn main() {
     println!("wall time per hit (total hits / elapsed); scaling = one thread / two threads");
     println!("{:<24} | {:>10} | {:>20} | {:>20}", "", "one thread", "two, distinct keys", "two, same key");
 
-    row("connscope global", |k| async move { GLOBAL.get_with(k, async { value() }).await.unwrap() });
+    row("connscope global, bound", |k| async move { GLOBAL.get_with(k, async { value() }).await.unwrap() });
+    row("connscope global", |k| async move { UNBOUNDED.get_with(k, async { value() }).await.unwrap() });
 
     let moka: Arc<moka::sync::Cache<u64, Value>> = Arc::new(
         moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(600)).build(),

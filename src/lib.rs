@@ -1,13 +1,11 @@
-//! # connscope
-//!
 //! Scoped, cached, self-healing connections and resources for Rust applications that serve many
-//! users at once. Provider authors write a settings struct plus `connect` and `is_open`;
-//! `#[derive(Connection)]` and `#[cached_resource]` generate the caching, the per-user scoping,
-//! the eviction and the close hooks against a small runtime.
+//! users at once. The main types: [`Runtime`], [`Session`], [`Conn`], [`Provider`],
+//! [`Connection`], [`Resource`] and [`cached_resource`]; SQL providers in `sql` and the axum
+//! integration in `web` (features `sqlite`/`postgres`/`mysql` and `axum`).
 //!
-//! See the README for a tour; the main types are [`Runtime`], [`Session`], [`Conn`],
-//! [`Provider`] and [`Connection`].
-
+//! The rest of this page is the README. Its first example compiles as a doc test; the others
+//! are fragments of an app (marked `ignore`), each shown whole in `examples/` and `tests/`.
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use connscope_macros::{Connection, cached_resource};

@@ -24,7 +24,9 @@ use crate::session::SessionInner;
 use crate::stats::CacheStats;
 
 mod close;
+mod run;
 pub(crate) use close::detached;
+pub use run::RunError;
 
 /// A cached connection handle for provider `P`. Cheap to clone; clones share one live client.
 ///
@@ -93,6 +95,7 @@ struct Counters {
     reconnects: AtomicU64,
     closes: AtomicU64,
     health_checks: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// What a connection handle has done so far.
@@ -107,6 +110,8 @@ pub struct ConnCounters {
     pub closes: u64,
     /// `is_open` calls.
     pub health_checks: u64,
+    /// Operations [`Conn::run`] ran again on a fresh client after theirs was lost.
+    pub retries: u64,
 }
 
 struct Live<R> {
@@ -280,6 +285,7 @@ impl<P: Provider> Conn<P> {
             reconnects: c.reconnects.load(Ordering::Relaxed),
             closes: c.closes.load(Ordering::Relaxed),
             health_checks: c.health_checks.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
         }
     }
 

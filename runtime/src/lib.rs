@@ -31,9 +31,10 @@ pub mod web;
 pub mod macro_support;
 
 pub use cache::{BoxFuture, CacheConfig, HookError, LoadError, Refresh, ReleaseHook, ResourceCache};
-pub use conn::{Conn, ConnCounters, ConnId, ConnRef};
+pub use conn::{Conn, ConnCounters, ConnId, ConnRef, RunError};
 pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
 pub use form::{FieldError, FieldProblem, FormError, FormValue, FormValues};
+pub use named::ConnectSettings;
 pub use provider::{Connection, FieldKind, FormField, HealthCheck, Provider};
 pub use resource::{ReleaseFn, Resource};
 pub use runtime::{

@@ -19,6 +19,7 @@
 //! | `connscope_connection_reconnects_total` | `connection`, `provider`, `scope` | clients found closed and replaced |
 //! | `connscope_connection_closes_total` | `connection`, `provider`, `scope` | clients closed |
 //! | `connscope_connection_health_checks_total` | `connection`, `provider`, `scope` | `is_open` calls |
+//! | `connscope_connection_retries_total` | `connection`, `provider`, `scope` | `Conn::run` operations retried on a fresh client |
 //! | `connscope_sessions_live` (gauge) | | live sessions |
 //!
 //! `cache` is the cached function's (or `Resource`'s) name, with a `module` label for a cached
@@ -181,6 +182,7 @@ fn add_counters(total: &mut ConnCounters, c: &ConnCounters) {
     total.reconnects += c.reconnects;
     total.closes += c.closes;
     total.health_checks += c.health_checks;
+    total.retries += c.retries;
 }
 
 impl Runtime {
@@ -266,6 +268,7 @@ impl Runtime {
             counter!("connscope_connection_reconnects_total", labels()).absolute(c.reconnects);
             counter!("connscope_connection_closes_total", labels()).absolute(c.closes);
             counter!("connscope_connection_health_checks_total", labels()).absolute(c.health_checks);
+            counter!("connscope_connection_retries_total", labels()).absolute(c.retries);
         }
         gauge!("connscope_sessions_live").set(self.session_count() as f64);
     }
@@ -300,6 +303,7 @@ fn describe() {
     describe_counter!("connscope_connection_reconnects_total", "Clients found closed and replaced.");
     describe_counter!("connscope_connection_closes_total", "Clients closed.");
     describe_counter!("connscope_connection_health_checks_total", "Health checks (is_open calls).");
+    describe_counter!("connscope_connection_retries_total", "Operations retried once on a fresh client (Conn::run).");
     describe_gauge!("connscope_sessions_live", "Live sessions.");
 }
 

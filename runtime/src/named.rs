@@ -1,8 +1,11 @@
 //! Connections by name: `Runtime::connection::<P>("warehouse")` resolves `[connections.warehouse]`
-//! and hands out the cached `Conn<P>` of the right scope, keyed by (type, name, settings).
+//! and hands out the cached `Conn<P>` of the right scope, keyed by (type, name, settings); and
+//! connections from settings given at run time (`Runtime::connect`, `Runtime::connection_with`),
+//! keyed by a digest of the settings themselves.
 
 use std::any::TypeId;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -15,9 +18,44 @@ use crate::provider::Connection;
 use crate::resource::next_resource_id;
 use crate::runtime::Runtime;
 use crate::scope::Scope;
+use crate::secrets::{Config, keyed_digest};
 use crate::session::Session;
 
-type ConnKey = (Arc<str>, u64);
+/// A connection's key in its provider type's cache.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ConnKey {
+    /// `[connections.<name>]`: the name and the fingerprint of the resolved section.
+    Named(Arc<str>, u64),
+    /// Settings given at run time: the connection's name and a digest of the settings.
+    Settings(Arc<str>, u64),
+}
+
+/// Settings [`Runtime::connect`] and [`Runtime::connection_with`] can cache a connection by:
+/// a [`Connection`] that is `Hash`. Implemented for every such type; a type that is not `Hash`
+/// gets a message saying to derive it.
+///
+/// ```
+/// use connscope::{Connection, ConnectSettings, Provider};
+///
+/// #[derive(Connection, Hash)]
+/// struct Tenant { database: String, password: connscope::Secret }
+/// # impl Provider for Tenant {
+/// #     type Raw = ();
+/// #     type Error = std::io::Error;
+/// #     async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+/// #     async fn is_open(&self, _: &()) -> bool { true }
+/// # }
+/// fn cacheable<P: ConnectSettings>() {}
+/// cacheable::<Tenant>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the settings of a connection given at run time: it is not `Hash`",
+    label = "connections from settings are cached by their settings, so these must be `Hash`",
+    note = "add `#[derive(Hash)]` to `{Self}` (a `connscope::Secret` field hashes as a keyed digest, never its value)"
+)]
+pub trait ConnectSettings: Connection + Hash {}
+
+impl<T: Connection + Hash> ConnectSettings for T {}
 
 /// The resource id of provider type `P`'s connection caches with these settings: different
 /// ttl / max_entries get different caches, which never clear each other's entries.
@@ -34,19 +72,65 @@ impl Runtime {
     /// session-scoped provider). Settings come from `[connections.<name>]` in the secrets file,
     /// overridden by environment variables, overridden by settings given in code. Nothing
     /// connects until the handle is used.
+    ///
+    /// A provider whose fields all have defaults needs no section: with nothing configuring
+    /// `name`, its settings are the defaults. Otherwise a missing section is an
+    /// [`Error::Config`] that names the closest configured name (`did you mean `warehouse`?`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use connscope::{Connection, Provider, Runtime};
+    ///
+    /// #[derive(Connection, serde::Deserialize)]
+    /// struct Fake {
+    ///     #[serde(default)]
+    ///     latency_ms: u64,
+    /// }
+    /// impl Provider for Fake {
+    ///     type Raw = ();
+    ///     type Error = std::io::Error;
+    ///     async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    ///     async fn is_open(&self, _: &()) -> bool { true }
+    /// }
+    ///
+    /// let rt = Runtime::builder().secrets_file("/nonexistent/secrets.toml").build();
+    /// let fake = rt.connection::<Fake>("fake").await.unwrap();   // no [connections.fake] needed
+    /// assert_eq!(fake.provider().latency_ms, 0);
+    /// # }
+    /// ```
     pub async fn connection<P>(&self, name: &str) -> Result<Conn<P>, Error>
     where
         P: Connection + DeserializeOwned,
     {
         let (cache, home) = self.connection_cache::<P>(name)?;
-        let (table, fingerprint) = self.shared.config.fingerprinted(name)?;
-        let key: ConnKey = (Arc::from(name), fingerprint);
+        let config = &self.shared.config;
+        let (table, fingerprint, configured) = match config.fingerprinted(name)? {
+            Some((table, fingerprint)) => (table, fingerprint, true),
+            None => {
+                let (table, fingerprint) = Config::empty_fingerprinted();
+                (table, fingerprint, false)
+            }
+        };
+        let key = ConnKey::Named(Arc::from(name), fingerprint);
         let grace = self.grace_period();
         let stats = Arc::clone(cache.stats_handle());
         // The settings are deserialized only when the connection is not cached yet.
         cache
             .try_get_with_own_error(key, async move {
-                let settings = self.shared.config.settings::<P>(name, table)?;
+                let settings = if configured {
+                    config.settings::<P>(name, table)?
+                } else {
+                    // Nothing configures `name`: the provider's defaults, if it has them all.
+                    let settings = config.settings::<P>(name, table).map_err(|_| config.missing(name))?;
+                    if let Some(close) = did_you_mean(name, &config.names()) {
+                        tracing::warn!(
+                            connection = name,
+                            did_you_mean = close,
+                            "connscope: nothing configures this connection; using the provider's defaults"
+                        );
+                    }
+                    settings
+                };
                 // `fingerprint` is keyed per process (`secrets::keyed_digest`): the id shows a
                 // digest of settings that may hold a password, and must not let anyone test
                 // guesses of it offline.
@@ -59,6 +143,139 @@ impl Runtime {
                 Ok(conn)
             })
             .await
+    }
+
+    /// The cached connection for `settings` given at run time, in `P`'s scope (the current
+    /// session for a session-scoped provider; outside one: [`Error::NoActiveSession`]).
+    ///
+    /// Equal settings (by their `Hash`) get the same connection, connected once; other
+    /// settings another. It is cached, released (and closed, once) on ttl, `max_entries`,
+    /// session end and shutdown exactly like a named connection of `P`, and shares `P`'s
+    /// cache with them. Its name is `P::NAME`; its [`Conn::id`] is derived from the type and
+    /// a digest of the settings keyed per process ([`Secret`](crate::Secret) fields hash that
+    /// way too, so no digest can be used to test guesses of a password).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use connscope::{Connection, Provider, Runtime};
+    ///
+    /// #[derive(Connection, Hash)]
+    /// struct Tenant { database: String }
+    /// impl Provider for Tenant {
+    ///     type Raw = String;
+    ///     type Error = std::io::Error;
+    ///     async fn connect(&self) -> Result<String, std::io::Error> { Ok(self.database.clone()) }
+    ///     async fn is_open(&self, _: &String) -> bool { true }
+    /// }
+    ///
+    /// let rt = Runtime::builder().build();
+    /// let a = rt.connect(Tenant { database: "acme".into() }).await.unwrap();
+    /// let b = rt.connect(Tenant { database: "acme".into() }).await.unwrap();
+    /// let c = rt.connect(Tenant { database: "globex".into() }).await.unwrap();
+    /// assert_eq!(a.id(), b.id());   // the same cached connection
+    /// assert_ne!(a.id(), c.id());
+    /// assert_eq!(&*a.get().await.unwrap(), "acme");
+    /// # }
+    /// ```
+    pub async fn connect<P>(&self, settings: P) -> Result<Conn<P>, Error>
+    where
+        P: ConnectSettings,
+    {
+        self.connect_as(P::NAME, settings).await
+    }
+
+    /// The connection `name` (as [`connection`](Self::connection) resolves it) with per-call
+    /// overrides applied to its settings: `[connections.<name>]` plus a value from the
+    /// request. The result is cached by the final settings (as [`connect`](Self::connect)
+    /// does), so other overrides get another connection and equal ones the same. The section
+    /// is read and deserialized on every call, cached or not.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use connscope::{Connection, Provider, Runtime};
+    ///
+    /// #[derive(Connection, Hash, serde::Deserialize)]
+    /// struct Tenant { host: String, #[serde(default)] database: String }
+    /// impl Provider for Tenant {
+    ///     type Raw = String;
+    ///     type Error = std::io::Error;
+    ///     async fn connect(&self) -> Result<String, std::io::Error> {
+    ///         Ok(format!("{}/{}", self.host, self.database))
+    ///     }
+    ///     async fn is_open(&self, _: &String) -> bool { true }
+    /// }
+    ///
+    /// let rt = Runtime::builder().connection_setting("tenants", "host", "db.internal").build();
+    /// let acme = rt.connection_with::<Tenant>("tenants", |s| s.database = "acme".into()).await.unwrap();
+    /// assert_eq!(&*acme.get().await.unwrap(), "db.internal/acme");
+    /// # }
+    /// ```
+    pub async fn connection_with<P>(
+        &self,
+        name: &str,
+        overrides: impl FnOnce(&mut P),
+    ) -> Result<Conn<P>, Error>
+    where
+        P: ConnectSettings + DeserializeOwned,
+    {
+        // Scope first: outside a session, a session-scoped provider's error comes before any
+        // configuration is read.
+        self.connection_cache::<P>(name)?;
+        let config = &self.shared.config;
+        let mut settings = match config.lookup(name)? {
+            Some(table) => config.settings::<P>(name, table)?,
+            None => config.settings::<P>(name, toml::Table::new()).map_err(|_| config.missing(name))?,
+        };
+        overrides(&mut settings);
+        self.connect_as(name, settings).await
+    }
+
+    async fn connect_as<P>(&self, name: &str, settings: P) -> Result<Conn<P>, Error>
+    where
+        P: ConnectSettings,
+    {
+        let (cache, home) = self.connection_cache::<P>(name)?;
+        let digest = keyed_digest((TypeId::of::<P>(), &settings));
+        let key = ConnKey::Settings(Arc::from(name), digest);
+        let grace = self.grace_period();
+        let stats = Arc::clone(cache.stats_handle());
+        cache
+            .try_get_with_own_error(key, async move {
+                let id = ConnId::named((TypeId::of::<P>(), "settings", name, digest));
+                let conn = Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace);
+                conn.attach_stats(stats);
+                conn.attach_home(home);
+                #[cfg(feature = "metrics")]
+                crate::metrics::track(self, &conn, P::scope(), None);
+                Ok(conn)
+            })
+            .await
+    }
+
+    /// Statistics of provider `P`'s connections in this runtime, summed over the global scope
+    /// and every live session: `reconnects` (clients found closed or lost and replaced),
+    /// `retries` ([`Conn::run`] operations run again on a fresh client), and the cache's own
+    /// counts (loads are connection handles made, evictions are handles released).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use connscope::{Connection, Provider, Runtime};
+    /// # #[derive(Connection, Hash)]
+    /// # struct Tenant { database: String }
+    /// # impl Provider for Tenant {
+    /// #     type Raw = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     async fn is_open(&self, _: &()) -> bool { true }
+    /// # }
+    /// let rt = Runtime::builder().build();
+    /// rt.connect(Tenant { database: "acme".into() }).await.unwrap();
+    /// let stats = rt.connection_stats::<Tenant>();
+    /// assert_eq!((stats.loads, stats.reconnects, stats.retries), (1, 0, 0));
+    /// # }
+    /// ```
+    pub fn connection_stats<P: Connection>(&self) -> crate::stats::StatsSnapshot {
+        self.resource_stats(provider_id::<P>())
     }
 
     fn connection_cache<P: Connection>(
@@ -93,5 +310,64 @@ impl Runtime {
                 Ok((cache, Home::Session(Arc::downgrade(&s.inner))))
             }),
         }
+    }
+}
+
+/// The configured name `name` is most likely a typo of, if any: the closest by edit distance
+/// (a swap of two neighbours is one edit; case is ignored), within a budget that grows with
+/// the name's length.
+pub(crate) fn did_you_mean<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    let lowered = name.to_lowercase();
+    let budget = match lowered.chars().count() {
+        0..=3 => 1,
+        4..=7 => 2,
+        _ => 3,
+    };
+    candidates
+        .iter()
+        .filter(|c| c.as_str() != name)
+        .map(|c| (distance(&lowered, &c.to_lowercase()), c.as_str()))
+        .filter(|&(d, _)| d <= budget)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbouring characters each cost one.
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn suggestions_for_misspelled_connection_names() {
+        let names: Vec<String> = ["warehouse", "shop", "analytics_pg"].map(String::from).to_vec();
+        assert_eq!(did_you_mean("warehose", &names), Some("warehouse"));
+        assert_eq!(did_you_mean("wraehouse", &names), Some("warehouse"), "a swap is one edit");
+        assert_eq!(did_you_mean("Shop", &names), Some("shop"));
+        assert_eq!(did_you_mean("shpo", &names), Some("shop"));
+        assert_eq!(did_you_mean("analytics_mysql", &names), None, "too far");
+        assert_eq!(did_you_mean("billing", &names), None);
+        assert_eq!(did_you_mean("shop", &names), None, "not a typo of itself");
     }
 }

@@ -40,6 +40,35 @@ pub trait Provider: Send + Sync + 'static {
         let _ = raw;
         async {}
     }
+
+    /// Whether `err`, returned by an operation on a live client, means the client itself is
+    /// gone (a dropped socket, a terminated backend) rather than the operation being refused.
+    /// [`Conn::run`](crate::Conn::run) then replaces the client and runs the operation once
+    /// more on a fresh one. The default says no: only a failure after which `is_open` reports
+    /// the client closed is then retried.
+    ///
+    /// Say yes only where running the operation again is safe: for a write, only when the
+    /// error shows the request was never sent.
+    ///
+    /// ```
+    /// use connscope::Provider;
+    ///
+    /// struct Upstream;
+    /// impl Provider for Upstream {
+    ///     type Raw = ();
+    ///     type Error = std::io::Error;
+    ///     async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    ///     async fn is_open(&self, _: &()) -> bool { true }
+    ///     fn is_lost(&self, err: &std::io::Error) -> bool {
+    ///         use std::io::ErrorKind::*;
+    ///         matches!(err.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected)
+    ///     }
+    /// }
+    /// ```
+    fn is_lost(&self, err: &Self::Error) -> bool {
+        let _ = err;
+        false
+    }
 }
 
 /// How often [`Provider::is_open`] runs before a live client is handed out.

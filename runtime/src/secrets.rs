@@ -91,7 +91,14 @@ impl ConfigBuilder {
 
 impl Config {
     /// The merged settings of connection `name`: file, then environment, then code.
+    #[cfg(feature = "axum")]
     pub(crate) fn section(&self, name: &str) -> Result<Table, Error> {
+        self.lookup(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    /// The merged settings of connection `name`, or `None` when nothing configures it (no
+    /// section in the file, no environment variable, nothing in code).
+    pub(crate) fn lookup(&self, name: &str) -> Result<Option<Table>, Error> {
         let section = format!("connections.{name}");
         let err =
             |message: String| Error::Config { file: self.file.clone(), section: section.clone(), message };
@@ -109,14 +116,7 @@ impl Config {
         let env = self.env.get(&name.to_lowercase());
         let code = self.code.get(name);
         if from_file.is_none() && env.is_none() && code.is_none() {
-            let hint = format!(
-                "add a [connections.{name}] table, or set {ENV_PREFIX}{}__<FIELD> variables",
-                name.to_uppercase()
-            );
-            return Err(err(match &self.connections {
-                Ok(None) => format!("the file does not exist and nothing else configures `{name}`; {hint}"),
-                _ => format!("no [connections.{name}] table; {hint}"),
-            }));
+            return Ok(None);
         }
         let mut table = from_file.unwrap_or_default();
         for (field, raw, var) in env.into_iter().flatten() {
@@ -126,14 +126,53 @@ impl Config {
         for (field, value) in code.into_iter().flatten() {
             table.insert(field.clone(), value.clone());
         }
-        Ok(table)
+        Ok(Some(table))
     }
 
-    /// The resolved section of `name` and its fingerprint (a connection's cache key part).
-    pub(crate) fn fingerprinted(&self, name: &str) -> Result<(Table, u64), Error> {
-        let table = self.section(name)?;
+    /// The error for a connection `name` that nothing configures: what to add, and the closest
+    /// configured name if `name` looks like a typo of it.
+    pub(crate) fn missing(&self, name: &str) -> Error {
+        let hint = format!(
+            "add a [connections.{name}] table, or set {ENV_PREFIX}{}__<FIELD> variables",
+            name.to_uppercase()
+        );
+        let mut message = match &self.connections {
+            Ok(None) => format!("the file does not exist and nothing else configures `{name}`; {hint}"),
+            _ => format!("no [connections.{name}] table; {hint}"),
+        };
+        if let Some(close) = crate::named::did_you_mean(name, &self.names()) {
+            message = format!("{message}. Did you mean `{close}`?");
+        }
+        Error::Config { file: self.file.clone(), section: format!("connections.{name}"), message }
+    }
+
+    /// Every connection name something configures: file sections, environment, code.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match &self.connections {
+            Ok(Some(all)) => all.iter().filter(|(_, v)| v.is_table()).map(|(k, _)| k.clone()).collect(),
+            _ => Vec::new(),
+        };
+        names.extend(self.env.keys().cloned());
+        names.extend(self.code.keys().cloned());
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The empty settings of a connection nothing configures, and their fingerprint.
+    pub(crate) fn empty_fingerprinted() -> (Table, u64) {
+        let table = Table::new();
         let fingerprint = fingerprint(&table);
-        Ok((table, fingerprint))
+        (table, fingerprint)
+    }
+
+    /// The resolved section of `name` and its fingerprint (a connection's cache key part), or
+    /// `None` when nothing configures `name`.
+    pub(crate) fn fingerprinted(&self, name: &str) -> Result<Option<(Table, u64)>, Error> {
+        Ok(self.lookup(name)?.map(|table| {
+            let fingerprint = fingerprint(&table);
+            (table, fingerprint)
+        }))
     }
 
     /// Deserializes the resolved section `table` of `name` into `P`; a missing or malformed

@@ -35,6 +35,7 @@ pub struct CacheStats {
     releases: AtomicU64,
     release_failures: AtomicU64,
     reconnects: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// A copy of a cache's counters at one moment.
@@ -66,6 +67,8 @@ pub struct StatsSnapshot {
     pub release_failures: u64,
     /// Connections found closed and reopened.
     pub reconnects: u64,
+    /// Operations run again on a fresh connection after theirs was lost (`Conn::run`).
+    pub retries: u64,
 }
 
 impl StatsSnapshot {
@@ -94,6 +97,7 @@ impl StatsSnapshot {
         self.releases += o.releases;
         self.release_failures += o.release_failures;
         self.reconnects += o.reconnects;
+        self.retries += o.retries;
     }
 }
 
@@ -112,6 +116,9 @@ impl CacheStats {
     }
     pub(crate) fn reconnect(&self) {
         self.reconnects.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
     }
     pub(crate) fn released(&self, failed: bool) {
         self.releases.fetch_add(1, Relaxed);
@@ -147,6 +154,7 @@ impl CacheStats {
             releases: self.releases.load(Relaxed),
             release_failures: self.release_failures.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            retries: self.retries.load(Relaxed),
         }
     }
 }

@@ -54,6 +54,22 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Hashes a digest of the value keyed per process, never the value itself: settings holding a
+/// `Secret` can `#[derive(Hash)]` (what [`Runtime::connect`](crate::Runtime::connect) keys a
+/// connection by), and no hash that shows somewhere lets anyone test guesses of the secret.
+///
+/// ```
+/// use std::hash::{BuildHasher, RandomState};
+/// let s = RandomState::new();
+/// assert_eq!(s.hash_one(connscope::Secret::new("a")), s.hash_one(connscope::Secret::new("a")));
+/// assert_ne!(s.hash_one(connscope::Secret::new("a")), s.hash_one(connscope::Secret::new("b")));
+/// ```
+impl std::hash::Hash for Secret {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        super::keyed_digest(self.expose()).hash(state);
+    }
+}
+
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
         Secret::new(s)

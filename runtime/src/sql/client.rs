@@ -10,7 +10,7 @@ use sqlx::Connection as _;
 use sqlx::pool::{Pool, PoolOptions};
 
 use super::backend::{Backend, ConnectOptionsOf};
-use super::error::{ConnectCause, ConnectError, connect_cause};
+use super::error::{ConnectCause, ConnectError, connect_cause, is_connection_lost};
 use super::redact::redact_url;
 use super::settings::{SqlDb, SqlLogin, SqlProvider};
 use crate::provider::Provider;
@@ -221,6 +221,12 @@ async fn close<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) {
     }
 }
 
+/// A connect error whose sqlx error means the connection itself dropped (I/O, TLS, protocol,
+/// SQLSTATE class 08, the backend's own "terminated" codes): what the query API retries on.
+fn lost<DB: Backend>(err: &ConnectError) -> bool {
+    err.sqlx_error().is_some_and(|e| is_connection_lost(e, DB::connection_lost))
+}
+
 impl<DB: Backend> Provider for SqlDb<DB> {
     type Raw = SqlClient<DB>;
     type Error = ConnectError;
@@ -232,6 +238,9 @@ impl<DB: Backend> Provider for SqlDb<DB> {
     }
     async fn close(&self, raw: &SqlClient<DB>) {
         close(raw, &self.pool_settings()).await
+    }
+    fn is_lost(&self, err: &ConnectError) -> bool {
+        lost::<DB>(err)
     }
 }
 
@@ -263,5 +272,35 @@ impl<DB: Backend> Provider for SqlLogin<DB> {
     }
     async fn close(&self, raw: &SqlClient<DB>) {
         close(raw, &self.pool_settings()).await
+    }
+    fn is_lost(&self, err: &ConnectError) -> bool {
+        lost::<DB>(err)
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::{ConnectCause, ConnectError};
+    use crate::provider::Provider;
+    use crate::sql::SqliteDb;
+
+    fn error(source: Option<sqlx::Error>) -> ConnectError {
+        ConnectError {
+            backend: "sqlite",
+            target: "`t`".into(),
+            cause: ConnectCause::Other,
+            timeout: None,
+            source,
+        }
+    }
+
+    #[test]
+    fn a_dropped_connection_is_lost_and_a_refused_statement_is_not() {
+        let db = SqliteDb::new("sqlite::memory:");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(db.is_lost(&error(Some(sqlx::Error::Io(reset)))));
+        assert!(db.is_lost(&error(Some(sqlx::Error::PoolClosed))));
+        assert!(!db.is_lost(&error(Some(sqlx::Error::RowNotFound))));
+        assert!(!db.is_lost(&error(None)), "a timeout says nothing about a live client");
     }
 }

@@ -16,7 +16,7 @@ use crate::secrets::Secret;
 use connscope_macros::Connection;
 
 /// Pool and cache settings of a SQL connection, resolved (durations of zero mean "never").
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct PoolSettings {
     /// Most connections the pool opens.
@@ -257,6 +257,17 @@ macro_rules! sql_provider {
                     state: SqlState::default(),
                     _db: PhantomData,
                 }
+            }
+        }
+
+        /// The settings (the password as a digest keyed per process, see [`Secret`]'s `Hash`),
+        /// never the instance's state: what [`Runtime::connect`](crate::Runtime::connect) keys
+        /// a connection by.
+        impl<DB: Backend> std::hash::Hash for $name<DB> {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                DB::KIND.hash(h);
+                $( self.$field.hash(h); )*
+                self.pool_settings().hash(h);
             }
         }
 
