@@ -303,7 +303,10 @@ fn describe() {
     describe_counter!("connscope_connection_reconnects_total", "Clients found closed and replaced.");
     describe_counter!("connscope_connection_closes_total", "Clients closed.");
     describe_counter!("connscope_connection_health_checks_total", "Health checks (is_open calls).");
-    describe_counter!("connscope_connection_retries_total", "Operations retried once on a fresh client (Conn::run).");
+    describe_counter!(
+        "connscope_connection_retries_total",
+        "Operations retried once on a fresh client (Conn::run)."
+    );
     describe_gauge!("connscope_sessions_live", "Live sessions.");
 }
 
