@@ -11,7 +11,7 @@
 #![cfg(all(feature = "axum", feature = "sqlite", feature = "metrics"))]
 
 #[allow(dead_code)]
-#[path = "../examples/dashboard/app.rs"]
+#[path = "../../examples/dashboard/app.rs"]
 mod app;
 
 use std::io::{BufRead, BufReader, Write as _};

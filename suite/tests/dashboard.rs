@@ -5,7 +5,7 @@
 
 // The app of `cargo run --example dashboard`, on its SQLite demo database.
 #[allow(dead_code)]
-#[path = "../examples/dashboard/app.rs"]
+#[path = "../../examples/dashboard/app.rs"]
 mod app;
 
 use app::{Dashboard, Database, UserConnections};

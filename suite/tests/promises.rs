@@ -436,14 +436,14 @@ async fn each_way_out_is_counted_under_its_own_cause() {
 
 #[cfg(feature = "sqlite")]
 #[allow(dead_code)]
-#[path = "../examples/quickstart.rs"]
+#[path = "../../examples/quickstart.rs"]
 mod quickstart;
 
 /// The README's sample output of the quickstart (the `text` block after "cargo run --example
 /// quickstart` creates").
 #[cfg(feature = "sqlite")]
 fn readme_quickstart_output() -> Vec<String> {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let from =
         readme.find("`cargo run --example quickstart` creates").expect("the README describes the quickstart");
     let block = &readme[from..];
@@ -470,7 +470,10 @@ fn normalized(line: &str) -> String {
 #[tokio::test]
 async fn the_quickstart_prints_what_the_readme_says() {
     let mut out = Vec::new();
-    quickstart::quickstart(&mut out).await.unwrap();
+    // The quickstart's own secrets file, seen from this suite (one directory down).
+    let builder = connscope::Runtime::builder()
+        .secrets_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/secrets.toml"));
+    quickstart::quickstart_on(builder, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
     let printed: Vec<String> = text.lines().map(normalized).collect();
     let documented: Vec<String> = readme_quickstart_output().iter().map(|l| normalized(l)).collect();

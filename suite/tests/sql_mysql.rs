@@ -339,7 +339,7 @@ mod my {
 /// `examples/secrets.toml`) against MariaDB: the same output as the README's, on MySQL.
 #[cfg(all(feature = "mysql", feature = "sqlite"))]
 #[allow(dead_code)]
-#[path = "../examples/quickstart.rs"]
+#[path = "../../examples/quickstart.rs"]
 mod quickstart;
 
 #[cfg(all(feature = "mysql", feature = "sqlite"))]
@@ -347,7 +347,7 @@ mod quickstart;
 async fn the_quickstart_runs_on_mysql() {
     let Some(url) = sql_support::server_url("MYSQL_URL", "the_quickstart_runs_on_mysql") else { return };
     let builder = connscope::Runtime::builder()
-        .secrets_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/secrets.toml"))
+        .secrets_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/secrets.toml"))
         .connection_setting("shop", "url", url);
     let mut out = Vec::new();
     quickstart::quickstart_on(builder, &mut out).await.expect("the quickstart runs on MySQL");
