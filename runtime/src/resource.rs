@@ -157,6 +157,7 @@ where
         let make = || Releaser {
             resource: Arc::from(self.name),
             hook: self.on_release.map(|f| Arc::new(f) as crate::cache::ReleaseHook<V>),
+            same_instance: self.refresh.map(|(_, same)| same),
             tracker: Arc::clone(tracker),
         };
         let shared = self.shared.get_or_init(|| Arc::new(make()));

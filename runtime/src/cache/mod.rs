@@ -143,10 +143,9 @@ where
     V: Clone + Send + Sync + 'static,
 {
     shards: Shards<K, V>,
-    /// How long a value is kept: its ttl, plus the refresh window if any.
-    ttl: Option<Duration>,
-    /// With background refresh: whether a refresh returned the instance it replaces.
-    same_instance: Option<fn(&V, &V) -> bool>,
+    /// How long a value is kept, in nanoseconds: its ttl plus the refresh window if any
+    /// (`u64::MAX`: no ttl). 8 bytes where an `Option<Duration>` takes 16.
+    ttl_nanos: u64,
     timers: Arc<Timers>,
     releaser: Arc<Releaser<V>>,
     stats: Arc<CacheStats>,
@@ -172,7 +171,12 @@ where
         let window = refresh.map(|r| r.max_stale);
         let releaser = match config.releaser {
             Some(shared) if Arc::ptr_eq(&shared.tracker, &tracker) => shared,
-            _ => Arc::new(Releaser { resource: Arc::clone(&config.name), hook: config.on_release, tracker }),
+            _ => Arc::new(Releaser {
+                resource: Arc::clone(&config.name),
+                hook: config.on_release,
+                same_instance: refresh.map(|r| r.same_instance),
+                tracker,
+            }),
         };
         ResourceCache {
             inner: Arc::new(Inner {
@@ -180,8 +184,10 @@ where
                 shards: Shards::new(config.concurrent && config.max_entries.is_none(), || {
                     State::new(config.max_entries, window)
                 }),
-                ttl: config.ttl.map(|ttl| ttl.saturating_add(window.unwrap_or_default())),
-                same_instance: refresh.map(|r| r.same_instance),
+                ttl_nanos: config.ttl.map_or(u64::MAX, |ttl| {
+                    let kept = ttl.saturating_add(window.unwrap_or_default());
+                    u64::try_from(kept.as_nanos()).unwrap_or(u64::MAX - 1).min(u64::MAX - 1)
+                }),
                 timers,
                 releaser,
                 stats,
@@ -200,7 +206,11 @@ where
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.inner.ttl.map(|ttl| Instant::now() + ttl)
+        match self.inner.ttl_nanos {
+            u64::MAX => None,
+            // A deadline past what an `Instant` can hold never comes: no deadline.
+            nanos => Instant::now().checked_add(Duration::from_nanos(nanos)),
+        }
     }
 
     /// The fresh value for `key` (counts a hit, or a miss); `None` also for a stale value, which
@@ -561,7 +571,9 @@ where
 
     /// Marks the cache closed (loads and inserts are refused from now on; loads in flight
     /// release their value when they finish) and releases every value.
-    pub(crate) async fn close(&self, cause: RemovalCause, reason: Error) -> ReleaseReport {
+    /// `closed` (its cause and reason) is the scope's, shared by its caches.
+    async fn close_with(&self, closed: Arc<Closed>) -> ReleaseReport {
+        let Closed { cause, ref reason } = *closed;
         // Store by store, each closed and emptied under its lock: a load or insert that reaches
         // a store after it closed is refused there; one that came before is taken here.
         let (mut values, mut flights) = (Vec::new(), Vec::new());
@@ -570,7 +582,7 @@ where
             if state.closed.is_some() {
                 return ReleaseReport::default();
             }
-            state.closed = Some(Box::new(Closed { cause, reason: reason.clone() }));
+            state.closed = Some(Arc::clone(&closed));
             let (v, f) = state.take_all();
             values.extend(v);
             flights.extend(f);
@@ -583,11 +595,11 @@ where
     }
 
     /// Marks a cache that holds nothing yet as closed (created after its scope closed).
-    pub(crate) fn close_empty(&self, cause: RemovalCause, reason: Error) {
+    fn close_empty(&self, closed: &Arc<Closed>) {
         for state in self.inner.shards.all() {
             let mut state = lock(state);
             debug_assert_eq!(state.ready_len(), 0);
-            state.closed.get_or_insert_with(|| Box::new(Closed { cause, reason: reason.clone() }));
+            state.closed.get_or_insert_with(|| Arc::clone(closed));
         }
     }
 }

@@ -134,7 +134,9 @@ mod tests {
     #[tokio::test]
     async fn a_closed_cache_runs_the_loader_uncached() {
         let cache = cache();
-        cache.close(RemovalCause::Shutdown, Error::RuntimeShutDown).await;
+        let closed =
+            crate::cache::state::Closed { cause: RemovalCause::Shutdown, reason: Error::RuntimeShutDown };
+        cache.close_with(Arc::new(closed)).await;
         assert_eq!(cache.try_get_or_run(1, async { Ok::<u32, String>(3) }).await, Ok(3));
         assert_eq!(
             cache.try_get_or_run(1, async { Err::<u32, String>("no".into()) }).await,

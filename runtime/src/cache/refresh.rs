@@ -150,7 +150,7 @@ where
                 return Ok(old);
             }
         };
-        let same = self.inner.same_instance.is_some_and(|same| same(&old, &new));
+        let same = self.inner.releaser.same_instance.is_some_and(|same| same(&old, &new));
         drop(old);
         let stored = {
             let mut state = self.lock(&key);

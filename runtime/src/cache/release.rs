@@ -94,6 +94,9 @@ impl ReleaseTracker {
 pub(crate) struct Releaser<V> {
     pub(crate) resource: Arc<str>,
     pub(crate) hook: Option<ReleaseHook<V>>,
+    /// With background refresh: whether a refresh returned the instance it replaces (then
+    /// that value is not released).
+    pub(crate) same_instance: Option<fn(&V, &V) -> bool>,
     pub(crate) tracker: Arc<ReleaseTracker>,
 }
 

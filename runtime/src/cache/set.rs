@@ -5,6 +5,7 @@ use std::any::Any;
 use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 
+use super::state::Closed;
 use super::{BoxFuture, CacheConfig, Inner, ReleaseTracker, ResourceCache, Timers};
 use crate::error::{Error, ReleaseReport};
 use crate::stats::{RemovalCause, StatsSnapshot};
@@ -14,7 +15,7 @@ use crate::stats::{RemovalCause, StatsSnapshot};
 pub(crate) trait ErasedCache: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    fn close(self: Arc<Self>, cause: RemovalCause, reason: Error) -> BoxFuture<'static, ReleaseReport>;
+    fn close(self: Arc<Self>, closed: Arc<Closed>) -> BoxFuture<'static, ReleaseReport>;
     fn stats(&self) -> StatsSnapshot;
     /// The cache's name (read-only; for exporting statistics).
     fn name(&self) -> &str;
@@ -31,8 +32,8 @@ where
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
-    fn close(self: Arc<Self>, cause: RemovalCause, reason: Error) -> BoxFuture<'static, ReleaseReport> {
-        Box::pin(async move { ResourceCache { inner: self }.close(cause, reason).await })
+    fn close(self: Arc<Self>, closed: Arc<Closed>) -> BoxFuture<'static, ReleaseReport> {
+        Box::pin(async move { ResourceCache { inner: self }.close_with(closed).await })
     }
     fn stats(&self) -> StatsSnapshot {
         self.snapshot()
@@ -54,7 +55,7 @@ struct Caches {
     map: Map,
     /// Set once the scope closed: a cache created afterwards is born closed, under the same
     /// lock, so no cache can slip past a close.
-    closed: Option<Box<(RemovalCause, Error)>>,
+    closed: Option<Arc<Closed>>,
 }
 
 /// Identifies a cache inside a scope: a resource id. Ids are unique per resource and settings
@@ -121,7 +122,7 @@ impl CacheSet {
         let cache = map.get_or_insert_with(key, || {
             let cache = ResourceCache::<K, V>::new(config(), Arc::clone(tracker), Arc::clone(&self.timers));
             if let Some(closed) = closed {
-                cache.close_empty(closed.0, closed.1.clone());
+                cache.close_empty(closed);
             }
             cache.inner
         });
@@ -160,17 +161,19 @@ impl CacheSet {
     /// Closes every cache, and every cache created from now on: releases all values (awaiting
     /// their hooks) and refuses new loads. A second close finds nothing to release.
     pub(crate) async fn close(&self, cause: RemovalCause, reason: Error) -> ReleaseReport {
-        let caches: Vec<_> = {
+        let caches = {
             let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
             if caches.closed.is_some() {
                 return ReleaseReport::default();
             }
-            caches.closed = Some(Box::new((cause, reason.clone())));
-            caches.map.values().cloned().collect()
+            let closed = Arc::new(Closed { cause, reason });
+            caches.closed = Some(Arc::clone(&closed));
+            (closed, caches.map.values().cloned().collect::<Vec<_>>())
         };
+        let (closed, caches) = caches;
         let mut report = ReleaseReport::default();
         for cache in caches {
-            report.merge(cache.close(cause, reason.clone()).await);
+            report.merge(cache.close(Arc::clone(&closed)).await);
         }
         report
     }

@@ -168,8 +168,9 @@ pub(super) struct State<K, V> {
     /// The next id of a flight or ready value, which is also the next LRU stamp: one counter
     /// serves both, since both only need to grow.
     next_seq: u64,
-    /// Set when the scope closed (boxed: an open cache pays a pointer for it).
-    pub(super) closed: Option<Box<Closed>>,
+    /// Set when the scope closed (shared by every store of the scope: a close allocates
+    /// nothing per cache; an open cache pays a pointer for it).
+    pub(super) closed: Option<Arc<Closed>>,
     /// Background refresh (boxed: a cache without it pays a pointer).
     refresh: Option<Box<Refreshing<K>>>,
 }
