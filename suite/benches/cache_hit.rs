@@ -22,6 +22,9 @@ fn value() -> Value {
 
 static GLOBAL: Resource<u64, Value> =
     Resource::new("bench_global", Scope::Global, Some(Duration::from_secs(600)), Some(10_000), None);
+/// No ttl, no bound: what the ttl + `max_entries` rows cost beyond a plain hit.
+static GLOBAL_PLAIN: Resource<u64, Value> =
+    Resource::new("bench_global_plain", Scope::Global, None, None, None);
 static PER_SESSION: Resource<u64, Value> =
     Resource::new("bench_session", Scope::Session, Some(Duration::from_secs(600)), Some(10_000), None);
 
@@ -72,6 +75,15 @@ fn hits(c: &mut Criterion) {
         tokio,
         "connscope_global",
         GLOBAL.get_with(black_box(1), async { value() }).await.unwrap()
+    );
+
+    // The same, without ttl or bound.
+    tokio.block_on(async { GLOBAL_PLAIN.get_with(1, async { value() }).await.unwrap() });
+    bench_async!(
+        group,
+        tokio,
+        "connscope_global_plain",
+        GLOBAL_PLAIN.get_with(black_box(1), async { value() }).await.unwrap()
     );
 
     // connscope, session scope, inside a session (the loop runs inside `Session::run`).
