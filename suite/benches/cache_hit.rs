@@ -22,6 +22,9 @@ fn value() -> Value {
 
 static GLOBAL: Resource<u64, Value> =
     Resource::new("bench_global", Scope::Global, Some(Duration::from_secs(600)), Some(10_000), None);
+/// The same ttl, no bound: what `max_entries` costs on a hit.
+static GLOBAL_TTL: Resource<u64, Value> =
+    Resource::new("bench_global_ttl", Scope::Global, Some(Duration::from_secs(600)), None, None);
 /// No ttl, no bound: what the ttl + `max_entries` rows cost beyond a plain hit.
 static GLOBAL_PLAIN: Resource<u64, Value> =
     Resource::new("bench_global_plain", Scope::Global, None, None, None);
@@ -75,6 +78,15 @@ fn hits(c: &mut Criterion) {
         tokio,
         "connscope_global",
         GLOBAL.get_with(black_box(1), async { value() }).await.unwrap()
+    );
+
+    // The same ttl, without a bound.
+    tokio.block_on(async { GLOBAL_TTL.get_with(1, async { value() }).await.unwrap() });
+    bench_async!(
+        group,
+        tokio,
+        "connscope_global_ttl_only",
+        GLOBAL_TTL.get_with(black_box(1), async { value() }).await.unwrap()
     );
 
     // The same, without ttl or bound.
