@@ -365,17 +365,29 @@ where
     /// [`refresh_in_background`](Self::refresh_in_background)): a stale value is returned at
     /// once while `loader`, moved to a task of its own, refreshes it. This is what a
     /// `#[cached_resource(refresh = "background")]` function returning `Result<T, E>` calls.
-    pub async fn try_get_refreshing<E, F>(&'static self, key: K, loader: F) -> Result<V, E>
+    // Not `async fn`s, for the reason `try_get` gives: a hit never builds the refresh path's
+    // future, and the loader is not copied into a second state.
+    #[allow(clippy::manual_async_fn)]
+    pub fn try_get_refreshing<E, F>(&'static self, key: K, loader: F) -> impl Future<Output = Result<V, E>>
     where
         F: Future<Output = Result<V, E>> + Send + 'static,
         E: From<Error> + std::fmt::Display + Send + 'static,
     {
-        if let Some(v) = self.session_hit(&key) {
-            return Ok(v);
-        }
-        match self.fast_cache() {
-            Some(cache) => cache.try_get_or_refresh(key, loader).await,
-            None => self.cache()?.try_get_or_refresh(key, loader).await,
+        async move {
+            if let Some(cache) = self.fast_cache() {
+                return match cache.fresh(&key) {
+                    Some(v) => Ok(v),
+                    None => cache.stale_or_load_own_error(key, loader).await,
+                };
+            }
+            if let Some(v) = self.session_hit(&key) {
+                return Ok(v);
+            }
+            let cache = self.cache()?;
+            match cache.fresh(&key) {
+                Some(v) => Ok(v),
+                None => cache.stale_or_load_own_error(key, loader).await,
+            }
         }
     }
 
@@ -383,38 +395,58 @@ where
     /// background (see [`try_get_refreshing`](Self::try_get_refreshing)). This is what a
     /// `scope = "global"` `#[cached_resource(refresh = "background")]` function returning
     /// `Result<T, E>` calls.
-    pub async fn try_get_or_run_refreshing<E, F>(&'static self, key: K, loader: F) -> Result<V, E>
+    #[allow(clippy::manual_async_fn)] // see `try_get_refreshing`
+    pub fn try_get_or_run_refreshing<E, F>(
+        &'static self,
+        key: K,
+        loader: F,
+    ) -> impl Future<Output = Result<V, E>>
     where
         F: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + 'static,
     {
-        if let Some(v) = self.session_hit(&key) {
-            return Ok(v);
-        }
-        match self.fast_cache() {
-            Some(cache) => cache.try_get_or_run_refreshing(key, loader).await,
-            None => match self.cache() {
-                Ok(cache) => cache.try_get_or_run_refreshing(key, loader).await,
-                Err(_) => loader.await,
-            },
+        async move {
+            if let Some(cache) = self.fast_cache() {
+                return match cache.fresh(&key) {
+                    Some(v) => Ok(v),
+                    None => cache.stale_or_try(key, loader).await,
+                };
+            }
+            if let Some(v) = self.session_hit(&key) {
+                return Ok(v);
+            }
+            match self.cache() {
+                Ok(cache) => match cache.fresh(&key) {
+                    Some(v) => Ok(v),
+                    None => cache.stale_or_try(key, loader).await,
+                },
+                Err(_) => Box::pin(loader).await,
+            }
         }
     }
 
     /// Like [`get_or_run`](Self::get_or_run), refreshing in the background (see
     /// [`try_get_refreshing`](Self::try_get_refreshing)).
-    pub async fn get_or_run_refreshing<F>(&'static self, key: K, loader: F) -> V
+    #[allow(clippy::manual_async_fn)] // see `try_get_refreshing`
+    pub fn get_or_run_refreshing<F>(&'static self, key: K, loader: F) -> impl Future<Output = V>
     where
         F: Future<Output = V> + Send + 'static,
     {
-        if let Some(v) = self.session_hit(&key) {
-            return v;
-        }
-        match self.fast_cache() {
-            Some(cache) => cache.get_or_refresh(key, loader).await,
-            None => match self.cache() {
-                Ok(cache) => cache.get_or_refresh(key, loader).await,
-                Err(_) => loader.await,
-            },
+        async move {
+            if let Some(v) = self.session_hit(&key) {
+                return v;
+            }
+            let cache = match self.fast_cache() {
+                Some(cache) => std::borrow::Cow::Borrowed(cache),
+                None => match self.cache() {
+                    Ok(cache) => std::borrow::Cow::Owned(cache),
+                    Err(_) => return Box::pin(loader).await,
+                },
+            };
+            match cache.fresh(&key) {
+                Some(v) => v,
+                None => cache.stale_or_run(key, loader).await,
+            }
         }
     }
 

@@ -40,12 +40,9 @@ where
         F: Future<Output = Result<V, E>> + Send + 'static,
         E: From<Error> + std::fmt::Display + Send + 'static,
     {
-        if let Some(v) = self.inner.hit(&key) {
-            return Ok(v);
-        }
-        match self.serve_stale(&key, loader) {
-            Ok(v) => Ok(v),
-            Err(loader) => self.miss_own_error(key, Box::pin(loader)).await,
+        match self.inner.hit(&key) {
+            Some(v) => Ok(v),
+            None => self.stale_or_load_own_error(key, loader).await,
         }
     }
 
@@ -56,12 +53,9 @@ where
         F: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + 'static,
     {
-        if let Some(v) = self.inner.hit(&key) {
-            return Ok(v);
-        }
-        match self.serve_stale(&key, loader) {
-            Ok(v) => Ok(v),
-            Err(loader) => self.miss_or_try(key, Box::pin(loader)).await,
+        match self.inner.hit(&key) {
+            Some(v) => Ok(v),
+            None => self.stale_or_try(key, loader).await,
         }
     }
 
@@ -71,13 +65,47 @@ where
     where
         F: Future<Output = V> + Send + 'static,
     {
-        if let Some(v) = self.inner.hit(&key) {
-            return v;
+        match self.inner.hit(&key) {
+            Some(v) => v,
+            None => self.stale_or_run(key, loader).await,
         }
+    }
+
+    /// The path of [`try_get_or_refresh`](Self::try_get_or_refresh) after its hit check found
+    /// no fresh value (and counted a miss, if it was one).
+    pub(crate) async fn stale_or_load_own_error<E, F>(&self, key: K, loader: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+        E: From<Error> + std::fmt::Display + Send + 'static,
+    {
+        match self.serve_stale(&key, loader) {
+            Ok(v) => Ok(v),
+            Err(loader) => self.miss_own_error(key, Box::pin(loader)).await,
+        }
+    }
+
+    /// The path of [`try_get_or_run_refreshing`](Self::try_get_or_run_refreshing) after its
+    /// hit check.
+    pub(crate) async fn stale_or_try<E, F>(&self, key: K, loader: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        match self.serve_stale(&key, loader) {
+            Ok(v) => Ok(v),
+            Err(loader) => self.miss_or_try(key, Box::pin(loader)).await,
+        }
+    }
+
+    /// The path of [`get_or_refresh`](Self::get_or_refresh) after its hit check.
+    pub(crate) async fn stale_or_run<F>(&self, key: K, loader: F) -> V
+    where
+        F: Future<Output = V> + Send + 'static,
+    {
         let loader = async move { Ok::<V, std::convert::Infallible>(loader.await) };
         match self.serve_stale(&key, loader) {
             Ok(v) => v,
-            Err(loader) => match self.load(key, loader, OnClosed::RunUncached).await {
+            Err(loader) => match self.load(key, Box::pin(loader), OnClosed::RunUncached).await {
                 Ok(v) => v,
                 Err(LoadError::Failed(never)) => match *never {},
                 Err(LoadError::Scope(_)) => super::unreachable_closed(),

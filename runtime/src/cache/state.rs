@@ -178,7 +178,8 @@ pub(super) struct State<K, V> {
 /// The background refresh of a cache: values are kept `window` past their ttl, served stale
 /// meanwhile, and refreshed once per value.
 struct Refreshing<K> {
-    window: Duration,
+    /// The window in nanoseconds (saturated), as ticks count.
+    window_nanos: u64,
     /// The refreshes running: key -> id of the value being refreshed.
     running: HashMap<K, u64, KeyHasher>,
 }
@@ -189,7 +190,8 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     pub(super) fn new(max_entries: Option<u64>, refresh_window: Option<Duration>) -> Self {
         State {
             refresh: refresh_window.map(|window| {
-                Box::new(Refreshing { window, running: HashMap::with_hasher(KeyHasher::default()) })
+                let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+                Box::new(Refreshing { window_nanos, running: HashMap::with_hasher(KeyHasher::default()) })
             }),
             map: HashMap::with_hasher(KeyHasher::default()),
             lru: BinaryHeap::new(),
@@ -213,14 +215,13 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         let stale = match ready.expires_at {
             Tick::NEVER => false,
             t => {
-                let now = now();
-                if Tick::of(now) >= t {
+                let now = Tick::of(now());
+                if now >= t {
                     return Found::Missing { expired: self.remove(key) };
                 }
-                // Stale in the last `window` before the deadline (which includes the window).
-                self.refresh
-                    .as_ref()
-                    .is_some_and(|r| now.checked_add(r.window).is_none_or(|s| Tick::of(s) >= t))
+                // Stale in the last `window` before the deadline (which includes the window):
+                // integer nanoseconds on the tick scale, no second clock conversion.
+                self.refresh.as_ref().is_some_and(|r| now.0.saturating_add(r.window_nanos) >= t.0)
             }
         };
         // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily).
