@@ -76,3 +76,39 @@ impl Timers {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    struct Nothing;
+    impl Due for Nothing {
+        fn run_due(self: Arc<Self>, _: Instant, _: &Arc<Timers>) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_is_taken_once_its_deadline_has_passed_never_before() {
+        let timers = Timers::default();
+        let target: Arc<dyn Due> = Arc::new(Nothing);
+        let base = timers.base;
+        let us = Duration::from_micros;
+        timers.schedule(base + us(1500), Arc::downgrade(&target));
+        timers.schedule(base + us(2000), Arc::downgrade(&target));
+        assert!(timers.take_due(base + us(1499), 10).is_empty());
+        assert!(timers.take_due(base + us(1999), 10).is_empty(), "its millisecond has not passed yet");
+        assert_eq!(timers.take_due(base + us(2000), 10).len(), 2, "both due at 2 ms");
+        assert_eq!(timers.len(), 0);
+
+        // A batch limit leaves the rest of a millisecond for the next call.
+        for _ in 0..5 {
+            timers.schedule(base + us(3000), Arc::downgrade(&target));
+        }
+        assert_eq!(timers.take_due(base + us(3000), 3).len(), 3);
+        assert_eq!(timers.take_due(base + us(3000), 3).len(), 2);
+        // An instant before the queue's base is already due.
+        timers.schedule(base - us(10), Arc::downgrade(&target));
+        assert_eq!(timers.take_due(base, 10).len(), 1);
+    }
+}
