@@ -23,12 +23,19 @@ use crate::provider::Provider;
 pub struct SqlClient<DB: Backend> {
     pool: Pool<DB>,
     anchor: Option<tokio::sync::Mutex<Option<DB::Connection>>>,
+    /// When the credentials this pool connects with stop working.
+    expires_at: Option<tokio::time::Instant>,
 }
 
 impl<DB: Backend> SqlClient<DB> {
     /// The sqlx pool.
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// When the credentials this pool connects with stop working (it is rebuilt ahead).
+    pub fn credentials_expire_at(&self) -> Option<tokio::time::Instant> {
+        self.expires_at
     }
 }
 
@@ -127,21 +134,73 @@ pub(crate) async fn connect_direct<DB: Backend>(
     }
 }
 
+/// The credentials of one connect: fetched from the provider's source, if it has one, else its
+/// `user` and `password`; and when they expire.
+struct Creds {
+    user: Option<String>,
+    password: Option<crate::secrets::Secret>,
+    expires_at: Option<tokio::time::Instant>,
+}
+
+async fn credentials<P: SqlProvider>(p: &P) -> Result<Creds, ConnectError> {
+    let fetched_at = tokio::time::Instant::now();
+    let lifetime = p.credentials_lifetime().map(|l| fetched_at + l);
+    let Some(source) = p.credentials() else {
+        return Ok(Creds {
+            user: p.user().map(str::to_owned),
+            password: p.password().cloned(),
+            expires_at: lifetime,
+        });
+    };
+    match source.fetch().await {
+        Ok(f) => Ok(Creds {
+            user: f.user.or_else(|| p.user().map(str::to_owned)),
+            password: Some(f.password),
+            expires_at: f.expires_at.or(lifetime),
+        }),
+        Err(e) => Err(ConnectError {
+            backend: <P::Db as Backend>::KIND,
+            target: format!("`{}`", redact_url(p.url())),
+            cause: ConnectCause::Credentials,
+            timeout: None,
+            source: Some(sqlx::Error::Configuration(Box::new(e))),
+        }),
+    }
+}
+
+fn options_with<P: SqlProvider>(p: &P, c: &Creds) -> Result<ConnectOptionsOf<P::Db>, ConnectError> {
+    <P::Db as Backend>::options(p.url(), c.user.as_deref(), c.password.as_ref().map(|s| s.expose())).map_err(
+        |e| ConnectError {
+            backend: <P::Db as Backend>::KIND,
+            target: format!("`{}`", redact_url(p.url())),
+            cause: ConnectCause::Config,
+            timeout: None,
+            source: Some(e),
+        },
+    )
+}
+
 async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError> {
     let s = p.pool_settings();
-    let options =
-        <P::Db as Backend>::options(p.url(), p.user(), p.password().map(|s| s.expose())).map_err(|e| {
-            ConnectError {
-                backend: <P::Db as Backend>::KIND,
-                target: format!("`{}`", redact_url(p.url())),
-                cause: ConnectCause::Config,
-                timeout: None,
-                source: Some(e),
-            }
-        })?;
+    let mut creds = credentials(p).await?;
+    let mut options = options_with(p, &creds)?;
     // One direct attempt first: it fails fast with the real cause (refused, auth, unknown
     // database, timeout) where a pool would retry until "pool timed out".
-    let first = connect_direct::<P::Db>(&options, s.connect_timeout).await?;
+    let first = match connect_direct::<P::Db>(&options, s.connect_timeout).await {
+        Ok(first) => first,
+        // Rejected credentials from a source may have just been rotated: fetch fresh ones and
+        // try once more before reporting `Auth`.
+        Err(e) if e.cause == ConnectCause::Auth && p.credentials().is_some() => {
+            tracing::info!(
+                target = %e.target,
+                "connscope: credentials rejected; fetching fresh ones and trying once more"
+            );
+            creds = credentials(p).await?;
+            options = options_with(p, &creds)?;
+            connect_direct::<P::Db>(&options, s.connect_timeout).await?
+        }
+        Err(e) => return Err(e),
+    };
     let counters = Arc::clone(&p.state().counters);
     counters.connections_opened.fetch_add(1, Relaxed);
 
@@ -174,6 +233,8 @@ async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError
             })
         })
         .connect_lazy_with(options);
+    let expires_at = creds.expires_at;
+    drop(creds);
 
     let anchor = if <P::Db as Backend>::is_in_memory(p.url()) {
         // The database lives as long as one connection to it does: keep this one.
@@ -182,7 +243,24 @@ async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError
         let _ = tokio::time::timeout(Duration::from_secs(1), first.close()).await;
         None
     };
-    Ok(SqlClient { pool, anchor })
+    let client = SqlClient { pool, anchor, expires_at };
+    if expires_at.is_some() && client.anchor.is_none() {
+        // Credentials that expire may also be rotated away before then: open the whole pool
+        // now, with the credentials just checked, rather than later with stale ones.
+        open_all(&client, &s).await;
+    }
+    Ok(client)
+}
+
+/// Opens `max_connections` pooled connections (as many as succeed within `connect_timeout`).
+async fn open_all<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) {
+    let mut opened = Vec::new();
+    for _ in 0..s.max_connections.max(1) {
+        match tokio::time::timeout(s.connect_timeout, client.pool.acquire()).await {
+            Ok(Ok(conn)) => opened.push(conn),
+            _ => break,
+        }
+    }
 }
 
 /// Open = the pool is not closed and hands out a connection that answers a ping, all within
@@ -242,6 +320,9 @@ impl<DB: Backend> Provider for SqlDb<DB> {
     fn is_lost(&self, err: &ConnectError) -> bool {
         lost::<DB>(err)
     }
+    fn expires_at(&self, raw: &SqlClient<DB>) -> Option<tokio::time::Instant> {
+        raw.expires_at
+    }
 }
 
 impl<DB: Backend> Provider for SqlLogin<DB> {
@@ -253,15 +334,7 @@ impl<DB: Backend> Provider for SqlLogin<DB> {
     /// so the user is sent back to the login form instead of the password living on in memory.
     async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
         let client = connect(self).await?;
-        let s = self.pool_settings();
-        let mut opened = Vec::new();
-        for _ in 0..s.max_connections.max(1) {
-            match tokio::time::timeout(s.connect_timeout, client.pool.acquire()).await {
-                Ok(Ok(conn)) => opened.push(conn),
-                _ => break,
-            }
-        }
-        drop(opened);
+        open_all(&client, &self.pool_settings()).await;
         if let Ok(options) = DB::options(self.url(), self.user(), None) {
             client.pool.set_connect_options(options);
         }
