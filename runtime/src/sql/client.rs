@@ -180,27 +180,29 @@ fn options_with<P: SqlProvider>(p: &P, c: &Creds) -> Result<ConnectOptionsOf<P::
     )
 }
 
+/// Connects with freshly fetched credentials; credentials from a source that are rejected
+/// (they may have just been rotated) are fetched once more and tried again before `Auth` is
+/// reported.
 async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError> {
-    let s = p.pool_settings();
-    let mut creds = credentials(p).await?;
-    let mut options = options_with(p, &creds)?;
-    // One direct attempt first: it fails fast with the real cause (refused, auth, unknown
-    // database, timeout) where a pool would retry until "pool timed out".
-    let first = match connect_direct::<P::Db>(&options, s.connect_timeout).await {
-        Ok(first) => first,
-        // Rejected credentials from a source may have just been rotated: fetch fresh ones and
-        // try once more before reporting `Auth`.
+    match connect_with(p, credentials(p).await?).await {
         Err(e) if e.cause == ConnectCause::Auth && p.credentials().is_some() => {
             tracing::info!(
                 target = %e.target,
                 "connscope: credentials rejected; fetching fresh ones and trying once more"
             );
-            creds = credentials(p).await?;
-            options = options_with(p, &creds)?;
-            connect_direct::<P::Db>(&options, s.connect_timeout).await?
+            connect_with(p, credentials(p).await?).await
         }
-        Err(e) => return Err(e),
-    };
+        other => other,
+    }
+}
+
+async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P::Db>, ConnectError> {
+    let s = p.pool_settings();
+    let options = options_with(p, &creds)?;
+    let target = <P::Db as Backend>::target(&options);
+    // One direct attempt first: it fails fast with the real cause (refused, auth, unknown
+    // database, timeout) where a pool would retry until "pool timed out".
+    let first = connect_direct::<P::Db>(&options, s.connect_timeout).await?;
     let counters = Arc::clone(&p.state().counters);
     counters.connections_opened.fetch_add(1, Relaxed);
 
@@ -246,21 +248,34 @@ async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError
     let client = SqlClient { pool, anchor, expires_at };
     if expires_at.is_some() && client.anchor.is_none() {
         // Credentials that expire may also be rotated away before then: open the whole pool
-        // now, with the credentials just checked, rather than later with stale ones.
-        open_all(&client, &s).await;
+        // now, with the credentials just checked, rather than later with stale ones. A pool
+        // that cannot be filled is not handed out (the caller keeps its current one).
+        if let Err(e) = open_all(&client, &s).await {
+            close(&client, &s).await;
+            return Err(ConnectError {
+                backend: <P::Db as Backend>::KIND,
+                target,
+                cause: connect_cause(&e, <P::Db as Backend>::connect_cause),
+                timeout: None,
+                source: Some(e),
+            });
+        }
     }
     Ok(client)
 }
 
-/// Opens `max_connections` pooled connections (as many as succeed within `connect_timeout`).
-async fn open_all<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) {
+/// Opens `max_connections` pooled connections; the first failure ends it (the connections
+/// opened so far stay in the pool).
+async fn open_all<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) -> Result<(), sqlx::Error> {
     let mut opened = Vec::new();
     for _ in 0..s.max_connections.max(1) {
         match tokio::time::timeout(s.connect_timeout, client.pool.acquire()).await {
             Ok(Ok(conn)) => opened.push(conn),
-            _ => break,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(sqlx::Error::PoolTimedOut),
         }
     }
+    Ok(())
 }
 
 /// Open = the pool is not closed and hands out a connection that answers a ping, all within
@@ -334,7 +349,7 @@ impl<DB: Backend> Provider for SqlLogin<DB> {
     /// so the user is sent back to the login form instead of the password living on in memory.
     async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
         let client = connect(self).await?;
-        open_all(&client, &self.pool_settings()).await;
+        let _ = open_all(&client, &self.pool_settings()).await;
         if let Ok(options) = DB::options(self.url(), self.user(), None) {
             client.pool.set_connect_options(options);
         }
