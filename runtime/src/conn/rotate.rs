@@ -80,6 +80,8 @@ impl<P: Provider> Conn<P> {
         }
         // Users keep `old` meanwhile. Dropped here, the half-made client was never installed
         // nor counted, and `old` is untouched.
+        let started = Instant::now();
+        tracing::debug!(connection = %self.inner.name, "connscope: rebuilding the connection ahead of its credentials' expiry");
         let raw = match self.inner.provider.connect().await {
             Ok(raw) => raw,
             Err(e) => {
@@ -111,7 +113,11 @@ impl<P: Provider> Conn<P> {
         };
         if swapped {
             self.inner.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(connection = %self.inner.name, "connscope: connection rebuilt ahead of its credentials' expiry");
+            tracing::info!(
+                connection = %self.inner.name,
+                took = ?started.elapsed(),
+                "connscope: connection rebuilt ahead of its credentials' expiry"
+            );
             self.schedule_rebuild(&fresh);
             // Closed once, after its last user (or the grace period), in a task of its own.
             self.close_taken(old, false).await;

@@ -264,18 +264,24 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
     Ok(client)
 }
 
-/// Opens `max_connections` pooled connections; the first failure ends it (the connections
-/// opened so far stay in the pool).
+/// Opens `max_connections` pooled connections, all at once (each within `connect_timeout`);
+/// returns the first failure, if any (the connections opened stay in the pool).
 async fn open_all<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) -> Result<(), sqlx::Error> {
-    let mut opened = Vec::new();
+    let mut opening = tokio::task::JoinSet::new();
     for _ in 0..s.max_connections.max(1) {
-        match tokio::time::timeout(s.connect_timeout, client.pool.acquire()).await {
-            Ok(Ok(conn)) => opened.push(conn),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(sqlx::Error::PoolTimedOut),
+        let (pool, limit) = (client.pool.clone(), s.connect_timeout);
+        opening.spawn(async move { tokio::time::timeout(limit, pool.acquire()).await });
+    }
+    let (mut opened, mut failure) = (Vec::new(), None);
+    while let Some(done) = opening.join_next().await {
+        match done {
+            Ok(Ok(Ok(conn))) => opened.push(conn),
+            Ok(Ok(Err(e))) => failure = failure.or(Some(e)),
+            Ok(Err(_)) | Err(_) => failure = failure.or(Some(sqlx::Error::PoolTimedOut)),
         }
     }
-    Ok(())
+    drop(opened);
+    failure.map_or(Ok(()), Err)
 }
 
 /// Open = the pool is not closed and hands out a connection that answers a ping, all within
