@@ -43,7 +43,9 @@ fn logs() -> &'static Captured {
         let logs = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(logs.clone())
-            .with_max_level(tracing::Level::TRACE)
+            // Everything but sqlx's statement log: it quotes the tests' own `ALTER ROLE …
+            // PASSWORD '…'` statements (sent by the tests, not by connscope).
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,sqlx::query=off"))
             .with_ansi(false)
             .finish();
         let _ = tracing::subscriber::set_global_default(subscriber);
@@ -359,8 +361,10 @@ mod pg {
         exec(
             admin,
             format!(
-                "do $$ begin create role {role} login; exception when duplicate_object then null; end $$; \
-                 alter role {role} password '{password}'"
+                "do $$ begin create role connscope_rotators nologin; \
+                 exception when duplicate_object then null; end $$; \
+                 do $$ begin create role {role} login; exception when duplicate_object then null; end $$; \
+                 grant connscope_rotators to {role}; alter role {role} password '{password}'"
             ),
         )
         .await;
