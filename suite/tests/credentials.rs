@@ -430,13 +430,11 @@ mod pg {
     async fn queries_never_fail_while_the_password_rotates_every_second() {
         let Some(url) = sql_support::server_url("DATABASE_URL", "credentials rotation soak") else { return };
         let _ = logs();
-        let soak = std::env::var("ROTATION_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20u64);
         let mut admin = PgConnection::connect(&url).await.unwrap();
         let first = sql_support::unique("tok-rot");
         let enforced = role_with_password(&mut admin, &url, ROLE, &first).await;
 
-        let current = Arc::new(Mutex::new(first));
-        let passwords = Arc::new(Mutex::new(Vec::<String>::new()));
+        let current = Arc::new(Mutex::new(first.clone()));
         let source = {
             let current = Arc::clone(&current);
             CredentialSource::from_fn(move || {
@@ -447,138 +445,243 @@ mod pg {
         let app = sql_support::unique("rotation");
         let mut db = PostgresDb::new(as_role(&url, ROLE, &app)).with_credentials(source);
         db.max_connections = 8;
-        let conn = Conn::new("rotating", db);
-        // Connected before the clock starts: the figures are about swaps, not the first connect.
-        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-
-        let start = std::time::Instant::now();
-        let deadline = start + Duration::from_secs(soak);
-        // Rotator: ALTER ROLE, then the source, every second.
-        let rotator = {
+        let passwords = Arc::new(Mutex::new(vec![first]));
+        let rotate = {
             let (current, passwords, url) = (Arc::clone(&current), Arc::clone(&passwords), url.clone());
-            tokio::spawn(async move {
-                let mut admin = PgConnection::connect(&url).await.unwrap();
-                let mut rotations = 0u64;
-                while std::time::Instant::now() + Duration::from_secs(1) < deadline {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            move || {
+                let (current, passwords, url) = (Arc::clone(&current), Arc::clone(&passwords), url.clone());
+                async move {
+                    let mut admin = PgConnection::connect(&url).await.unwrap();
                     let next = sql_support::unique("tok-rot");
                     exec(&mut admin, format!("alter role {ROLE} password '{next}'")).await;
                     *current.lock().unwrap() = next.clone();
                     passwords.lock().unwrap().push(next);
-                    rotations += 1;
+                    let _ = admin.close().await;
                 }
-                rotations
-            })
+            }
         };
-        // Swap watcher: when each rebuild was seen.
-        let swaps = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
-        let watcher = {
-            let (conn, swaps) = (conn.clone(), Arc::clone(&swaps));
-            tokio::spawn(async move {
-                let mut seen = 0;
-                while std::time::Instant::now() < deadline {
-                    let n = conn.counters().rebuilds;
-                    if n != seen {
-                        seen = n;
-                        swaps.lock().unwrap().push(std::time::Instant::now());
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
+        let query = |conn: Conn<PostgresDb>| async move {
+            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.map(drop).map_err(|e| e.to_string())
         };
-        let mut workers = Vec::new();
-        for _ in 0..8 {
-            let conn = conn.clone();
-            workers.push(tokio::spawn(async move {
-                let (mut ok, mut failed, mut samples) = (0u64, Vec::new(), Vec::new());
-                while std::time::Instant::now() < deadline {
-                    let t0 = std::time::Instant::now();
-                    match conn.query("select 1").uncached().fetch_one::<(i32,)>().await {
-                        Ok(_) => ok += 1,
-                        Err(e) => failed.push(e.to_string()),
-                    }
-                    samples.push((t0, t0.elapsed()));
-                    // Busy, not saturated: a 2-core CI machine must still run the rebuild.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                (ok, failed, samples)
-            }));
-        }
-        let (mut ok, mut failed, mut samples) = (0, Vec::new(), Vec::new());
-        for w in workers {
-            let (o, f, s) = w.await.unwrap();
-            ok += o;
-            failed.extend(f);
-            samples.extend(s);
-        }
-        let rotations = rotator.await.unwrap();
-        watcher.await.unwrap();
-        conn.close().await;
-        // The last old pool finishes closing in its own task.
-        let all_closed = sql_support::eventually(Duration::from_secs(10), async || {
-            let c = conn.counters();
-            c.closes == c.connects
-        })
-        .await;
-        let c = conn.counters();
-
-        // A query is "during a swap" when it ran within 150 ms before (the replacement
-        // connecting) or 50 ms after a swap was seen.
-        let swaps = swaps.lock().unwrap().clone();
-        let during = |t0: std::time::Instant, d: Duration| {
-            swaps
-                .iter()
-                .any(|&s| t0 < s + Duration::from_millis(50) && t0 + d + Duration::from_millis(150) > s)
-        };
-        let (mut in_swap, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
-        for &(t0, d) in &samples {
-            if during(t0, d) { in_swap.push(d) } else { outside.push(d) }
-        }
-        in_swap.sort_unstable();
-        outside.sort_unstable();
-        let p99 = |v: &[Duration]| {
-            v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1))).copied().unwrap_or_default()
-        };
-        let max = |v: &[Duration]| v.last().copied().unwrap_or_default();
-        // The server's view: no backend of this app is left open.
+        let label = format!("PostgreSQL password rotation (password enforced: {enforced})");
+        soak(&label, Conn::new("rotating", db), query, rotate).await;
         let left: (i64,) =
             sqlx::query_as("select count(*) from pg_stat_activity where application_name = $1")
                 .bind(&app)
                 .fetch_one(&mut admin)
                 .await
                 .unwrap();
-        let note = format!(
-            "rotation soak ({soak} s, password enforced: {enforced}): {ok} queries ok, {} failed; \
-             {rotations} password rotations; {} rebuilds, {} rebuild failures; connects {}, closes {} \
-             (old pools drained and closed: {}); longest query during a swap {:?} (p99 {:?}, {} queries), \
-             outside {:?} (p99 {:?}, {} queries); backends left {}",
-            failed.len(),
-            c.rebuilds,
-            c.rebuild_failures,
-            c.connects,
-            c.closes,
-            c.closes.saturating_sub(1),
-            max(&in_swap),
-            p99(&in_swap),
-            in_swap.len(),
-            max(&outside),
-            p99(&outside),
-            outside.len(),
-            left.0
-        );
-        sql_support::loud(&note);
-        for line in log_text().lines().filter(|l| l.contains("rebuil")).take(12) {
-            sql_support::loud(line);
-        }
-        assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
-        assert!(c.rebuilds >= soak * 4 / 10, "a rebuild about every 1.8 s: {note}");
-        assert_eq!(c.connects, c.rebuilds + 1, "{note}");
-        assert!(all_closed, "every pool closed: {note}");
-        assert_eq!(c.closes, c.connects, "each exactly once: {note}");
-        assert_eq!(left.0, 0, "{note}");
-        let text = log_text();
-        for p in passwords.lock().unwrap().iter() {
-            assert!(!text.contains(p.as_str()), "a password was logged");
+        assert_eq!(left.0, 0, "no backend left open");
+        no_secret_logged(&passwords.lock().unwrap());
+    }
+
+    /// Vault-like: every rotation creates a new role with its own password; the old role is
+    /// dropped once no backend uses it any more (its pool was drained and closed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn queries_never_fail_while_the_user_name_rotates_too() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "credentials user rotation soak") else {
+            return;
+        };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let new_role = || (sql_support::unique("connscope_rot_v"), sql_support::unique("tok-vault"));
+        let (role, password) = new_role();
+        let enforced = role_with_password(&mut admin, &url, &role, &password).await;
+        let current = Arc::new(Mutex::new((role.clone(), password.clone())));
+        let source = {
+            let current = Arc::clone(&current);
+            CredentialSource::from_fn(move || {
+                let (user, password) = current.lock().unwrap().clone();
+                async move { Ok(Fetched::new(password).with_user(user).expires_in(Duration::from_secs(2))) }
+            })
+        };
+        let app = sql_support::unique("vault");
+        let mut db = PostgresDb::new(as_role(&url, "nobody_in_particular", &app)).with_credentials(source);
+        db.max_connections = 8;
+        let retired = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (dropped, passwords) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(vec![password])));
+        let rotate = {
+            let (current, retired, dropped, passwords, url) = (
+                Arc::clone(&current),
+                Arc::clone(&retired),
+                Arc::clone(&dropped),
+                Arc::clone(&passwords),
+                url.clone(),
+            );
+            move || {
+                let (current, retired, dropped, passwords, url) = (
+                    Arc::clone(&current),
+                    Arc::clone(&retired),
+                    Arc::clone(&dropped),
+                    Arc::clone(&passwords),
+                    url.clone(),
+                );
+                async move {
+                    let mut admin = PgConnection::connect(&url).await.unwrap();
+                    let (role, password) =
+                        (sql_support::unique("connscope_rot_v"), sql_support::unique("tok-vault"));
+                    role_with_password(&mut admin, &url, &role, &password).await;
+                    let old = std::mem::replace(&mut *current.lock().unwrap(), (role, password.clone())).0;
+                    passwords.lock().unwrap().push(password);
+                    retired.lock().unwrap().push(old);
+                    drop_drained(&mut admin, &retired, &dropped).await;
+                    let _ = admin.close().await;
+                }
+            }
+        };
+        let query = |conn: Conn<PostgresDb>| async move {
+            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.map(drop).map_err(|e| e.to_string())
+        };
+        let label =
+            format!("PostgreSQL user and password rotation, Vault-like (password enforced: {enforced})");
+        soak(&label, Conn::new("vault", db), query, rotate).await;
+        drop_drained(&mut admin, &retired, &dropped).await;
+        let (role, _) = current.lock().unwrap().clone();
+        exec(&mut admin, format!("drop role if exists {role}")).await;
+        let dropped = dropped.load(Ordering::SeqCst);
+        sql_support::loud(&format!("Vault-like: {dropped} retired roles dropped after their drain"));
+        assert!(retired.lock().unwrap().is_empty(), "every retired role drained and dropped");
+        no_secret_logged(&passwords.lock().unwrap());
+    }
+
+    /// Drops the retired roles no backend uses any more.
+    async fn drop_drained(admin: &mut PgConnection, retired: &Mutex<Vec<String>>, dropped: &AtomicU64) {
+        let roles = retired.lock().unwrap().clone();
+        for role in roles {
+            let (n,): (i64,) = sqlx::query_as("select count(*) from pg_stat_activity where usename = $1")
+                .bind(&role)
+                .fetch_one(&mut *admin)
+                .await
+                .unwrap();
+            if n == 0 {
+                exec(admin, format!("drop role if exists {role}")).await;
+                retired.lock().unwrap().retain(|r| r != &role);
+                dropped.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
+}
+
+fn no_secret_logged(secrets: &[String]) {
+    let text = log_text();
+    for secret in secrets {
+        assert!(!text.contains(secret.as_str()), "a password was logged");
+    }
+}
+
+/// Runs 8 tasks issuing `query` through `conn` (credentials declared to expire after 2 s) for
+/// `ROTATION_SOAK_SECS` (default 20) seconds while `rotate` runs every second; asserts zero
+/// failed queries and every pool closed exactly once; prints the figures.
+async fn soak<P, Q, QF, R, RF>(label: &str, conn: Conn<P>, query: Q, mut rotate: R)
+where
+    P: Provider,
+    Q: Fn(Conn<P>) -> QF + Clone + Send + 'static,
+    QF: std::future::Future<Output = Result<(), String>> + Send,
+    R: FnMut() -> RF + Send + 'static,
+    RF: std::future::Future<Output = ()> + Send,
+{
+    let secs = std::env::var("ROTATION_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20u64);
+    // Connected before the clock starts: the figures are about swaps, not the first connect.
+    query(conn.clone()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let rotator = tokio::spawn(async move {
+        let mut rotations = 0u64;
+        while std::time::Instant::now() + Duration::from_secs(1) < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rotate().await;
+            rotations += 1;
+        }
+        rotations
+    });
+    // When each swap was seen.
+    let swaps = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+    let watcher = {
+        let (conn, swaps) = (conn.clone(), Arc::clone(&swaps));
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while std::time::Instant::now() < deadline {
+                let n = conn.counters().rebuilds;
+                if n != seen {
+                    seen = n;
+                    swaps.lock().unwrap().push(std::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (conn, query) = (conn.clone(), query.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut samples) = (0u64, Vec::new(), Vec::new());
+            while std::time::Instant::now() < deadline {
+                let t0 = std::time::Instant::now();
+                match query(conn.clone()).await {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+                samples.push((t0, t0.elapsed()));
+                // Busy, not saturated: a 2-core CI machine must still run the rebuild.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (ok, failed, samples)
+        }));
+    }
+    let (mut ok, mut failed, mut samples) = (0, Vec::new(), Vec::new());
+    for w in workers {
+        let (o, f, s) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+        samples.extend(s);
+    }
+    let rotations = rotator.await.unwrap();
+    watcher.await.unwrap();
+    conn.close().await;
+    // The last old pool finishes closing in its own task.
+    let all_closed = sql_support::eventually(Duration::from_secs(10), async || {
+        let c = conn.counters();
+        c.closes == c.connects
+    })
+    .await;
+    let c = conn.counters();
+
+    // A query is "during a swap" when it ran within 150 ms before (the replacement connecting)
+    // or 50 ms after a swap was seen.
+    let swaps = swaps.lock().unwrap().clone();
+    let during = |t0: std::time::Instant, d: Duration| {
+        swaps.iter().any(|&s| t0 < s + Duration::from_millis(50) && t0 + d + Duration::from_millis(150) > s)
+    };
+    let (mut in_swap, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for &(t0, d) in &samples {
+        if during(t0, d) { in_swap.push(d) } else { outside.push(d) }
+    }
+    in_swap.sort_unstable();
+    outside.sort_unstable();
+    let p99 = |v: &[Duration]| {
+        v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
+    let max = |v: &[Duration]| v.last().copied().unwrap_or_default();
+    let note = format!(
+        "{label}, {secs} s: {ok} queries ok, {} failed; {rotations} rotations; {} rebuilds, {} rebuild \
+         failures; connects {}, closes {} (old pools drained and closed: {}); longest query during a \
+         swap {:?} (p99 {:?}, {} queries), outside {:?} (p99 {:?}, {} queries)",
+        failed.len(),
+        c.rebuilds,
+        c.rebuild_failures,
+        c.connects,
+        c.closes,
+        c.closes.saturating_sub(1),
+        max(&in_swap),
+        p99(&in_swap),
+        in_swap.len(),
+        max(&outside),
+        p99(&outside),
+        outside.len(),
+    );
+    sql_support::loud(&note);
+    assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
+    assert!(c.rebuilds >= secs * 4 / 10, "a rebuild about every 1.8 s: {note}");
+    assert_eq!(c.connects, c.rebuilds + 1, "{note}");
+    assert!(all_closed, "every pool closed: {note}");
+    assert_eq!(c.closes, c.connects, "each exactly once: {note}");
 }
