@@ -685,3 +685,83 @@ where
     assert!(all_closed, "every pool closed: {note}");
     assert_eq!(c.closes, c.connects, "each exactly once: {note}");
 }
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use connscope::sql::MySqlDb;
+    use connscope::{CredentialSource, Fetched};
+    use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
+
+    const USER: &str = "connscope_rotating";
+
+    async fn exec(admin: &mut MySqlConnection, sql: String) {
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mariadb_queries_never_fail_while_the_password_rotates_every_second() {
+        let Some(url) = sql_support::server_url("MYSQL_URL", "credentials MariaDB rotation soak") else {
+            return;
+        };
+        let _ = logs();
+        let mut admin = MySqlConnection::connect(&url).await.unwrap();
+        let first = sql_support::unique("tok-my");
+        exec(&mut admin, format!("create or replace user '{USER}'@'%' identified by '{first}'")).await;
+        let database = url
+            .parse::<sqlx::mysql::MySqlConnectOptions>()
+            .unwrap()
+            .get_database()
+            .unwrap_or("test")
+            .to_owned();
+        exec(&mut admin, format!("grant select on `{database}`.* to '{USER}'@'%'")).await;
+        let opts: sqlx::mysql::MySqlConnectOptions = url.parse().unwrap();
+        let db_url = format!(
+            "mysql://{USER}@{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("test")
+        );
+        let wrong = format!("mysql://{USER}:surely-wrong@{}:{}/", opts.get_host(), opts.get_port());
+        assert!(MySqlConnection::connect(&wrong).await.is_err(), "MariaDB checks the password");
+
+        let current = Arc::new(Mutex::new(first.clone()));
+        let source = {
+            let current = Arc::clone(&current);
+            CredentialSource::from_fn(move || {
+                let password = current.lock().unwrap().clone();
+                async move { Ok(Fetched::new(password).expires_in(Duration::from_secs(2))) }
+            })
+        };
+        let mut db = MySqlDb::new(db_url).with_credentials(source);
+        db.max_connections = 8;
+        let passwords = Arc::new(Mutex::new(vec![first]));
+        let rotate = {
+            let (current, passwords, url) = (Arc::clone(&current), Arc::clone(&passwords), url.clone());
+            move || {
+                let (current, passwords, url) = (Arc::clone(&current), Arc::clone(&passwords), url.clone());
+                async move {
+                    let mut admin = MySqlConnection::connect(&url).await.unwrap();
+                    let next = sql_support::unique("tok-my");
+                    exec(&mut admin, format!("alter user '{USER}'@'%' identified by '{next}'")).await;
+                    *current.lock().unwrap() = next.clone();
+                    passwords.lock().unwrap().push(next);
+                    let _ = admin.close().await;
+                }
+            }
+        };
+        let query = |conn: Conn<MySqlDb>| async move {
+            conn.query("select 1").uncached().fetch_one::<(i64,)>().await.map(drop).map_err(|e| e.to_string())
+        };
+        soak("MariaDB password rotation", Conn::new("rotating", db), query, rotate).await;
+        let left: (i64,) =
+            sqlx::query_as("select count(*) from information_schema.processlist where user = ?")
+                .bind(USER)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        assert_eq!(left.0, 0, "no connection left open");
+        exec(&mut admin, format!("drop user if exists '{USER}'@'%'")).await;
+        no_secret_logged(&passwords.lock().unwrap());
+    }
+}
