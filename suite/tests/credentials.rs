@@ -299,6 +299,40 @@ mod sqlite {
         let _: Option<SqlError> = None;
     }
 
+    #[tokio::test]
+    async fn a_configured_command_source_rotates_a_named_connection_of_the_runtime() {
+        let rt = sql_support::runtime(&[
+            ("ledger", "url", db_file("named").into()),
+            ("ledger", "password_command", "printf 'tok-cmd-31\\n'".into()),
+            ("ledger", "credentials_lifetime", "300ms".into()),
+        ]);
+        let conn = rt.connection::<SqliteDb>("ledger").await.unwrap();
+        let until = std::time::Instant::now() + Duration::from_millis(800);
+        while std::time::Instant::now() < until {
+            conn.query("select 1").uncached().fetch_one::<(i64,)>().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let c = conn.counters();
+        assert!(c.rebuilds >= 1 && c.connects == c.rebuilds + 1, "{c:?}");
+        sql_support::shut_down(&rt, 1).await;
+        let c = conn.counters();
+        assert_eq!(
+            c.closes, c.connects,
+            "shutdown closed the current pool, the drained ones were closed once: {c:?}"
+        );
+        assert!(!log_text().contains("tok-cmd-31"));
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_never_rebuilt() {
+        let db = SqliteDb::new("sqlite::memory:").with_credentials_lifetime(Duration::from_millis(100));
+        let conn = Conn::new("memory", db);
+        conn.execute("create table t (x integer)").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        conn.execute("insert into t values (1)").await.unwrap();
+        assert_eq!(conn.counters().rebuilds, 0, "rebuilding would empty it");
+    }
+
     #[test]
     fn sources_are_configured_from_the_connection_section_and_never_printed() {
         let section: toml::Table = toml::from_str(
@@ -664,7 +698,7 @@ where
     let note = format!(
         "{label}, {secs} s: {ok} queries ok, {} failed; {rotations} rotations; {} rebuilds, {} rebuild \
          failures; connects {}, closes {} (old pools drained and closed: {}); longest query during a \
-         swap {:?} (p99 {:?}, {} queries), outside {:?} (p99 {:?}, {} queries)",
+         swap {:?} (p99 {:?}, {} queries), outside {:?} (p99 {:?}, {} queries); {c:?}",
         failed.len(),
         c.rebuilds,
         c.rebuild_failures,
@@ -681,7 +715,9 @@ where
     sql_support::loud(&note);
     assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
     assert!(c.rebuilds >= secs * 4 / 10, "a rebuild about every 1.8 s: {note}");
-    assert_eq!(c.connects, c.rebuilds + 1, "{note}");
+    // The first connect and one per rebuild; plus, at most, one replacement that was still
+    // connecting when the handle was closed at the end (it is closed at once, unused).
+    assert!((1..=2).contains(&(c.connects - c.rebuilds)), "{note}");
     assert!(all_closed, "every pool closed: {note}");
     assert_eq!(c.closes, c.connects, "each exactly once: {note}");
 }

@@ -245,8 +245,10 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         let _ = tokio::time::timeout(Duration::from_secs(1), first.close()).await;
         None
     };
+    // An in-memory database lives in its anchor connection: never rebuilt (that would empty it).
+    let expires_at = expires_at.filter(|_| anchor.is_none());
     let client = SqlClient { pool, anchor, expires_at };
-    if expires_at.is_some() && client.anchor.is_none() {
+    if expires_at.is_some() {
         // Credentials that expire may also be rotated away before then: open the whole pool
         // now, with the credentials just checked, rather than later with stale ones. A pool
         // that cannot be filled is not handed out (the caller keeps its current one).
