@@ -24,6 +24,7 @@ use crate::session::SessionInner;
 use crate::stats::CacheStats;
 
 mod close;
+mod rotate;
 mod run;
 pub(crate) use close::detached;
 pub use run::RunError;
@@ -96,6 +97,8 @@ struct Counters {
     closes: AtomicU64,
     health_checks: AtomicU64,
     retries: AtomicU64,
+    rebuilds: AtomicU64,
+    rebuild_failures: AtomicU64,
 }
 
 /// What a connection handle has done so far.
@@ -112,6 +115,12 @@ pub struct ConnCounters {
     pub health_checks: u64,
     /// Operations [`Conn::run`] ran again on a fresh client after theirs was lost.
     pub retries: u64,
+    /// Live clients replaced ahead of their credentials' expiry ([`Provider::expires_at`]):
+    /// the replacement connected, was swapped in, and the old client was drained and closed.
+    pub rebuilds: u64,
+    /// Rebuilds ahead of expiry that failed to connect (the old client was kept and the
+    /// rebuild retried with backoff).
+    pub rebuild_failures: u64,
 }
 
 struct Live<R> {
@@ -122,6 +131,8 @@ struct Live<R> {
     /// Milliseconds after `born` of the last successful health check.
     checked_at: AtomicU64,
     broken: AtomicBool,
+    /// When the client's credentials expire (it is rebuilt ahead of that).
+    expires_at: Option<Instant>,
 }
 
 /// Shared access to a live client; derefs to `P::Raw`. Many may exist at once. A client being
@@ -242,7 +253,9 @@ impl<P: Provider> Conn<P> {
         grace: Duration,
     ) -> Self {
         let conn = Self::with_policy(name, provider, health, false, grace);
-        *conn.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Live::new(raw)));
+        let expires_at = conn.inner.provider.expires_at(&raw);
+        *conn.inner.live.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::new(Live::new(raw, expires_at)));
         conn.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
         conn
     }
@@ -286,6 +299,8 @@ impl<P: Provider> Conn<P> {
             closes: c.closes.load(Ordering::Relaxed),
             health_checks: c.health_checks.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
+            rebuilds: c.rebuilds.load(Ordering::Relaxed),
+            rebuild_failures: c.rebuild_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -388,9 +403,11 @@ impl<P: Provider> Conn<P> {
         }
         let raw = self.inner.provider.connect().await.map_err(|e| Error::connect(&*self.inner.name, e))?;
         // Counted as the caller's before anyone else can see it.
-        let user = ConnRef::new(Arc::new(Live::new(raw)));
+        let expires_at = self.inner.provider.expires_at(&raw);
+        let user = ConnRef::new(Arc::new(Live::new(raw, expires_at)));
         *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&user.live));
         self.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
+        self.schedule_rebuild(&user.live);
         if replacing {
             self.count_reconnect();
         } else {
@@ -458,9 +475,10 @@ impl<P: Provider> Conn<P> {
 }
 
 impl<R> Live<R> {
-    fn new(raw: R) -> Self {
+    fn new(raw: R, expires_at: Option<Instant>) -> Self {
         Live {
             raw,
+            expires_at,
             users: AtomicUsize::new(0),
             drained: Notify::new(),
             born: Instant::now(),

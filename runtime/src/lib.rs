@@ -6,6 +6,7 @@
 
 mod cache;
 mod conn;
+mod credentials;
 mod error;
 mod form;
 mod login;
@@ -32,6 +33,7 @@ pub mod macro_support;
 
 pub use cache::{BoxFuture, CacheConfig, HookError, LoadError, Refresh, ReleaseHook, ResourceCache};
 pub use conn::{Conn, ConnCounters, ConnId, ConnRef, RunError};
+pub use credentials::{CredentialSource, Credentials, CredentialsError, Fetched};
 pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
 pub use form::{FieldError, FieldProblem, FormError, FormValue, FormValues};
 pub use named::ConnectSettings;

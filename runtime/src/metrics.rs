@@ -183,6 +183,8 @@ fn add_counters(total: &mut ConnCounters, c: &ConnCounters) {
     total.closes += c.closes;
     total.health_checks += c.health_checks;
     total.retries += c.retries;
+    total.rebuilds += c.rebuilds;
+    total.rebuild_failures += c.rebuild_failures;
 }
 
 impl Runtime {

@@ -69,6 +69,16 @@ pub trait Provider: Send + Sync + 'static {
         let _ = err;
         false
     }
+
+    /// When `raw` stops working because its credentials expire (a token's lifetime, a
+    /// Vault lease). A connection that can reconnect rebuilds such a client ahead of that
+    /// instant (by 10% of its lifetime, at most one minute): the replacement connects first,
+    /// is swapped in, in-flight users finish on the old client, which is then closed once.
+    /// The default: never.
+    fn expires_at(&self, raw: &Self::Raw) -> Option<tokio::time::Instant> {
+        let _ = raw;
+        None
+    }
 }
 
 /// How often [`Provider::is_open`] runs before a live client is handed out.

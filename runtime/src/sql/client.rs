@@ -23,12 +23,19 @@ use crate::provider::Provider;
 pub struct SqlClient<DB: Backend> {
     pool: Pool<DB>,
     anchor: Option<tokio::sync::Mutex<Option<DB::Connection>>>,
+    /// When the credentials this pool connects with stop working.
+    expires_at: Option<tokio::time::Instant>,
 }
 
 impl<DB: Backend> SqlClient<DB> {
     /// The sqlx pool.
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// When the credentials this pool connects with stop working (it is rebuilt ahead).
+    pub fn credentials_expire_at(&self) -> Option<tokio::time::Instant> {
+        self.expires_at
     }
 }
 
@@ -127,18 +134,72 @@ pub(crate) async fn connect_direct<DB: Backend>(
     }
 }
 
+/// The credentials of one connect: fetched from the provider's source, if it has one, else its
+/// `user` and `password`; and when they expire.
+struct Creds {
+    user: Option<String>,
+    password: Option<crate::secrets::Secret>,
+    expires_at: Option<tokio::time::Instant>,
+}
+
+async fn credentials<P: SqlProvider>(p: &P) -> Result<Creds, ConnectError> {
+    let fetched_at = tokio::time::Instant::now();
+    let lifetime = p.credentials_lifetime().map(|l| fetched_at + l);
+    let Some(source) = p.credentials() else {
+        return Ok(Creds {
+            user: p.user().map(str::to_owned),
+            password: p.password().cloned(),
+            expires_at: lifetime,
+        });
+    };
+    match source.fetch().await {
+        Ok(f) => Ok(Creds {
+            user: f.user.or_else(|| p.user().map(str::to_owned)),
+            password: Some(f.password),
+            expires_at: f.expires_at.or(lifetime),
+        }),
+        Err(e) => Err(ConnectError {
+            backend: <P::Db as Backend>::KIND,
+            target: format!("`{}`", redact_url(p.url())),
+            cause: ConnectCause::Credentials,
+            timeout: None,
+            source: Some(sqlx::Error::Configuration(Box::new(e))),
+        }),
+    }
+}
+
+fn options_with<P: SqlProvider>(p: &P, c: &Creds) -> Result<ConnectOptionsOf<P::Db>, ConnectError> {
+    <P::Db as Backend>::options(p.url(), c.user.as_deref(), c.password.as_ref().map(|s| s.expose())).map_err(
+        |e| ConnectError {
+            backend: <P::Db as Backend>::KIND,
+            target: format!("`{}`", redact_url(p.url())),
+            cause: ConnectCause::Config,
+            timeout: None,
+            source: Some(e),
+        },
+    )
+}
+
+/// Connects with freshly fetched credentials; credentials from a source that are rejected
+/// (they may have just been rotated) are fetched once more and tried again before `Auth` is
+/// reported.
 async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError> {
+    match connect_with(p, credentials(p).await?).await {
+        Err(e) if e.cause == ConnectCause::Auth && p.credentials().is_some() => {
+            tracing::info!(
+                target = %e.target,
+                "connscope: credentials rejected; fetching fresh ones and trying once more"
+            );
+            connect_with(p, credentials(p).await?).await
+        }
+        other => other,
+    }
+}
+
+async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P::Db>, ConnectError> {
     let s = p.pool_settings();
-    let options =
-        <P::Db as Backend>::options(p.url(), p.user(), p.password().map(|s| s.expose())).map_err(|e| {
-            ConnectError {
-                backend: <P::Db as Backend>::KIND,
-                target: format!("`{}`", redact_url(p.url())),
-                cause: ConnectCause::Config,
-                timeout: None,
-                source: Some(e),
-            }
-        })?;
+    let options = options_with(p, &creds)?;
+    let target = <P::Db as Backend>::target(&options);
     // One direct attempt first: it fails fast with the real cause (refused, auth, unknown
     // database, timeout) where a pool would retry until "pool timed out".
     let first = connect_direct::<P::Db>(&options, s.connect_timeout).await?;
@@ -174,6 +235,8 @@ async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError
             })
         })
         .connect_lazy_with(options);
+    let expires_at = creds.expires_at;
+    drop(creds);
 
     let anchor = if <P::Db as Backend>::is_in_memory(p.url()) {
         // The database lives as long as one connection to it does: keep this one.
@@ -182,7 +245,45 @@ async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError
         let _ = tokio::time::timeout(Duration::from_secs(1), first.close()).await;
         None
     };
-    Ok(SqlClient { pool, anchor })
+    // An in-memory database lives in its anchor connection: never rebuilt (that would empty it).
+    let expires_at = expires_at.filter(|_| anchor.is_none());
+    let client = SqlClient { pool, anchor, expires_at };
+    if expires_at.is_some() {
+        // Credentials that expire may also be rotated away before then: open the whole pool
+        // now, with the credentials just checked, rather than later with stale ones. A pool
+        // that cannot be filled is not handed out (the caller keeps its current one).
+        if let Err(e) = open_all(&client, &s).await {
+            close(&client, &s).await;
+            return Err(ConnectError {
+                backend: <P::Db as Backend>::KIND,
+                target,
+                cause: connect_cause(&e, <P::Db as Backend>::connect_cause),
+                timeout: None,
+                source: Some(e),
+            });
+        }
+    }
+    Ok(client)
+}
+
+/// Opens `max_connections` pooled connections, all at once (each within `connect_timeout`);
+/// returns the first failure, if any (the connections opened stay in the pool).
+async fn open_all<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) -> Result<(), sqlx::Error> {
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..s.max_connections.max(1) {
+        let (pool, limit) = (client.pool.clone(), s.connect_timeout);
+        opening.spawn(async move { tokio::time::timeout(limit, pool.acquire()).await });
+    }
+    let (mut opened, mut failure) = (Vec::new(), None);
+    while let Some(done) = opening.join_next().await {
+        match done {
+            Ok(Ok(Ok(conn))) => opened.push(conn),
+            Ok(Ok(Err(e))) => failure = failure.or(Some(e)),
+            Ok(Err(_)) | Err(_) => failure = failure.or(Some(sqlx::Error::PoolTimedOut)),
+        }
+    }
+    drop(opened);
+    failure.map_or(Ok(()), Err)
 }
 
 /// Open = the pool is not closed and hands out a connection that answers a ping, all within
@@ -242,6 +343,9 @@ impl<DB: Backend> Provider for SqlDb<DB> {
     fn is_lost(&self, err: &ConnectError) -> bool {
         lost::<DB>(err)
     }
+    fn expires_at(&self, raw: &SqlClient<DB>) -> Option<tokio::time::Instant> {
+        raw.expires_at
+    }
 }
 
 impl<DB: Backend> Provider for SqlLogin<DB> {
@@ -253,15 +357,7 @@ impl<DB: Backend> Provider for SqlLogin<DB> {
     /// so the user is sent back to the login form instead of the password living on in memory.
     async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
         let client = connect(self).await?;
-        let s = self.pool_settings();
-        let mut opened = Vec::new();
-        for _ in 0..s.max_connections.max(1) {
-            match tokio::time::timeout(s.connect_timeout, client.pool.acquire()).await {
-                Ok(Ok(conn)) => opened.push(conn),
-                _ => break,
-            }
-        }
-        drop(opened);
+        let _ = open_all(&client, &self.pool_settings()).await;
         if let Ok(options) = DB::options(self.url(), self.user(), None) {
             client.pool.set_connect_options(options);
         }

@@ -24,6 +24,9 @@ pub enum ConnectCause {
     Tls,
     /// The settings (usually `url`) are malformed.
     Config,
+    /// The credential source (`password_command`, `password_file`, `password_env`, or one given
+    /// in code) gave no credentials.
+    Credentials,
     /// Anything else; the database's message says what.
     Other,
 }
@@ -42,6 +45,9 @@ impl ConnectCause {
             ConnectCause::Unreachable => "the host cannot be reached (check the host in `url`)",
             ConnectCause::Tls => "TLS negotiation failed",
             ConnectCause::Config => "invalid connection settings (check `url`)",
+            ConnectCause::Credentials => {
+                "the credential source failed (check `password_command`, `password_file` or `password_env`)"
+            }
             ConnectCause::Other => "the connection failed",
         }
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::backend::Backend;
 use super::client::Counters;
 use super::redact::redact_url;
+use crate::credentials::CredentialSource;
 use crate::provider::Connection;
 use crate::secrets::Secret;
 use connscope_macros::Connection;
@@ -78,6 +79,16 @@ pub trait SqlProvider: Connection<Raw = super::SqlClient<Self::Db>, Error = supe
     /// Identity and counters of this instance.
     #[doc(hidden)]
     fn state(&self) -> &SqlState;
+    /// Where fresh credentials come from on every connect, if anywhere (they win over
+    /// `user` and `password`).
+    fn credentials(&self) -> Option<CredentialSource> {
+        None
+    }
+    /// How long credentials work when their source gives no expiry (`None`: until rotated
+    /// out of band, never rebuilt).
+    fn credentials_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 mod defaults {
@@ -200,6 +211,29 @@ macro_rules! sql_provider {
             #[connection(fixed)]
             #[serde(default, with = "duration")]
             pub statement_timeout: Duration,
+            /// A command run (with `sh -c`) on every connect whose trimmed output is the
+            /// password or token, e.g. `"vault read -field=password database/creds/app"`.
+            #[connection(fixed)]
+            #[serde(default)]
+            pub password_command: Option<String>,
+            /// A file re-read on every connect whose trimmed content is the password (a
+            /// Kubernetes-mounted secret).
+            #[connection(fixed)]
+            #[serde(default)]
+            pub password_file: Option<String>,
+            /// An environment variable read on every connect for the password.
+            #[connection(fixed)]
+            #[serde(default)]
+            pub password_env: Option<String>,
+            /// How long fetched credentials work when their source says nothing (default 0:
+            /// no expiry). A connection with expiring credentials is rebuilt ahead of expiry
+            /// (by 10% of the lifetime, at most 1 min) and the old pool drained and closed.
+            #[connection(fixed)]
+            #[serde(default, with = "duration")]
+            pub credentials_lifetime: Duration,
+            /// A credential source given in code ([`with_credentials`](Self::with_credentials)).
+            #[serde(skip)]
+            credentials: Option<CredentialSource>,
             // Runtime state, not settings: `#[serde(skip)]` keeps them out of config and the form.
             #[serde(skip)]
             state: SqlState,
@@ -237,6 +271,37 @@ macro_rules! sql_provider {
             fn state(&self) -> &SqlState {
                 &self.state
             }
+            fn credentials(&self) -> Option<CredentialSource> {
+                if let Some(c) = &self.credentials {
+                    return Some(c.clone());
+                }
+                if let Some(c) = &self.password_command {
+                    return Some(CredentialSource::command(c.clone()));
+                }
+                if let Some(f) = &self.password_file {
+                    return Some(CredentialSource::file(f.clone()));
+                }
+                self.password_env.as_ref().map(|v| CredentialSource::env(v.clone()))
+            }
+            fn credentials_lifetime(&self) -> Option<Duration> {
+                never_if_zero(self.credentials_lifetime)
+            }
+        }
+
+        impl<DB: Backend> $name<DB> {
+            /// Fetches credentials from `source` on every connect, over `user` and `password`
+            /// (and over `password_command`, `password_file`, `password_env`).
+            pub fn with_credentials(mut self, source: impl Into<CredentialSource>) -> Self {
+                self.credentials = Some(source.into());
+                self
+            }
+
+            /// Declares that fetched credentials stop working `lifetime` after the fetch
+            /// (when the source gives no expiry of its own): the connection is rebuilt ahead.
+            pub fn with_credentials_lifetime(mut self, lifetime: Duration) -> Self {
+                self.credentials_lifetime = lifetime;
+                self
+            }
         }
 
         impl<DB: Backend> $name<DB> {
@@ -254,6 +319,11 @@ macro_rules! sql_provider {
                     query_ttl: defaults::query_ttl(),
                     query_cache_entries: defaults::query_cache_entries(),
                     statement_timeout: Duration::ZERO,
+                    password_command: None,
+                    password_file: None,
+                    password_env: None,
+                    credentials_lifetime: Duration::ZERO,
+                    credentials: None,
                     state: SqlState::default(),
                     _db: PhantomData,
                 }
@@ -268,6 +338,8 @@ macro_rules! sql_provider {
                 DB::KIND.hash(h);
                 $( self.$field.hash(h); )*
                 self.pool_settings().hash(h);
+                self.credentials().hash(h);
+                self.credentials_lifetime.hash(h);
             }
         }
 
@@ -279,6 +351,8 @@ macro_rules! sql_provider {
                     .field("user", &SqlProvider::user(self))
                     .field("password", &SqlProvider::password(self).map(|_| "***"))
                     .field("pool", &self.pool_settings())
+                    .field("credentials", &SqlProvider::credentials(self))
+                    .field("credentials_lifetime", &SqlProvider::credentials_lifetime(self))
                     .finish()
             }
         }

@@ -1,0 +1,813 @@
+//! Rotating credentials (issue 13): a client whose credentials expire is rebuilt ahead of the
+//! expiry (replacement first, atomic swap, in-flight users finish on the old one, the old one
+//! closed exactly once after its last user); a failed rebuild keeps the old client and retries;
+//! credential sources are asked on every connect and never printed. Unit-level timing runs on
+//! paused Tokio time; the PostgreSQL soak (enabled by `DATABASE_URL`) runs in real time while
+//! the role's password is rotated every second.
+
+mod sql_support;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use connscope::{Conn, Provider};
+use tokio::time::Instant;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Every log line of this test binary (a global subscriber: the soak runs on many threads).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            // Everything but sqlx's statement log: it quotes the tests' own `ALTER ROLE …
+            // PASSWORD '…'` statements (sent by the tests, not by connscope).
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,sqlx::query=off"))
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
+}
+
+/// A provider whose clients expire `lifetime` after they connect; records every close.
+struct Expiring {
+    lifetime: Duration,
+    connects: Arc<AtomicU64>,
+    fail: AtomicBool,
+    /// How long a connect takes.
+    connect_delay: Mutex<Duration>,
+    closed: Mutex<Vec<u64>>,
+}
+
+struct Client {
+    id: u64,
+    expires: Instant,
+}
+
+impl Expiring {
+    fn new(lifetime: Duration) -> Self {
+        Expiring {
+            lifetime,
+            connects: Arc::default(),
+            fail: AtomicBool::new(false),
+            connect_delay: Mutex::new(Duration::ZERO),
+            closed: Mutex::new(Vec::new()),
+        }
+    }
+    fn closed(&self) -> Vec<u64> {
+        self.closed.lock().unwrap().clone()
+    }
+}
+
+impl Provider for Expiring {
+    type Raw = Client;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<Client, std::io::Error> {
+        let delay = *self.connect_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("token service down"));
+        }
+        let id = self.connects.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Client { id, expires: Instant::now() + self.lifetime })
+    }
+    async fn is_open(&self, _: &Client) -> bool {
+        true
+    }
+    async fn close(&self, raw: &Client) {
+        self.closed.lock().unwrap().push(raw.id);
+    }
+    fn expires_at(&self, raw: &Client) -> Option<Instant> {
+        Some(raw.expires)
+    }
+}
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_is_rebuilt_ahead_of_expiry_and_the_old_one_closed_once_after_its_last_user() {
+    let conn = Conn::new("token", Expiring::new(Duration::from_secs(10)));
+    let held = conn.get().await.unwrap();
+    assert_eq!(held.id, 1);
+
+    tokio::time::sleep(Duration::from_millis(8_900)).await;
+    assert_eq!(conn.counters().rebuilds, 0, "not before expiry minus 10%");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(conn.counters().rebuilds, 1, "rebuilt at 9 s for an expiry at 10 s");
+    assert_eq!(conn.get().await.unwrap().id, 2, "new users get the replacement");
+    assert_eq!(held.id, 1, "an in-flight user keeps the old client");
+    assert!(conn.provider().closed().is_empty(), "never closed under its user");
+
+    drop(held);
+    settle().await;
+    assert_eq!(conn.provider().closed(), vec![1], "closed after its last user let go");
+
+    // The replacement is rebuilt in turn; nobody holds it, so it is closed at once.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    settle().await;
+    assert_eq!(conn.counters().rebuilds, 2);
+    assert_eq!(conn.provider().closed(), vec![1, 2]);
+
+    conn.close().await;
+    assert_eq!(conn.provider().closed(), vec![1, 2, 3], "each client closed exactly once");
+    let c = conn.counters();
+    assert_eq!((c.connects, c.closes, c.rebuild_failures), (3, 3, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_rebuild_keeps_the_old_client_and_retries_with_backoff() {
+    let _ = logs();
+    let conn = Conn::new("token", Expiring::new(Duration::from_secs(10)));
+    assert_eq!(conn.get().await.unwrap().id, 1);
+    conn.provider().fail.store(true, Ordering::SeqCst);
+
+    // Due at 9 s; retries after 250 ms, 500 ms, 1 s, 2 s…
+    tokio::time::sleep(Duration::from_millis(9_100)).await;
+    assert_eq!(conn.counters().rebuild_failures, 1);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(conn.counters().rebuild_failures, 3, "retried at 9.25 s and 9.75 s");
+    assert_eq!(conn.get().await.unwrap().id, 1, "the old client is kept");
+    assert!(conn.provider().closed().is_empty(), "nothing closed under a user");
+
+    conn.provider().fail.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle().await;
+    let c = conn.counters();
+    assert_eq!((c.rebuilds, c.rebuild_failures), (1, 3), "the next retry (10.75 s) rebuilt it");
+    assert_eq!(conn.get().await.unwrap().id, 2);
+    assert_eq!(conn.provider().closed(), vec![1]);
+    assert!(log_text().contains("rebuilding the connection ahead of its credentials' expiry failed"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_during_a_rebuild_closes_both_clients_once() {
+    let conn = Conn::new("token", Expiring::new(Duration::from_secs(10)));
+    assert_eq!(conn.get().await.unwrap().id, 1);
+    *conn.provider().connect_delay.lock().unwrap() = Duration::from_secs(1);
+
+    // The rebuild starts at 9 s and connects until 10 s; the handle is closed at 9.5 s.
+    tokio::time::sleep(Duration::from_millis(9_500)).await;
+    conn.close().await;
+    assert_eq!(conn.provider().closed(), vec![1]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(conn.provider().closed(), vec![1, 2], "the unwanted replacement is closed, once");
+    assert!(!conn.is_connected());
+    assert_eq!(conn.counters().rebuilds, 0);
+
+    // The handle still works: the next use connects.
+    *conn.provider().connect_delay.lock().unwrap() = Duration::ZERO;
+    assert_eq!(conn.get().await.unwrap().id, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_handle_stops_rebuilding() {
+    let provider = Expiring::new(Duration::from_secs(10));
+    let connects = Arc::clone(&provider.connects);
+    let conn = Conn::new("token", provider);
+    conn.get().await.unwrap();
+    drop(conn);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(connects.load(Ordering::SeqCst), 1, "no timer keeps a dropped handle alive or connecting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_users_across_many_swaps_never_fail_and_each_client_closes_once() {
+    let conn = Conn::new("token", Expiring::new(Duration::from_millis(200)));
+    let deadline = std::time::Instant::now() + Duration::from_millis(1_500);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while std::time::Instant::now() < deadline {
+                let client = conn.get().await.expect("never fails");
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                drop(client);
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut uses = 0;
+    for t in tasks {
+        uses += t.await.unwrap();
+    }
+    conn.close().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = conn.counters();
+    let mut closed = conn.provider().closed();
+    closed.sort_unstable();
+    closed.dedup();
+    assert!(c.rebuilds >= 5, "{c:?}");
+    assert_eq!(c.connects, c.rebuilds + 1, "{c:?}");
+    assert_eq!(closed.len() as u64, c.connects, "every client closed: {c:?}");
+    assert_eq!(conn.provider().closed().len() as u64, c.closes, "and each exactly once");
+    eprintln!("{uses} uses across {} rebuilds", c.rebuilds);
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use connscope::sql::{ConnectCause, SqlError, SqliteDb};
+    use connscope::{CredentialSource, CredentialsError, Fetched};
+
+    fn db_file(tag: &str) -> String {
+        let path = std::env::temp_dir().join(format!("{}.db", sql_support::unique(tag)));
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    #[tokio::test]
+    async fn the_source_is_asked_on_every_connect_and_the_pool_swapped_before_expiry() {
+        let fetches = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&fetches);
+        let db = SqliteDb::new(db_file("rotate"))
+            .with_credentials(CredentialSource::from_fn(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move { Ok(Fetched::new(format!("tok-sqlite-{n}"))) }
+            }))
+            .with_credentials_lifetime(Duration::from_millis(300));
+        let conn = Conn::new("rotating", db);
+        let until = std::time::Instant::now() + Duration::from_millis(1_000);
+        while std::time::Instant::now() < until {
+            let row = conn.query("select 1").uncached().fetch_one::<(i64,)>().await.unwrap();
+            assert_eq!(row.0, 1);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let c = conn.counters();
+        assert!(c.rebuilds >= 2, "{c:?}");
+        assert_eq!(fetches.load(Ordering::SeqCst), c.connects, "one fetch per connect: {c:?}");
+        conn.close().await;
+        assert_eq!(conn.counters().closes, conn.counters().connects);
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_is_a_connect_error_that_quotes_no_output() {
+        let db = SqliteDb::new(db_file("failing")).with_credentials(CredentialSource::command(
+            "echo tok-leak-4242; echo tok-leak-4242 >&2; exit 7",
+        ));
+        let debug = format!("{db:?}");
+        assert!(debug.contains("Command(\"echo\""), "{debug}");
+        assert!(!debug.contains("tok-leak"), "{debug}");
+        let conn = Conn::new("failing", db);
+        let err = conn.query("select 1").fetch_one::<(i64,)>().await.unwrap_err();
+        assert_eq!(err.connect_cause(), Some(ConnectCause::Credentials), "{err}");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("`echo`") && !text.contains("tok-leak-4242"), "{text}");
+
+        let closure =
+            SqliteDb::new(db_file("closure")).with_credentials(CredentialSource::from_fn(|| async {
+                Err(CredentialsError::new("the vault agent", "sealed"))
+            }));
+        let err = Conn::new("c", closure).get().await.unwrap_err();
+        assert!(format!("{err:#}").contains("credential source failed"), "{err:#}");
+        let _: Option<SqlError> = None;
+    }
+
+    #[tokio::test]
+    async fn a_configured_command_source_rotates_a_named_connection_of_the_runtime() {
+        let rt = sql_support::runtime(&[
+            ("ledger", "url", db_file("named").into()),
+            ("ledger", "password_command", "printf 'tok-cmd-31\\n'".into()),
+            ("ledger", "credentials_lifetime", "300ms".into()),
+        ]);
+        let conn = rt.connection::<SqliteDb>("ledger").await.unwrap();
+        let until = std::time::Instant::now() + Duration::from_millis(800);
+        while std::time::Instant::now() < until {
+            conn.query("select 1").uncached().fetch_one::<(i64,)>().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let c = conn.counters();
+        assert!(c.rebuilds >= 1 && c.connects == c.rebuilds + 1, "{c:?}");
+        sql_support::shut_down(&rt, 1).await;
+        let c = conn.counters();
+        assert_eq!(
+            c.closes, c.connects,
+            "shutdown closed the current pool, the drained ones were closed once: {c:?}"
+        );
+        assert!(!log_text().contains("tok-cmd-31"));
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_never_rebuilt() {
+        let db = SqliteDb::new("sqlite::memory:").with_credentials_lifetime(Duration::from_millis(100));
+        let conn = Conn::new("memory", db);
+        conn.execute("create table t (x integer)").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        conn.execute("insert into t values (1)").await.unwrap();
+        assert_eq!(conn.counters().rebuilds, 0, "rebuilding would empty it");
+    }
+
+    #[test]
+    fn sources_are_configured_from_the_connection_section_and_never_printed() {
+        let section: toml::Table = toml::from_str(
+            "url = 'sqlite::memory:'\npassword = 'tok-field-77'\npassword_command = 'vault read -field=password x'\n\
+             credentials_lifetime = '14m'",
+        )
+        .unwrap();
+        let db: SqliteDb = section.try_into().unwrap();
+        use connscope::sql::SqlProvider;
+        assert_eq!(db.credentials_lifetime(), Some(Duration::from_secs(14 * 60)));
+        assert_eq!(db.credentials(), Some(CredentialSource::command("vault read -field=password x")));
+        let debug = format!("{db:?}");
+        assert!(!debug.contains("tok-field-77") && !debug.contains("-field=password"), "{debug}");
+        for (key, value, expected) in [
+            ("password_file", "/run/secrets/db", CredentialSource::file("/run/secrets/db")),
+            ("password_env", "DB_TOKEN", CredentialSource::env("DB_TOKEN")),
+        ] {
+            let mut s: toml::Table = toml::from_str("url = 'sqlite::memory:'").unwrap();
+            s.insert(key.into(), value.into());
+            let db: SqliteDb = s.try_into().unwrap();
+            assert_eq!(db.credentials(), Some(expected));
+        }
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn postgres_rotation_needs_the_postgres_feature() {
+    sql_support::loud(
+        "SKIPPED credentials (PostgreSQL): build with `--features postgres` (or --all-features)",
+    );
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use connscope::sql::{ConnectCause, PostgresDb};
+    use connscope::{CredentialSource, Fetched};
+    use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+    /// The role `.ci/run` makes PostgreSQL check the password of.
+    const ROLE: &str = "connscope_rotating";
+
+    async fn exec(admin: &mut PgConnection, sql: String) {
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await.unwrap();
+    }
+
+    fn as_role(url: &str, role: &str, app: &str) -> String {
+        let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        format!(
+            "postgres://{role}@{}:{}/{}?application_name={app}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("postgres")
+        )
+    }
+
+    /// Creates (or resets) `role` with `password`; says whether the server checks it.
+    async fn role_with_password(admin: &mut PgConnection, url: &str, role: &str, password: &str) -> bool {
+        exec(
+            admin,
+            format!(
+                "do $$ begin create role connscope_rotators nologin; \
+                 exception when duplicate_object then null; end $$; \
+                 do $$ begin create role {role} login; exception when duplicate_object then null; end $$; \
+                 grant connscope_rotators to {role}; alter role {role} password '{password}'"
+            ),
+        )
+        .await;
+        let wrong = format!("{}&password=surely-wrong", as_role(url, role, "probe"));
+        let enforced = PgConnection::connect(&wrong).await.is_err();
+        if !enforced {
+            sql_support::loud(&format!(
+                "WARNING credentials: PostgreSQL does not check {role}'s password (pg_hba.conf trusts it): \
+                 the rotation is not enforced; `bash .ci/run` adds the scram-sha-256 line"
+            ));
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true: pg_hba.conf must require a password for {role}");
+            }
+        }
+        enforced
+    }
+
+    #[tokio::test]
+    async fn an_auth_failure_fetches_fresh_credentials_once_before_reporting_auth() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "credentials auth retry") else { return };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let role = "connscope_rot_auth";
+        if !role_with_password(&mut admin, &url, role, "tok-right-5150").await {
+            return;
+        }
+        // First fetch: a stale password; the retry's fetch: the right one.
+        let fetches = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&fetches);
+        let db = PostgresDb::new(as_role(&url, role, "auth_retry")).with_credentials(
+            CredentialSource::from_fn(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move { Ok(Fetched::new(if n == 0 { "tok-stale-5150" } else { "tok-right-5150" })) }
+            }),
+        );
+        let conn = Conn::new("auth_retry", db);
+        let row = conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+        assert_eq!((row.0, fetches.load(Ordering::SeqCst)), (1, 2));
+        conn.close().await;
+
+        // Always wrong: fetched twice, then `Auth`, with no password anywhere.
+        let fetches = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&fetches);
+        let db = PostgresDb::new(as_role(&url, role, "auth_fail")).with_credentials(
+            CredentialSource::from_fn(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Ok(Fetched::new("tok-wrong-6160")) }
+            }),
+        );
+        let conn = Conn::new("auth_fail", db);
+        let err = conn.query("select 1").fetch_one::<(i32,)>().await.unwrap_err();
+        assert_eq!(err.connect_cause(), Some(ConnectCause::Auth), "{err}");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        tracing::error!(error = %err, details = ?err, settings = ?conn.provider(), "connect failed");
+        let text = format!("{err} {err:?} {:?} {}", conn.provider(), log_text());
+        for secret in ["tok-right-5150", "tok-stale-5150", "tok-wrong-6160"] {
+            assert!(!text.contains(secret), "{secret} printed: {text}");
+        }
+        exec(&mut admin, format!("drop role if exists {role}")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn queries_never_fail_while_the_password_rotates_every_second() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "credentials rotation soak") else { return };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let first = sql_support::unique("tok-rot");
+        let enforced = role_with_password(&mut admin, &url, ROLE, &first).await;
+
+        let current = Arc::new(Mutex::new(first.clone()));
+        let source = {
+            let current = Arc::clone(&current);
+            CredentialSource::from_fn(move || {
+                let password = current.lock().unwrap().clone();
+                async move { Ok(Fetched::new(password).expires_in(Duration::from_secs(2))) }
+            })
+        };
+        let app = sql_support::unique("rotation");
+        let mut db = PostgresDb::new(as_role(&url, ROLE, &app)).with_credentials(source);
+        db.max_connections = 8;
+        let passwords = Arc::new(Mutex::new(vec![first]));
+        let rotate = {
+            let (current, passwords, url) = (Arc::clone(&current), Arc::clone(&passwords), url.clone());
+            move || {
+                let (current, passwords, url) = (Arc::clone(&current), Arc::clone(&passwords), url.clone());
+                async move {
+                    let mut admin = PgConnection::connect(&url).await.unwrap();
+                    let next = sql_support::unique("tok-rot");
+                    exec(&mut admin, format!("alter role {ROLE} password '{next}'")).await;
+                    *current.lock().unwrap() = next.clone();
+                    passwords.lock().unwrap().push(next);
+                    let _ = admin.close().await;
+                }
+            }
+        };
+        let query = |conn: Conn<PostgresDb>| async move {
+            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.map(drop).map_err(|e| e.to_string())
+        };
+        let label = format!("PostgreSQL password rotation (password enforced: {enforced})");
+        soak(&label, Conn::new("rotating", db), query, rotate).await;
+        // A server ends a connection shortly after its client closed it.
+        let none_left = sql_support::eventually(Duration::from_secs(5), async || {
+            let left: (i64,) =
+                sqlx::query_as("select count(*) from pg_stat_activity where application_name = $1")
+                    .bind(&app)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            left.0 == 0
+        })
+        .await;
+        assert!(none_left, "no backend left open");
+        no_secret_logged(&passwords.lock().unwrap());
+    }
+
+    /// Vault-like: every rotation creates a new role with its own password; the old role is
+    /// dropped once no backend uses it any more (its pool was drained and closed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn queries_never_fail_while_the_user_name_rotates_too() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "credentials user rotation soak") else {
+            return;
+        };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let new_role = || (sql_support::unique("connscope_rot_v"), sql_support::unique("tok-vault"));
+        let (role, password) = new_role();
+        let enforced = role_with_password(&mut admin, &url, &role, &password).await;
+        let current = Arc::new(Mutex::new((role.clone(), password.clone())));
+        let source = {
+            let current = Arc::clone(&current);
+            CredentialSource::from_fn(move || {
+                let (user, password) = current.lock().unwrap().clone();
+                async move { Ok(Fetched::new(password).with_user(user).expires_in(Duration::from_secs(2))) }
+            })
+        };
+        let app = sql_support::unique("vault");
+        let mut db = PostgresDb::new(as_role(&url, "nobody_in_particular", &app)).with_credentials(source);
+        db.max_connections = 8;
+        let retired = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (dropped, passwords) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(vec![password])));
+        let rotate = {
+            let (current, retired, dropped, passwords, url) = (
+                Arc::clone(&current),
+                Arc::clone(&retired),
+                Arc::clone(&dropped),
+                Arc::clone(&passwords),
+                url.clone(),
+            );
+            move || {
+                let (current, retired, dropped, passwords, url) = (
+                    Arc::clone(&current),
+                    Arc::clone(&retired),
+                    Arc::clone(&dropped),
+                    Arc::clone(&passwords),
+                    url.clone(),
+                );
+                async move {
+                    let mut admin = PgConnection::connect(&url).await.unwrap();
+                    let (role, password) =
+                        (sql_support::unique("connscope_rot_v"), sql_support::unique("tok-vault"));
+                    role_with_password(&mut admin, &url, &role, &password).await;
+                    let old = std::mem::replace(&mut *current.lock().unwrap(), (role, password.clone())).0;
+                    passwords.lock().unwrap().push(password);
+                    retired.lock().unwrap().push(old);
+                    drop_drained(&mut admin, &retired, &dropped).await;
+                    let _ = admin.close().await;
+                }
+            }
+        };
+        let query = |conn: Conn<PostgresDb>| async move {
+            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.map(drop).map_err(|e| e.to_string())
+        };
+        let label =
+            format!("PostgreSQL user and password rotation, Vault-like (password enforced: {enforced})");
+        soak(&label, Conn::new("vault", db), query, rotate).await;
+        drop_drained(&mut admin, &retired, &dropped).await;
+        let (role, _) = current.lock().unwrap().clone();
+        exec(&mut admin, format!("drop role if exists {role}")).await;
+        let dropped = dropped.load(Ordering::SeqCst);
+        sql_support::loud(&format!("Vault-like: {dropped} retired roles dropped after their drain"));
+        assert!(retired.lock().unwrap().is_empty(), "every retired role drained and dropped");
+        no_secret_logged(&passwords.lock().unwrap());
+    }
+
+    /// Drops the retired roles no backend uses any more.
+    async fn drop_drained(admin: &mut PgConnection, retired: &Mutex<Vec<String>>, dropped: &AtomicU64) {
+        let roles = retired.lock().unwrap().clone();
+        for role in roles {
+            let (n,): (i64,) = sqlx::query_as("select count(*) from pg_stat_activity where usename = $1")
+                .bind(&role)
+                .fetch_one(&mut *admin)
+                .await
+                .unwrap();
+            if n == 0 {
+                exec(admin, format!("drop role if exists {role}")).await;
+                retired.lock().unwrap().retain(|r| r != &role);
+                dropped.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+fn no_secret_logged(secrets: &[String]) {
+    let text = log_text();
+    for secret in secrets {
+        assert!(!text.contains(secret.as_str()), "a password was logged");
+    }
+}
+
+/// Runs 8 tasks issuing `query` through `conn` (credentials declared to expire after 2 s) for
+/// `ROTATION_SOAK_SECS` (default 20) seconds while `rotate` runs every second; asserts zero
+/// failed queries and every pool closed exactly once; prints the figures.
+async fn soak<P, Q, QF, R, RF>(label: &str, conn: Conn<P>, query: Q, mut rotate: R)
+where
+    P: Provider,
+    Q: Fn(Conn<P>) -> QF + Clone + Send + 'static,
+    QF: std::future::Future<Output = Result<(), String>> + Send,
+    R: FnMut() -> RF + Send + 'static,
+    RF: std::future::Future<Output = ()> + Send,
+{
+    let secs = std::env::var("ROTATION_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20u64);
+    // Connected before the clock starts: the figures are about swaps, not the first connect.
+    query(conn.clone()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let rotator = tokio::spawn(async move {
+        let mut rotations = 0u64;
+        while std::time::Instant::now() + Duration::from_secs(1) < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rotate().await;
+            rotations += 1;
+        }
+        rotations
+    });
+    // When each swap was seen.
+    let swaps = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+    let watcher = {
+        let (conn, swaps) = (conn.clone(), Arc::clone(&swaps));
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while std::time::Instant::now() < deadline {
+                let n = conn.counters().rebuilds;
+                if n != seen {
+                    seen = n;
+                    swaps.lock().unwrap().push(std::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (conn, query) = (conn.clone(), query.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut samples) = (0u64, Vec::new(), Vec::new());
+            while std::time::Instant::now() < deadline {
+                let t0 = std::time::Instant::now();
+                match query(conn.clone()).await {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+                samples.push((t0, t0.elapsed()));
+                // Busy, not saturated: a 2-core CI machine must still run the rebuild.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (ok, failed, samples)
+        }));
+    }
+    let (mut ok, mut failed, mut samples) = (0, Vec::new(), Vec::new());
+    for w in workers {
+        let (o, f, s) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+        samples.extend(s);
+    }
+    let rotations = rotator.await.unwrap();
+    watcher.await.unwrap();
+    conn.close().await;
+    // The last old pool finishes closing in its own task.
+    let all_closed = sql_support::eventually(Duration::from_secs(10), async || {
+        let c = conn.counters();
+        c.closes == c.connects
+    })
+    .await;
+    let c = conn.counters();
+
+    // A query is "during a swap" when it ran within 150 ms before (the replacement connecting)
+    // or 50 ms after a swap was seen.
+    let swaps = swaps.lock().unwrap().clone();
+    let during = |t0: std::time::Instant, d: Duration| {
+        swaps.iter().any(|&s| t0 < s + Duration::from_millis(50) && t0 + d + Duration::from_millis(150) > s)
+    };
+    let (mut in_swap, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for &(t0, d) in &samples {
+        if during(t0, d) { in_swap.push(d) } else { outside.push(d) }
+    }
+    in_swap.sort_unstable();
+    outside.sort_unstable();
+    let p99 = |v: &[Duration]| {
+        v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
+    let max = |v: &[Duration]| v.last().copied().unwrap_or_default();
+    let note = format!(
+        "{label}, {secs} s: {ok} queries ok, {} failed; {rotations} rotations; {} rebuilds, {} rebuild \
+         failures; connects {}, closes {} (old pools drained and closed: {}); longest query during a \
+         swap {:?} (p99 {:?}, {} queries), outside {:?} (p99 {:?}, {} queries); {c:?}",
+        failed.len(),
+        c.rebuilds,
+        c.rebuild_failures,
+        c.connects,
+        c.closes,
+        c.closes.saturating_sub(1),
+        max(&in_swap),
+        p99(&in_swap),
+        in_swap.len(),
+        max(&outside),
+        p99(&outside),
+        outside.len(),
+    );
+    sql_support::loud(&note);
+    assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
+    assert!(c.rebuilds >= secs * 4 / 10, "a rebuild about every 1.8 s: {note}");
+    // The first connect and one per rebuild; plus, at most, one replacement that was still
+    // connecting when the handle was closed at the end (it is closed at once, unused).
+    assert!((1..=2).contains(&(c.connects - c.rebuilds)), "{note}");
+    assert!(all_closed, "every pool closed: {note}");
+    assert_eq!(c.closes, c.connects, "each exactly once: {note}");
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use connscope::sql::MySqlDb;
+    use connscope::{CredentialSource, Fetched};
+    use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
+
+    const USER: &str = "connscope_rotating";
+
+    async fn exec(admin: &mut MySqlConnection, sql: String) {
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mariadb_queries_never_fail_while_the_password_rotates_every_second() {
+        let Some(url) = sql_support::server_url("MYSQL_URL", "credentials MariaDB rotation soak") else {
+            return;
+        };
+        let _ = logs();
+        let mut admin = MySqlConnection::connect(&url).await.unwrap();
+        let first = sql_support::unique("tok-my");
+        exec(&mut admin, format!("create or replace user '{USER}'@'%' identified by '{first}'")).await;
+        let database = url
+            .parse::<sqlx::mysql::MySqlConnectOptions>()
+            .unwrap()
+            .get_database()
+            .unwrap_or("test")
+            .to_owned();
+        exec(&mut admin, format!("grant select on `{database}`.* to '{USER}'@'%'")).await;
+        let opts: sqlx::mysql::MySqlConnectOptions = url.parse().unwrap();
+        let db_url = format!(
+            "mysql://{USER}@{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("test")
+        );
+        let wrong = format!("mysql://{USER}:surely-wrong@{}:{}/", opts.get_host(), opts.get_port());
+        assert!(MySqlConnection::connect(&wrong).await.is_err(), "MariaDB checks the password");
+
+        let current = Arc::new(Mutex::new(first.clone()));
+        let source = {
+            let current = Arc::clone(&current);
+            CredentialSource::from_fn(move || {
+                let password = current.lock().unwrap().clone();
+                async move { Ok(Fetched::new(password).expires_in(Duration::from_secs(2))) }
+            })
+        };
+        let mut db = MySqlDb::new(db_url).with_credentials(source);
+        db.max_connections = 8;
+        let passwords = Arc::new(Mutex::new(vec![first]));
+        let rotate = {
+            let (current, passwords, url) = (Arc::clone(&current), Arc::clone(&passwords), url.clone());
+            move || {
+                let (current, passwords, url) = (Arc::clone(&current), Arc::clone(&passwords), url.clone());
+                async move {
+                    let mut admin = MySqlConnection::connect(&url).await.unwrap();
+                    let next = sql_support::unique("tok-my");
+                    exec(&mut admin, format!("alter user '{USER}'@'%' identified by '{next}'")).await;
+                    *current.lock().unwrap() = next.clone();
+                    passwords.lock().unwrap().push(next);
+                    let _ = admin.close().await;
+                }
+            }
+        };
+        let query = |conn: Conn<MySqlDb>| async move {
+            conn.query("select 1").uncached().fetch_one::<(i64,)>().await.map(drop).map_err(|e| e.to_string())
+        };
+        soak("MariaDB password rotation", Conn::new("rotating", db), query, rotate).await;
+        // A server ends a connection shortly after its client closed it.
+        let none_left = sql_support::eventually(Duration::from_secs(5), async || {
+            let left: (i64,) =
+                sqlx::query_as("select count(*) from information_schema.processlist where user = ?")
+                    .bind(USER)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            left.0 == 0
+        })
+        .await;
+        assert!(none_left, "no connection left open");
+        exec(&mut admin, format!("drop user if exists '{USER}'@'%'")).await;
+        no_secret_logged(&passwords.lock().unwrap());
+    }
+}
