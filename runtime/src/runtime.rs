@@ -310,23 +310,28 @@ impl Runtime {
     async fn shut_down_now(&self) -> ReleaseReport {
         let shared = &*self.shared;
         let mut report = ReleaseReport::default();
-        // End every session: right here when its end finishes at once (no hook waits: the common
-        // case, which then costs no task and no memory held), else in a task of its own, so a
-        // session waiting for its connections' users never holds up the others.
-        let mut slow = Vec::new();
-        for (i, s) in self.sessions().into_iter().enumerate() {
-            let mut end =
-                Box::pin(async move { s.end_here(Error::RuntimeShutDown, "runtime shutdown").await });
-            match std::future::poll_fn(|cx| std::task::Poll::Ready(end.as_mut().poll(cx))).await {
-                std::task::Poll::Ready(r) => report.merge(r),
-                std::task::Poll::Pending => slow.push(spawn_background(end)),
+        // End every session, in one share per worker thread of the Tokio runtime (the hooks of
+        // a shutdown then run on every worker, not one after another on this one): each share
+        // ends its sessions right where it runs when an end finishes at once (no hook waits:
+        // the common case, which costs no task and no memory held), else in a task of its own,
+        // so a session waiting for its connections' users never holds up the others.
+        let sessions = self.sessions();
+        let workers = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers()).max(1);
+        let share = sessions.len().div_ceil(workers).max(1);
+        let mut shares: Vec<Vec<Session>> = Vec::with_capacity(workers);
+        let mut rest = sessions.into_iter();
+        loop {
+            let part: Vec<Session> = rest.by_ref().take(share).collect();
+            if part.is_empty() {
+                break;
             }
-            if i % 256 == 255 {
-                tokio::task::yield_now().await;
-            }
+            shares.push(part);
         }
-        for end in slow {
-            report.merge(end.await.unwrap_or_default());
+        let here = shares.pop().unwrap_or_default();
+        let others: Vec<_> = shares.into_iter().map(|part| spawn_background(end_sessions(part))).collect();
+        report.merge(end_sessions(here).await);
+        for share in others {
+            report.merge(share.await.unwrap_or_default());
         }
         report.merge(shared.global.close(RemovalCause::Shutdown, Error::RuntimeShutDown).await);
         if !shared.tracker.wait_idle(shared.settings.grace_period).await {
@@ -456,6 +461,27 @@ async fn maintenance_loop(weak: Weak<Shared>, interval: Duration) {
 /// sessions that may be idle or too old), in batches, yielding between them. Its cost follows
 /// what is due, not how many sessions or caches are alive; ending a session and running release
 /// hooks happen in the background.
+/// Ends `sessions` for a shutdown: each right here when its end finishes at once, else in a
+/// task of its own; returns their reports merged.
+async fn end_sessions(sessions: Vec<Session>) -> ReleaseReport {
+    let mut report = ReleaseReport::default();
+    let mut slow = Vec::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let mut end = Box::pin(async move { s.end_here(Error::RuntimeShutDown, "runtime shutdown").await });
+        match std::future::poll_fn(|cx| std::task::Poll::Ready(end.as_mut().poll(cx))).await {
+            std::task::Poll::Ready(r) => report.merge(r),
+            std::task::Poll::Pending => slow.push(spawn_background(end)),
+        }
+        if i % 256 == 255 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for end in slow {
+        report.merge(end.await.unwrap_or_default());
+    }
+    report
+}
+
 async fn maintain(rt: &Runtime) {
     const BATCH: usize = 1024;
     let now = Instant::now();
