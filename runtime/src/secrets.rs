@@ -40,6 +40,9 @@ pub(crate) struct Config {
     connections: Result<Option<Table>, String>,
     env: HashMap<String, Vec<(String, String, String)>>,
     code: HashMap<String, Table>,
+    /// The `[redis]` table and `REDIS_URL`.
+    #[cfg(feature = "redis")]
+    redis: (Result<Option<Table>, String>, Option<String>),
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -54,6 +57,8 @@ impl ConfigBuilder {
             .file
             .or_else(|| std::env::var_os(SECRETS_FILE_VAR).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("secrets.toml"));
+        #[cfg(feature = "redis")]
+        let mut redis_table: Result<Option<Table>, String> = Ok(None);
         let connections = match std::fs::read_to_string(&file) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read the file: {e}")),
@@ -62,13 +67,24 @@ impl ConfigBuilder {
                     // Line, column and the parser's message: never toml's `Display`, which
                     // quotes the broken line (and that line may hold a password).
                     Err(e) => Err(quiet::syntax_error(&text, &e)),
-                    Ok(mut doc) => match doc.remove("connections") {
-                        None => Ok(Some(Table::new())),
-                        Some(Value::Table(t)) => Ok(Some(t)),
-                        Some(_) => {
-                            Err("`connections` must be a table of `[connections.<name>]` tables".to_owned())
+                    Ok(mut doc) => {
+                        #[cfg(feature = "redis")]
+                        {
+                            redis_table = match doc.remove("redis") {
+                                None => Ok(None),
+                                Some(Value::Table(t)) => Ok(Some(t)),
+                                Some(_) => Err("`redis` must be a table: write `[redis]`".to_owned()),
+                            };
                         }
-                    },
+                        match doc.remove("connections") {
+                            None => Ok(Some(Table::new())),
+                            Some(Value::Table(t)) => Ok(Some(t)),
+                            Some(_) => {
+                                Err("`connections` must be a table of `[connections.<name>]` tables"
+                                    .to_owned())
+                            }
+                        }
+                    }
                 };
                 // The file's text holds every secret in it: wipe it once parsed.
                 text.zeroize();
@@ -79,17 +95,35 @@ impl ConfigBuilder {
             Some(vars) => vars,
             None => std::env::vars().collect(),
         };
+        #[cfg(feature = "redis")]
+        let redis_url = vars.iter().find(|(k, _)| k == crate::redis::REDIS_URL_VAR).map(|(_, v)| v.clone());
         let mut env: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
         for (key, value) in vars {
             let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
             let Some((name, field)) = rest.split_once("__") else { continue };
             env.entry(name.to_lowercase()).or_default().push((field.to_lowercase(), value, key.clone()));
         }
-        Config { file, connections, env, code: self.code }
+        Config {
+            file,
+            connections,
+            env,
+            code: self.code,
+            #[cfg(feature = "redis")]
+            redis: (redis_table, redis_url),
+        }
     }
 }
 
 impl Config {
+    /// The shared tier's settings: `[redis]`, else `REDIS_URL`; `Ok(None)`: not configured.
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis(&self) -> Result<Option<crate::redis::RedisSettings>, String> {
+        let (table, url) = &self.redis;
+        let table = table.as_ref().map_err(|e| format!("{}: [redis]: {e}", self.file.display()))?;
+        crate::redis::RedisSettings::resolve(table.as_ref(), url.as_deref())
+            .map_err(|e| format!("{}: [redis]: {e}", self.file.display()))
+    }
+
     /// The merged settings of connection `name`: file, then environment, then code.
     #[cfg(feature = "axum")]
     pub(crate) fn section(&self, name: &str) -> Result<Table, Error> {
