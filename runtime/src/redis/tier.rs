@@ -139,6 +139,8 @@ pub(crate) struct Tier {
     /// This instance, on the bus (random): its own messages are not applied twice.
     pub(crate) instance: u64,
     state: AtomicU8,
+    /// The state again, for callers waiting for the first confirmation.
+    state_changes: tokio::sync::watch::Sender<u8>,
     /// Set once the first warning of an outage was logged; cleared when Redis is back.
     pub(crate) warned: AtomicBool,
     locals: Mutex<HashMap<String, Arc<dyn Local>>>,
@@ -173,6 +175,7 @@ impl Tier {
             conn,
             instance: u64::from_le_bytes(instance),
             state: AtomicU8::new(CONNECTING),
+            state_changes: tokio::sync::watch::Sender::new(CONNECTING),
             warned: AtomicBool::new(false),
             locals: Mutex::default(),
             waiters: Mutex::default(),
@@ -197,6 +200,17 @@ impl Tier {
         self.state.load(Ordering::Acquire) == DOWN
     }
 
+    /// Waits (at most one command timeout) for the bus's first confirmation, so that nothing
+    /// cached here predates this instance's subscription to invalidations.
+    pub(crate) async fn connected(&self) {
+        if self.state.load(Ordering::Acquire) != CONNECTING {
+            return;
+        }
+        let mut changes = self.state_changes.subscribe();
+        let _ =
+            tokio::time::timeout(self.settings.command_timeout, changes.wait_for(|s| *s != CONNECTING)).await;
+    }
+
     pub(crate) fn state(&self) -> RedisState {
         match self.state.load(Ordering::Acquire) {
             CONNECTING => RedisState::Connecting,
@@ -212,6 +226,7 @@ impl Tier {
             RedisState::Up => UP,
             RedisState::Down => DOWN,
         };
+        self.state_changes.send_replace(v);
         match self.state.swap(v, Ordering::AcqRel) {
             CONNECTING => RedisState::Connecting,
             UP => RedisState::Up,
