@@ -130,6 +130,9 @@ struct Pending {
     overflow: bool,
 }
 
+/// What a session end broadcast by another instance does here.
+pub(crate) type SessionEndHook = Arc<dyn Fn(String) + Send + Sync>;
+
 pub(crate) struct Tier {
     pub(crate) settings: RedisSettings,
     pub(crate) client: redis::Client,
@@ -147,7 +150,7 @@ pub(crate) struct Tier {
     waiters: Mutex<HashMap<Vec<u8>, Weak<Notify>>>,
     pending: Mutex<Pending>,
     pub(crate) counters: Counters,
-    session_end: Mutex<Option<Arc<dyn Fn(String) + Send + Sync>>>,
+    session_end: Mutex<Option<SessionEndHook>>,
     task: Mutex<Option<AbortHandle>>,
 }
 
@@ -354,7 +357,7 @@ impl Tier {
 
     /// Sets what a session end broadcast by another instance does here.
     #[allow(dead_code)] // used by the web layer's shared sessions
-    pub(crate) fn on_session_end(&self, hook: Arc<dyn Fn(String) + Send + Sync>) {
+    pub(crate) fn on_session_end(&self, hook: SessionEndHook) {
         *lock(&self.session_end) = Some(hook);
     }
 
