@@ -5,6 +5,8 @@
 mod bus;
 mod codec;
 mod flight;
+#[cfg(feature = "axum")]
+mod sessions;
 mod settings;
 mod tier;
 
@@ -17,3 +19,5 @@ pub use tier::{RedisState, RedisStats};
 pub(crate) use codec::{Keys, resource_id};
 pub(crate) use flight::{Codec, load};
 pub(crate) use tier::Tier;
+#[cfg(feature = "axum")]
+pub(crate) use sessions::{Fetched, Record, SharedSessions, digest, unix_ms};

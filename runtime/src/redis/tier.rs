@@ -128,6 +128,8 @@ struct Pending {
     clears: Vec<String>,
     /// Too many to keep: clear every shared resource everywhere.
     overflow: bool,
+    /// Session ends (digests of cookie ids) whose record deletion or broadcast failed.
+    session_ends: Vec<String>,
 }
 
 pub(crate) struct Tier {
@@ -145,7 +147,9 @@ pub(crate) struct Tier {
     waiters: Mutex<HashMap<Vec<u8>, Weak<Notify>>>,
     pending: Mutex<Pending>,
     pub(crate) counters: Counters,
-    session_end: Mutex<Option<Arc<dyn Fn(String) + Send + Sync>>>,
+    /// What a session end broadcast by another instance does here: one hook per live
+    /// `WebSessions` (dropped ones are pruned).
+    session_end: Mutex<Vec<Weak<dyn Fn(String) + Send + Sync>>>,
     task: Mutex<Option<AbortHandle>>,
 }
 
@@ -328,27 +332,56 @@ impl Tier {
                 }
             }
             Message::SessionEnd { origin, id } if origin != self.instance => {
-                let hook = lock(&self.session_end).clone();
-                if let Some(hook) = hook {
-                    hook(id);
+                let hooks: Vec<_> = lock(&self.session_end).iter().filter_map(Weak::upgrade).collect();
+                for hook in hooks {
+                    hook(id.clone());
                 }
             }
             _ => {}
         }
     }
 
-    /// Sets what a session end broadcast by another instance does here.
-    #[allow(dead_code)] // used by the web layer's shared sessions
-    pub(crate) fn on_session_end(&self, hook: Arc<dyn Fn(String) + Send + Sync>) {
-        *lock(&self.session_end) = Some(hook);
+    // ---- Session ends across instances (the web layer's shared sessions) ----
+
+    /// Adds what a session end broadcast by another instance does here (the hook gets the
+    /// digest of the cookie id). Kept while the caller holds the `Arc`.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn on_session_end(&self, hook: &Arc<dyn Fn(String) + Send + Sync>) {
+        let mut hooks = lock(&self.session_end);
+        hooks.retain(|h| h.strong_count() > 0);
+        hooks.push(Arc::downgrade(hook));
     }
 
-    /// Tells every other instance that session `id` ended.
-    #[allow(dead_code)] // used by the web layer's shared sessions
-    pub(crate) async fn end_session_everywhere(&self, id: &str) {
-        let message = Message::SessionEnd { origin: self.instance, id: id.to_owned() };
-        self.publish(message).await;
+    /// Ends session `id` (the digest of its cookie id) on every instance: deletes its record
+    /// (`{prefix}:session:{id}`) and tells the other instances. Kept for later when Redis is
+    /// away (published when it is back). True if it was done now.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) async fn end_session_everywhere(&self, id: &str) -> bool {
+        if !self.is_down() && self.end_session_now(id).await {
+            return true;
+        }
+        let mut pending = lock(&self.pending);
+        if pending.session_ends.len() < MAX_PENDING {
+            pending.session_ends.push(id.to_owned());
+        } else {
+            tracing::warn!(
+                prefix = %self.settings.prefix,
+                "connscope: too many session ends kept while Redis is away; this one reaches other instances only through its record's expiry"
+            );
+        }
+        false
     }
+
+    async fn end_session_now(&self, id: &str) -> bool {
+        let key = format!("{}:session:{id}", self.settings.prefix);
+        let deleted = self
+            .command(move |mut conn| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut conn).await })
+            .await
+            .is_some();
+        deleted && self.publish(Message::SessionEnd { origin: self.instance, id: id.to_owned() }).await
+    }
+
+    // ---- end of session ends ----
 
     pub(crate) async fn publish(&self, message: Message) -> bool {
         let channel = self.channel.clone();
@@ -438,6 +471,12 @@ impl Tier {
     /// Redis is back: publish what was kept. Returns false if it failed (kept for next time).
     pub(crate) async fn flush_pending(&self) -> bool {
         let pending = std::mem::take(&mut *lock(&self.pending));
+        // Logouts first: they revoke access.
+        for id in &pending.session_ends {
+            if !self.end_session_now(id).await {
+                return self.keep(pending);
+            }
+        }
         if pending.overflow {
             return self.clear_now(None, None).await || self.keep(pending);
         }
@@ -460,6 +499,7 @@ impl Tier {
         now.overflow |= pending.overflow;
         now.clears.extend(pending.clears);
         now.invalidations.extend(pending.invalidations);
+        now.session_ends.extend(pending.session_ends);
         false
     }
 }

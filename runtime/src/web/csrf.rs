@@ -2,7 +2,9 @@
 //! with a random key per [`WebSessions`](super::WebSessions). A token is bound to what the
 //! browser holds: before login, a random pre-session cookie (a signed double-submit cookie);
 //! after login, a secret of the session, replaced on every login. It expires after the token
-//! lifetime (one hour by default), measured on Tokio's clock.
+//! lifetime (one hour by default), measured on Tokio's clock from the wall-clock time the signer
+//! was made. A session's tokens are keyed by
+//! its secret, so that they check on every instance sharing the session.
 
 use std::fmt;
 use std::time::Duration;
@@ -24,6 +26,9 @@ pub(crate) enum Binding<'a> {
 pub(crate) struct Signer {
     key: [u8; 32],
     epoch: Instant,
+    /// Unix ms at `epoch`: expiries are wall-clock times (comparable across instances), that
+    /// advance with Tokio's clock (paused in tests).
+    epoch_unix_ms: u64,
     lifetime: Duration,
 }
 
@@ -38,7 +43,10 @@ impl Signer {
     pub(crate) fn new(lifetime: Duration) -> Signer {
         let mut key = [0u8; 32];
         super::sessions::fill_random(&mut key);
-        Signer { key, epoch: Instant::now(), lifetime }
+        let epoch_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64);
+        Signer { key, epoch: Instant::now(), epoch_unix_ms, lifetime }
     }
 
     /// A token for `binding`, valid for the token lifetime from now.
@@ -60,7 +68,14 @@ impl Signer {
     }
 
     fn mac(&self, binding: Binding<'_>, expiry: u64) -> Option<Hmac<Sha256>> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).ok()?;
+        // A session's tokens are keyed by its secret alone (256 random bits, server-side): they
+        // check on every instance that shares the session (sessions across instances), and
+        // nowhere else.
+        let key = match binding {
+            Binding::Browser(_) => &self.key[..],
+            Binding::Session(secret) => secret.as_bytes(),
+        };
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?;
         let (kind, value) = match binding {
             Binding::Browser(v) => (b"browser\0", v),
             Binding::Session(v) => (b"session\0", v),
@@ -73,7 +88,8 @@ impl Signer {
     }
 
     fn now_ms(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.epoch).as_millis().min(u64::MAX as u128) as u64
+        let elapsed = Instant::now().saturating_duration_since(self.epoch).as_millis().min(u64::MAX as u128) as u64;
+        self.epoch_unix_ms.saturating_add(elapsed)
     }
 }
 
