@@ -50,6 +50,7 @@ mod sessions;
 mod shared;
 mod throttle;
 
+#[cfg(feature = "redis")]
 pub(crate) use csrf::hex;
 
 pub use form::{

@@ -71,10 +71,6 @@ impl Registry {
     }
 
     pub(crate) fn insert(&mut self, id: String, entry: Entry) {
-        #[cfg(feature = "redis")]
-        if let Some(shared) = &entry.shared {
-            self.shared.by_digest.insert(shared.digest.to_string(), id.clone());
-        }
         // Sessions the runtime ended (idle, lifetime) leave their ids: sweep them out whenever
         // the map has doubled since the last sweep.
         if self.ids.len() >= self.sweep_at {
@@ -85,6 +81,10 @@ impl Registry {
                 self.shared.by_digest.retain(|_, id| ids.contains_key(id));
             }
             self.sweep_at = (self.ids.len() * 2).max(64);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &entry.shared {
+            self.shared.by_digest.insert(shared.digest.to_string(), id.clone());
         }
         self.ids.insert(id, entry);
     }
@@ -344,6 +344,8 @@ impl WebSessions {
         };
         registry.insert(id.clone(), entry.clone());
         drop(registry);
+        #[cfg(not(feature = "redis"))]
+        drop(previous);
         #[cfg(feature = "redis")]
         if let (Some(shared), Some(old)) = (self.shared(), previous.and_then(|p| p.shared)) {
             // The old id is worthless now: the other instances end their copies of it.

@@ -1,0 +1,207 @@
+//! Sessions across instances, against a real Redis (`REDIS_URL`): three app instances as
+//! separate processes (`session-instance`) on loopback, sharing one `[redis]` prefix. A login on
+//! one resolves on the others, a login connection does not cross (the login page asks for it
+//! again, with a notice), and a logout on one closes that session's connection on every other
+//! instance exactly once, after which the cookie resolves nowhere.
+#![cfg(all(feature = "redis", feature = "axum"))]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+
+struct Instance {
+    child: Child,
+    base: String,
+}
+
+impl Instance {
+    fn start(secrets: &std::path::Path, redis_url: &str) -> Instance {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_session-instance"))
+            .arg(secrets)
+            .env("REDIS_URL", redis_url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start session-instance");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its port");
+        let port: u16 = line.trim().strip_prefix("port=").and_then(|p| p.parse().ok()).expect("port=N");
+        Instance { child, base: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `(connects, closes)` of its session-scoped `counted` connection.
+    async fn counts(&self, client: &reqwest::Client) -> (u64, u64) {
+        let text = client.get(self.url("/counts")).send().await.unwrap().text().await.unwrap();
+        let field = |name: &str| -> u64 {
+            text.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {text:?}"))
+        };
+        (field("connects"), field("closes"))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn csrf(html: &str) -> String {
+    let at = html.find(r#"name="_csrf" value=""#).unwrap_or_else(|| panic!("a CSRF field in {html}"));
+    let rest = &html[at + r#"name="_csrf" value=""#.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Logs in on `at` through the form; returns the session cookie's value.
+async fn log_in(b: &reqwest::Client, at: &Instance, user: &str) -> String {
+    let form = b.get(at.url("/login")).send().await.unwrap().text().await.unwrap();
+    let password = format!("{user}-pw");
+    let response = b
+        .post(at.url("/login"))
+        .form(&[("_csrf", csrf(&form).as_str()), ("user", user), ("password", password.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "logged in");
+    let cookie = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("connscope_session=")?.split(';').next().map(str::to_owned))
+        .expect("a session cookie");
+    assert_eq!(cookie.len(), 64);
+    cookie
+}
+
+/// Polls `f` until it holds, failing at the deadline.
+async fn until<F, Fut>(what: &str, deadline: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    while !f().await {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
+    let Ok(redis_url) = std::env::var("REDIS_URL") else {
+        eprintln!("\n\n*** SKIPPED: set REDIS_URL=redis://127.0.0.1:6379 to run redis_sessions ***\n");
+        println!("SKIPPED: set REDIS_URL=redis://127.0.0.1:6379 to run");
+        return;
+    };
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    );
+    let dir = std::env::temp_dir().join(format!("connscope-redis-sessions-{unique}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secrets = dir.join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("[redis]\nprefix = \"connscope-test-sessions-{unique}\"\n\n[connections.counted]\nlabel = \"counted\"\n"),
+    )
+    .unwrap();
+    let (a, b, c) = (
+        Instance::start(&secrets, &redis_url),
+        Instance::start(&secrets, &redis_url),
+        Instance::start(&secrets, &redis_url),
+    );
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let with_cookie = |at: &Instance, path: &str, cookie: &str| {
+        plain.get(at.url(path)).header(COOKIE, format!("connscope_session={cookie}"))
+    };
+
+    let mut worst = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    const TRIES: u64 = 20;
+    for round in 0..TRIES {
+        let user = format!("ada{round}");
+        let browser = browser();
+        let cookie = log_in(&browser, &a, &user).await;
+        for at in [&a, &b, &c] {
+            let page = browser.get(at.url("/")).send().await.unwrap();
+            assert_eq!(page.status(), StatusCode::OK, "the session resolves on {}", at.base);
+            assert!(page.text().await.unwrap().contains("session ok"));
+        }
+        for at in [&b, &c] {
+            assert_eq!(at.counts(&plain).await, (round + 1, round), "one connection per session on {}", at.base);
+        }
+
+        if round == 0 {
+            // The login connection was made on A: there it is, elsewhere the login page asks for it.
+            let here = browser.get(a.url("/warehouse")).send().await.unwrap();
+            assert_eq!(here.status(), StatusCode::OK);
+            assert_eq!(here.text().await.unwrap(), "warehouse of ada0");
+            let there = browser.get(b.url("/warehouse")).send().await.unwrap();
+            assert_eq!(there.status(), StatusCode::SEE_OTHER);
+            assert_eq!(there.headers()[LOCATION], "/login?login_here");
+            let page = browser.get(b.url("/login?login_here")).send().await.unwrap().text().await.unwrap();
+            assert!(
+                page.contains(&format!("<p class=\"notice\" role=\"status\">{}</p>", connscope::web::LOG_IN_HERE)),
+                "{page}"
+            );
+            // The session is still the same one on B (it was not ended by the refusal).
+            assert_eq!(browser.get(b.url("/")).send().await.unwrap().status(), StatusCode::OK);
+        }
+
+        // Log out on A (the logout form of a page of A).
+        let home = browser.get(a.url("/")).send().await.unwrap().text().await.unwrap();
+        let token = csrf(&home);
+        let started = Instant::now();
+        let out = browser.post(a.url("/logout")).form(&[("_csrf", token.as_str())]).send().await.unwrap();
+        assert_eq!(out.status(), StatusCode::SEE_OTHER);
+        assert_eq!(out.headers()[LOCATION], "/login?logged_out");
+        let mut closed_at = [Duration::ZERO; 2];
+        for (i, at) in [&b, &c].into_iter().enumerate() {
+            until("the other instance closed the session's connection", Duration::from_secs(10), || async {
+                at.counts(&plain).await.1 == round + 1
+            })
+            .await;
+            closed_at[i] = started.elapsed();
+        }
+        let took = closed_at[0].max(closed_at[1]);
+        worst = worst.max(took);
+        total += took;
+
+        // The cookie resolves nowhere now, and nothing was made or closed twice.
+        for at in [&a, &b, &c] {
+            let page = with_cookie(at, "/", &cookie).send().await.unwrap();
+            assert_eq!(page.status(), StatusCode::UNAUTHORIZED, "the old cookie is no session on {}", at.base);
+            let cleared = page.headers().get_all(SET_COOKIE).iter().any(|v| {
+                v.to_str().is_ok_and(|v| v.starts_with("connscope_session=;") && v.contains("Max-Age=0"))
+            });
+            assert!(cleared, "and it is deleted on {}", at.base);
+        }
+        for at in [&a, &b, &c] {
+            assert_eq!(at.counts(&plain).await, (round + 1, round + 1), "closed exactly once on {}", at.base);
+        }
+    }
+    println!(
+        "logout on A until B and C closed the session's connection: worst {worst:?}, mean {:?} over {TRIES} tries",
+        total / TRIES as u32
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
