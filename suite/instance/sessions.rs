@@ -3,7 +3,7 @@
 //! from the secrets file given as the first argument (`[redis] prefix`, the URL from
 //! `REDIS_URL`). It has a login form (provider `Login`, password `<user>-pw`) and a
 //! session-scoped connection `counted` whose connects and closes it counts and shows at
-//! `/counts`.
+//! `/counts`, and the state of its Redis tier at `/redis`.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -83,6 +83,11 @@ async fn warehouse(LoggedIn(conn): LoggedIn<Login>) -> String {
     format!("warehouse of {user}")
 }
 
+/// The state of this instance's Redis tier: `Some(Up)`, `Some(Down)`…
+async fn redis_state(web: WebSession) -> String {
+    format!("{:?}", web.runtime().redis_stats().and_then(|s| s.state))
+}
+
 async fn counts() -> String {
     format!("connects={} closes={}", CONNECTS.load(SeqCst), CLOSES.load(SeqCst))
 }
@@ -101,6 +106,7 @@ async fn main() {
         .route("/", get(home))
         .route("/warehouse", get(warehouse))
         .route("/counts", get(counts))
+        .route("/redis", get(redis_state))
         .merge(web.login_routes::<Login>())
         .layer(web.layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");

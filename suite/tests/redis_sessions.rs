@@ -7,6 +7,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -104,26 +106,52 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
-    let Ok(redis_url) = std::env::var("REDIS_URL") else {
+/// `REDIS_URL`, or `None` after saying loudly that the test is skipped.
+fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty());
+    if url.is_none() {
         eprintln!("\n\n*** SKIPPED: set REDIS_URL=redis://127.0.0.1:6379 to run redis_sessions ***\n");
         println!("SKIPPED: set REDIS_URL=redis://127.0.0.1:6379 to run");
-        return;
-    };
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    );
-    let dir = std::env::temp_dir().join(format!("connscope-redis-sessions-{unique}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let secrets = dir.join("secrets.toml");
-    std::fs::write(
-        &secrets,
-        format!("[redis]\nprefix = \"connscope-test-sessions-{unique}\"\n\n[connections.counted]\nlabel = \"counted\"\n"),
-    )
-    .unwrap();
+    }
+    url
+}
+
+/// A secrets file with a `[redis]` prefix unique to this run (in a directory removed on drop).
+struct Secrets(std::path::PathBuf);
+
+impl Secrets {
+    fn new(test: &str) -> Secrets {
+        let unique = format!(
+            "{test}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        );
+        let dir = std::env::temp_dir().join(format!("connscope-redis-sessions-{unique}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("secrets.toml"),
+            format!("[redis]\nprefix = \"connscope-test-sessions-{unique}\"\n\n[connections.counted]\nlabel = \"counted\"\n"),
+        )
+        .unwrap();
+        Secrets(dir)
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.0.join("secrets.toml")
+    }
+}
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
+    let Some(redis_url) = redis_url() else { return };
+    let secrets = Secrets::new("everywhere");
+    let secrets = secrets.path();
     let (a, b, c) = (
         Instance::start(&secrets, &redis_url),
         Instance::start(&secrets, &redis_url),
@@ -203,5 +231,123 @@ async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
         "logout on A until B and C closed the session's connection: worst {worst:?}, mean {:?} over {TRIES} tries",
         total / TRIES as u32
     );
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP proxy in front of Redis that can be cut (every connection closed, new ones refused)
+/// and restored: Redis "goes away" for one instance only, without disturbing anyone else.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
+        let (c, cs) = (Arc::clone(&cut), Arc::clone(&conns));
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(SeqCst) {
+                    continue; // dropped: refused
+                }
+                let target = target.clone();
+                let copy = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                cs.lock().unwrap().push(copy.abort_handle());
+            }
+        });
+        Proxy { port, cut, conns, task }
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        let auth = authority.rsplit_once('@').map_or(String::new(), |(auth, _)| format!("{auth}@"));
+        let path = if path.is_empty() { String::new() } else { format!("/{path}") };
+        format!("{scheme}://{auth}127.0.0.1:{}{path}", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, SeqCst);
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+/// `host:port` of a Redis URL.
+fn redis_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.contains(':') { host.to_owned() } else { format!("{host}:6379") }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_made_while_redis_is_away_reaches_the_others_when_it_is_back() {
+    let Some(redis_url) = redis_url() else { return };
+    let secrets = Secrets::new("away");
+    let proxy = Proxy::start(redis_address(&redis_url)).await;
+    // A reaches Redis through the proxy, B directly.
+    let a = Instance::start(&secrets.path(), &proxy.url(&redis_url));
+    let b = Instance::start(&secrets.path(), &redis_url);
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let browser = browser();
+    let cookie = log_in(&browser, &a, "grace").await;
+    for at in [&a, &b] {
+        assert_eq!(browser.get(at.url("/")).send().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(at.counts(&plain).await, (1, 0));
+    }
+    let home = browser.get(a.url("/")).send().await.unwrap().text().await.unwrap();
+    let token = csrf(&home);
+
+    proxy.cut();
+    until("A sees Redis as away", Duration::from_secs(15), || async {
+        plain.get(a.url("/redis")).send().await.unwrap().text().await.unwrap() == "Some(Down)"
+    })
+    .await;
+    // The logout works (locally) while Redis is away, without waiting on it.
+    let started = Instant::now();
+    let out = browser.post(a.url("/logout")).form(&[("_csrf", token.as_str())]).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(out.headers()[LOCATION], "/login?logged_out");
+    let logout_took = started.elapsed();
+    assert_eq!(a.counts(&plain).await, (1, 1), "A closed its own copy");
+    // B could not hear of it yet: it still serves the session.
+    let page = plain.get(b.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "B still serves it while A cannot tell anyone");
+    assert_eq!(b.counts(&plain).await, (1, 0));
+
+    proxy.restore();
+    let back = Instant::now();
+    until("B ended the session once A reached Redis again", Duration::from_secs(15), || async {
+        b.counts(&plain).await.1 == 1
+    })
+    .await;
+    let reached = back.elapsed();
+    for at in [&a, &b] {
+        let page = plain.get(at.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::UNAUTHORIZED, "the old cookie is no session on {}", at.base);
+        assert_eq!(at.counts(&plain).await, (1, 1), "closed exactly once on {}", at.base);
+    }
+    println!("logout while Redis was away took {logout_took:?}; it reached B {reached:?} after Redis was back");
 }

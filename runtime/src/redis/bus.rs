@@ -137,6 +137,7 @@ pub(crate) async fn run(tier: Weak<Tier>) {
             continue;
         };
         backoff = beat;
+        let connected = Instant::now();
         let mut stream = pubsub.on_message();
         let mut ticks = tokio::time::interval(beat);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -161,8 +162,12 @@ pub(crate) async fn run(tier: Weak<Tier>) {
                     let sender = std::sync::Arc::clone(&t);
                     drop(tokio::spawn(async move { sender.publish(beat_message).await }));
                     health.check(&t, bound);
-                    // Silent for two bounds on a live socket (a hung server): rebuild it.
-                    if health.confirmed.is_none_or(|c| c.elapsed() > bound * 2) && t.state() == RedisState::Down {
+                    // Silent for two bounds on a live socket (a hung server): rebuild it. A new
+                    // socket gets two bounds too (its first heartbeat is not back yet).
+                    if health.confirmed.is_none_or(|c| c.elapsed() > bound * 2)
+                        && connected.elapsed() > bound * 2
+                        && t.state() == RedisState::Down
+                    {
                         break;
                     }
                 }
