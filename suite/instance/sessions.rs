@@ -65,13 +65,19 @@ impl Provider for Login {
 
 /// Needs a session (from any instance): opens this instance's session-scoped `counted`.
 async fn home(web: WebSession) -> Response {
-    let Some(session) = web.session() else { return (StatusCode::UNAUTHORIZED, "no session").into_response() };
+    let Some(session) = web.session() else {
+        return (StatusCode::UNAUTHORIZED, "no session").into_response();
+    };
     let rt = web.runtime().clone();
     match session.run(async move { rt.connection::<Counted>("counted").await }).await {
         Ok(conn) => {
             let serial = conn.get().await.map(|c| *c).unwrap_or(0);
-            Html(format!("<p>session ok, connection {serial} ({})</p>{}", conn.provider().label, logout_button(&web)))
-                .into_response()
+            Html(format!(
+                "<p>session ok, connection {serial} ({})</p>{}",
+                conn.provider().label,
+                logout_button(&web)
+            ))
+            .into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

@@ -64,11 +64,7 @@ fn csrf(html: &str) -> String {
 }
 
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// Logs in on `at` through the form; returns the session cookie's value.
@@ -117,7 +113,7 @@ fn redis_url() -> Option<String> {
 }
 
 /// A secrets file with a `[redis]` prefix unique to this run (in a directory removed on drop).
-struct Secrets(std::path::PathBuf);
+struct Secrets(std::path::PathBuf, String);
 
 impl Secrets {
     fn new(test: &str) -> Secrets {
@@ -128,12 +124,13 @@ impl Secrets {
         );
         let dir = std::env::temp_dir().join(format!("connscope-redis-sessions-{unique}"));
         std::fs::create_dir_all(&dir).unwrap();
+        let prefix = format!("connscope-test-sessions-{unique}");
         std::fs::write(
             dir.join("secrets.toml"),
-            format!("[redis]\nprefix = \"connscope-test-sessions-{unique}\"\n\n[connections.counted]\nlabel = \"counted\"\n"),
+            format!("[redis]\nprefix = \"{prefix}\"\n\n[connections.counted]\nlabel = \"counted\"\n"),
         )
         .unwrap();
-        Secrets(dir)
+        Secrets(dir, prefix)
     }
 
     fn path(&self) -> std::path::PathBuf {
@@ -150,8 +147,9 @@ impl Drop for Secrets {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
     let Some(redis_url) = redis_url() else { return };
-    let secrets = Secrets::new("everywhere");
-    let secrets = secrets.path();
+    let secrets_file = Secrets::new("everywhere");
+    let secrets = secrets_file.path();
+    let records = format!("{}:session:*", secrets_file.1);
     let (a, b, c) = (
         Instance::start(&secrets, &redis_url),
         Instance::start(&secrets, &redis_url),
@@ -175,7 +173,38 @@ async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
             assert!(page.text().await.unwrap().contains("session ok"));
         }
         for at in [&b, &c] {
-            assert_eq!(at.counts(&plain).await, (round + 1, round), "one connection per session on {}", at.base);
+            assert_eq!(
+                at.counts(&plain).await,
+                (round + 1, round),
+                "one connection per session on {}",
+                at.base
+            );
+        }
+
+        if round == 0
+            && let Some(redis) = Resp::connect(&redis_url).await
+        {
+            // Redis holds a record under a digest of the cookie, never the cookie itself.
+            let mut redis = redis;
+            let keys = redis.keys(&records).await;
+            assert_eq!(keys.len(), 1, "{keys:?}");
+            let digest = keys[0].rsplit(':').next().unwrap();
+            assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "{digest}");
+            assert_ne!(digest, cookie, "not the cookie id");
+            let value = redis.command(&["GET", &keys[0]]).await;
+            assert!(
+                !String::from_utf8_lossy(&value).contains(&cookie),
+                "the record does not hold the cookie id"
+            );
+            let ttl: u64 = String::from_utf8_lossy(&redis.command(&["PTTL", &keys[0]]).await)
+                .trim_start_matches(':')
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(
+                ttl > 0 && ttl <= 33 * 60 * 1000,
+                "expires with the idle timeout (30 min + a tenth): {ttl} ms"
+            );
         }
 
         if round == 0 {
@@ -188,7 +217,10 @@ async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
             assert_eq!(there.headers()[LOCATION], "/login?login_here");
             let page = browser.get(b.url("/login?login_here")).send().await.unwrap().text().await.unwrap();
             assert!(
-                page.contains(&format!("<p class=\"notice\" role=\"status\">{}</p>", connscope::web::LOG_IN_HERE)),
+                page.contains(&format!(
+                    "<p class=\"notice\" role=\"status\">{}</p>",
+                    connscope::web::LOG_IN_HERE
+                )),
                 "{page}"
             );
             // The session is still the same one on B (it was not ended by the refusal).
@@ -217,7 +249,12 @@ async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
         // The cookie resolves nowhere now, and nothing was made or closed twice.
         for at in [&a, &b, &c] {
             let page = with_cookie(at, "/", &cookie).send().await.unwrap();
-            assert_eq!(page.status(), StatusCode::UNAUTHORIZED, "the old cookie is no session on {}", at.base);
+            assert_eq!(
+                page.status(),
+                StatusCode::UNAUTHORIZED,
+                "the old cookie is no session on {}",
+                at.base
+            );
             let cleared = page.headers().get_all(SET_COOKIE).iter().any(|v| {
                 v.to_str().is_ok_and(|v| v.starts_with("connscope_session=;") && v.contains("Max-Age=0"))
             });
@@ -226,11 +263,113 @@ async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
         for at in [&a, &b, &c] {
             assert_eq!(at.counts(&plain).await, (round + 1, round + 1), "closed exactly once on {}", at.base);
         }
+        if let Some(mut redis) = Resp::connect(&redis_url).await {
+            assert_eq!(redis.keys(&records).await, Vec::<String>::new(), "the logout deleted the record");
+        }
     }
     println!(
         "logout on A until B and C closed the session's connection: worst {worst:?}, mean {:?} over {TRIES} tries",
         total / TRIES as u32
     );
+}
+
+/// A minimal RESP client for looking at what the instances stored (no AUTH: `None` for a URL
+/// with credentials, and the checks are skipped).
+struct Resp(tokio::net::TcpStream);
+
+impl Resp {
+    async fn connect(url: &str) -> Option<Resp> {
+        if url.contains('@') {
+            return None;
+        }
+        tokio::net::TcpStream::connect(redis_address(url)).await.ok().map(Resp)
+    }
+
+    /// Sends one command; returns the raw reply (whole, read until it parses).
+    async fn command(&mut self, args: &[&str]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        self.0.write_all(&out).await.unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.0.read(&mut buf).await.unwrap();
+            assert!(n > 0, "Redis closed the connection");
+            reply.extend_from_slice(&buf[..n]);
+            if let Some(value) = parse(&reply).map(|(v, _)| v) {
+                return value;
+            }
+        }
+    }
+
+    async fn keys(&mut self, pattern: &str) -> Vec<String> {
+        let reply = self.command(&["KEYS", pattern]).await;
+        let mut keys: Vec<String> = String::from_utf8_lossy(&reply)
+            .split('\n')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+/// Parses one RESP reply: bulk strings as their bytes, an array as its elements joined by
+/// newlines, anything else as its line. `None`: incomplete.
+fn parse(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    let line = &bytes[1..end];
+    let rest = end + 2;
+    match bytes.first()? {
+        b'$' => {
+            let len: i64 = std::str::from_utf8(line).ok()?.parse().ok()?;
+            if len < 0 {
+                return Some((Vec::new(), rest));
+            }
+            let len = len as usize;
+            (bytes.len() >= rest + len + 2).then(|| (bytes[rest..rest + len].to_vec(), rest + len + 2))
+        }
+        b'*' => {
+            let n: i64 = std::str::from_utf8(line).ok()?.parse().ok()?;
+            let (mut out, mut at) = (Vec::new(), rest);
+            for i in 0..n.max(0) {
+                let (item, used) = parse(&bytes[at..])?;
+                if i > 0 {
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(&item);
+                at += used;
+            }
+            Some((out, at))
+        }
+        _ => Some((bytes[..end].to_vec(), rest)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_form_served_by_one_instance_is_accepted_by_another() {
+    let Some(redis_url) = redis_url() else { return };
+    let secrets = Secrets::new("form");
+    let (a, b) = (Instance::start(&secrets.path(), &redis_url), Instance::start(&secrets.path(), &redis_url));
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let browser = browser();
+    log_in(&browser, &a, "hopper").await;
+    let home = browser.get(a.url("/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(browser.get(b.url("/")).send().await.unwrap().status(), StatusCode::OK);
+    // A page of A, its logout button posted to B (a balancer without affinity).
+    let out = browser.post(b.url("/logout")).form(&[("_csrf", csrf(&home).as_str())]).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER, "the session's token checks on B");
+    assert_eq!(out.headers()[LOCATION], "/login?logged_out");
+    until("A closed its copy", Duration::from_secs(10), || async { a.counts(&plain).await == (1, 1) }).await;
+    assert_eq!(b.counts(&plain).await, (1, 1));
+    // A forged token is refused on B as on A.
+    log_in(&browser, &a, "hopper").await;
+    assert_eq!(browser.get(b.url("/")).send().await.unwrap().status(), StatusCode::OK);
+    let forged = browser.post(b.url("/logout")).form(&[("_csrf", "1.00")]).send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 }
 
 /// A TCP proxy in front of Redis that can be cut (every connection closed, new ones refused)
@@ -333,7 +472,8 @@ async fn a_logout_made_while_redis_is_away_reaches_the_others_when_it_is_back() 
     let logout_took = started.elapsed();
     assert_eq!(a.counts(&plain).await, (1, 1), "A closed its own copy");
     // B could not hear of it yet: it still serves the session.
-    let page = plain.get(b.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send().await.unwrap();
+    let page =
+        plain.get(b.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK, "B still serves it while A cannot tell anyone");
     assert_eq!(b.counts(&plain).await, (1, 0));
 
@@ -345,9 +485,16 @@ async fn a_logout_made_while_redis_is_away_reaches_the_others_when_it_is_back() 
     .await;
     let reached = back.elapsed();
     for at in [&a, &b] {
-        let page = plain.get(at.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send().await.unwrap();
+        let page = plain
+            .get(at.url("/"))
+            .header(COOKIE, format!("connscope_session={cookie}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(page.status(), StatusCode::UNAUTHORIZED, "the old cookie is no session on {}", at.base);
         assert_eq!(at.counts(&plain).await, (1, 1), "closed exactly once on {}", at.base);
     }
-    println!("logout while Redis was away took {logout_took:?}; it reached B {reached:?} after Redis was back");
+    println!(
+        "logout while Redis was away took {logout_took:?}; it reached B {reached:?} after Redis was back"
+    );
 }

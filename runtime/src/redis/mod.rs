@@ -18,6 +18,6 @@ pub use tier::{RedisState, RedisStats};
 
 pub(crate) use codec::{Keys, resource_id};
 pub(crate) use flight::{Codec, load};
-pub(crate) use tier::Tier;
 #[cfg(feature = "axum")]
 pub(crate) use sessions::{Fetched, Record, SharedSessions, digest, unix_ms};
+pub(crate) use tier::Tier;

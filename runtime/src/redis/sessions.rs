@@ -99,7 +99,12 @@ impl SharedSessions {
 
     /// Writes the record unless one exists (a record that was never stored because Redis was
     /// away at login). `Some(true)`: written or already there.
-    pub(crate) async fn store_if_missing(&self, digest: &str, record: &Record, ttl: Duration) -> Option<bool> {
+    pub(crate) async fn store_if_missing(
+        &self,
+        digest: &str,
+        record: &Record,
+        ttl: Duration,
+    ) -> Option<bool> {
         let (key, value, ttl) = (self.key(digest), record.encode(), ms(ttl));
         self.tier
             .command(move |mut conn| async move {

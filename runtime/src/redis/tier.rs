@@ -149,7 +149,7 @@ pub(crate) struct Tier {
     pub(crate) counters: Counters,
     /// What a session end broadcast by another instance does here: one hook per live
     /// `WebSessions` (dropped ones are pruned).
-    session_end: Mutex<Vec<Weak<dyn Fn(String) + Send + Sync>>>,
+    session_end: Mutex<Vec<Weak<SessionEndHook>>>,
     task: Mutex<Option<AbortHandle>>,
 }
 
@@ -346,7 +346,7 @@ impl Tier {
     /// Adds what a session end broadcast by another instance does here (the hook gets the
     /// digest of the cookie id). Kept while the caller holds the `Arc`.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn on_session_end(&self, hook: &Arc<dyn Fn(String) + Send + Sync>) {
+    pub(crate) fn on_session_end(&self, hook: &Arc<SessionEndHook>) {
         let mut hooks = lock(&self.session_end);
         hooks.retain(|h| h.strong_count() > 0);
         hooks.push(Arc::downgrade(hook));
@@ -375,7 +375,9 @@ impl Tier {
     async fn end_session_now(&self, id: &str) -> bool {
         let key = format!("{}:session:{id}", self.settings.prefix);
         let deleted = self
-            .command(move |mut conn| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut conn).await })
+            .command(
+                move |mut conn| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut conn).await },
+            )
             .await
             .is_some();
         deleted && self.publish(Message::SessionEnd { origin: self.instance, id: id.to_owned() }).await
@@ -503,6 +505,9 @@ impl Tier {
         false
     }
 }
+
+/// What a session end broadcast by another instance does (gets the digest of the cookie id).
+pub(crate) type SessionEndHook = dyn Fn(String) + Send + Sync;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

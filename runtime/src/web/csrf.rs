@@ -88,7 +88,8 @@ impl Signer {
     }
 
     fn now_ms(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.epoch).as_millis().min(u64::MAX as u128) as u64;
+        let elapsed =
+            Instant::now().saturating_duration_since(self.epoch).as_millis().min(u64::MAX as u128) as u64;
         self.epoch_unix_ms.saturating_add(elapsed)
     }
 }

@@ -138,7 +138,9 @@ impl WebSession {
         };
         #[cfg(feature = "redis")]
         let everywhere = match (self.web.shared(), entry.as_ref().and_then(|e| e.shared.as_ref())) {
-            (Some(shared), Some(record)) => Some(shared.end_everywhere_in_background(&self.web, &record.digest)),
+            (Some(shared), Some(record)) => {
+                Some(shared.end_everywhere_in_background(&self.web, &record.digest))
+            }
             _ => None,
         };
         let _ = entry;

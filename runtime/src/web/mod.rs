@@ -56,6 +56,8 @@ pub(crate) use csrf::hex;
 pub use form::{
     LOGIN_FAILED, LoggedIn, escape_html, login_form, login_routes, login_submit, logout, logout_button,
 };
-pub use page::{DefaultLoginPage, LOG_IN_HERE, LOGGED_OUT, LoginField, LoginPage, LoginTemplate, default_login_page};
+pub use page::{
+    DefaultLoginPage, LOG_IN_HERE, LOGGED_OUT, LoginField, LoginPage, LoginTemplate, default_login_page,
+};
 pub use sessions::{SessionLayer, WebSession, WebSessions};
 pub use throttle::{ClientKey, LoginThrottle};

@@ -133,7 +133,12 @@ impl Shared {
 
     /// [`WebSessions::resolve`] with shared sessions. `local`: the live entry of this instance,
     /// or the ended one it had (now forgotten), or none.
-    pub(crate) async fn resolve(&self, web: &WebSessions, id: &str, local: Result<Entry, Option<Entry>>) -> Resolved {
+    pub(crate) async fn resolve(
+        &self,
+        web: &WebSessions,
+        id: &str,
+        local: Result<Entry, Option<Entry>>,
+    ) -> Resolved {
         let rt = web.runtime();
         match local {
             Ok(entry) => return self.resolve_live(web, entry).await,
@@ -144,7 +149,7 @@ impl Shared {
                 if let Some(shared) = &ended.shared {
                     let idle = rt.session_limits().0;
                     let silent = now_ms(rt).saturating_sub(shared.last_seen.load(Ordering::Relaxed));
-                    if !idle.is_some_and(|idle| silent >= idle) {
+                    if idle.is_none_or(|idle| silent < idle) {
                         // Ended here on purpose (not for being idle, not by a shutdown): a logout
                         // by other means; so everywhere.
                         drop(self.end_everywhere_in_background(web, &shared.digest));
