@@ -3,7 +3,8 @@
 //! from the secrets file given as the first argument (`[redis] prefix`, the URL from
 //! `REDIS_URL`). It has a login form (provider `Login`, password `<user>-pw`) and a
 //! session-scoped connection `counted` whose connects and closes it counts and shows at
-//! `/counts`, and the state of its Redis tier at `/redis`.
+//! `/counts`, and the state of its Redis tier at `/redis`. `/end` ends the session with
+//! `Session::end`; `IDLE_MS` sets the idle timeout.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -89,6 +90,17 @@ async fn warehouse(LoggedIn(conn): LoggedIn<Login>) -> String {
     format!("warehouse of {user}")
 }
 
+/// Ends the session behind the web layer's back (as an app may, with `Session::end`).
+async fn end(web: WebSession) -> &'static str {
+    match web.session() {
+        Some(session) => {
+            session.end().await;
+            "ended"
+        }
+        None => "no session",
+    }
+}
+
 /// The state of this instance's Redis tier: `Some(Up)`, `Some(Down)`…
 async fn redis_state(web: WebSession) -> String {
     format!("{:?}", web.runtime().redis_stats().and_then(|s| s.state))
@@ -106,13 +118,18 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let secrets = std::env::args().nth(1).expect("usage: session-instance <secrets.toml>");
-    let rt = connscope::Runtime::builder().secrets_file(secrets).build();
+    let mut builder = connscope::Runtime::builder().secrets_file(secrets);
+    if let Some(ms) = std::env::var("IDLE_MS").ok().and_then(|ms| ms.parse().ok()) {
+        builder = builder.idle_timeout(std::time::Duration::from_millis(ms));
+    }
+    let rt = builder.build();
     let web = WebSessions::new(rt.clone()).title("Instance");
     let app = Router::new()
         .route("/", get(home))
         .route("/warehouse", get(warehouse))
         .route("/counts", get(counts))
         .route("/redis", get(redis_state))
+        .route("/end", get(end))
         .merge(web.login_routes::<Login>())
         .layer(web.layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");

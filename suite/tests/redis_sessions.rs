@@ -21,7 +21,16 @@ struct Instance {
 
 impl Instance {
     fn start(secrets: &std::path::Path, redis_url: &str) -> Instance {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_session-instance"))
+        Instance::start_with(secrets, redis_url, None)
+    }
+
+    /// With an idle timeout of `idle_ms`.
+    fn start_with(secrets: &std::path::Path, redis_url: &str, idle_ms: Option<u64>) -> Instance {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_session-instance"));
+        if let Some(ms) = idle_ms {
+            command.env("IDLE_MS", ms.to_string());
+        }
+        let mut child = command
             .arg(secrets)
             .env("REDIS_URL", redis_url)
             .stdout(Stdio::piped())
@@ -63,7 +72,7 @@ fn csrf(html: &str) -> String {
     rest[..rest.find('"').unwrap()].to_owned()
 }
 
-fn browser() -> reqwest::Client {
+fn new_browser() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
@@ -165,7 +174,7 @@ async fn a_session_resolves_everywhere_and_a_logout_ends_it_everywhere_once() {
     const TRIES: u64 = 20;
     for round in 0..TRIES {
         let user = format!("ada{round}");
-        let browser = browser();
+        let browser = new_browser();
         let cookie = log_in(&browser, &a, &user).await;
         for at in [&a, &b, &c] {
             let page = browser.get(at.url("/")).send().await.unwrap();
@@ -355,7 +364,7 @@ async fn a_logout_form_served_by_one_instance_is_accepted_by_another() {
     let secrets = Secrets::new("form");
     let (a, b) = (Instance::start(&secrets.path(), &redis_url), Instance::start(&secrets.path(), &redis_url));
     let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let browser = browser();
+    let browser = new_browser();
     log_in(&browser, &a, "hopper").await;
     let home = browser.get(a.url("/")).send().await.unwrap().text().await.unwrap();
     assert_eq!(browser.get(b.url("/")).send().await.unwrap().status(), StatusCode::OK);
@@ -450,7 +459,7 @@ async fn a_logout_made_while_redis_is_away_reaches_the_others_when_it_is_back() 
     let a = Instance::start(&secrets.path(), &proxy.url(&redis_url));
     let b = Instance::start(&secrets.path(), &redis_url);
     let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let browser = browser();
+    let browser = new_browser();
     let cookie = log_in(&browser, &a, "grace").await;
     for at in [&a, &b] {
         assert_eq!(browser.get(at.url("/")).send().await.unwrap().status(), StatusCode::OK);
@@ -497,4 +506,82 @@ async fn a_logout_made_while_redis_is_away_reaches_the_others_when_it_is_back() 
     println!(
         "logout while Redis was away took {logout_took:?}; it reached B {reached:?} after Redis was back"
     );
+
+    // The other way round: B logs out while A cannot hear it. Back, A checks the record before
+    // serving the session again, finds it gone, and ends its copy.
+    let browser = new_browser();
+    let cookie = log_in(&browser, &b, "grace2").await;
+    for at in [&a, &b] {
+        assert_eq!(browser.get(at.url("/")).send().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(at.counts(&plain).await, (2, 1));
+    }
+    let home = browser.get(b.url("/")).send().await.unwrap().text().await.unwrap();
+    proxy.cut();
+    until("A sees Redis as away", Duration::from_secs(15), || async {
+        plain.get(a.url("/redis")).send().await.unwrap().text().await.unwrap() == "Some(Down)"
+    })
+    .await;
+    let out = browser.post(b.url("/logout")).form(&[("_csrf", csrf(&home).as_str())]).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    proxy.restore();
+    until("A reaches Redis again", Duration::from_secs(15), || async {
+        plain.get(a.url("/redis")).send().await.unwrap().text().await.unwrap() == "Some(Up)"
+    })
+    .await;
+    assert_eq!(a.counts(&plain).await, (2, 1), "A missed the end (it was away)");
+    let page =
+        plain.get(a.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED, "A checked the record first: the session ended");
+    until("A closed its copy", Duration::from_secs(10), || async { a.counts(&plain).await == (2, 2) }).await;
+    assert_eq!(b.counts(&plain).await, (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_by_the_app_goes_everywhere_and_an_idle_end_stays_local() {
+    let Some(redis_url) = redis_url() else { return };
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // `Session::end` on B (not the logout): B ends it everywhere when it next sees the cookie.
+    let secrets = Secrets::new("app-end");
+    let (a, b) = (Instance::start(&secrets.path(), &redis_url), Instance::start(&secrets.path(), &redis_url));
+    let browser = new_browser();
+    let cookie = log_in(&browser, &a, "lovelace").await;
+    for at in [&a, &b] {
+        assert_eq!(browser.get(at.url("/")).send().await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(browser.get(b.url("/end")).send().await.unwrap().text().await.unwrap(), "ended");
+    assert_eq!(b.counts(&plain).await, (1, 1));
+    let page =
+        plain.get(b.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED, "ended on B, not taken over again");
+    until("A ended its copy", Duration::from_secs(10), || async { a.counts(&plain).await == (1, 1) }).await;
+    let page =
+        plain.get(a.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED, "and on A");
+
+    // Idle timeout 1.5 s on both. The browser stays busy on A only: B ends its copy for being
+    // idle (locally), A keeps the session, and B takes it over again on the next request.
+    let secrets = Secrets::new("idle");
+    let a = Instance::start_with(&secrets.path(), &redis_url, Some(1500));
+    let b = Instance::start_with(&secrets.path(), &redis_url, Some(1500));
+    let browser = new_browser();
+    log_in(&browser, &a, "babbage").await;
+    for at in [&a, &b] {
+        assert_eq!(browser.get(at.url("/")).send().await.unwrap().status(), StatusCode::OK);
+    }
+    until("B ended its idle copy while A is in use", Duration::from_secs(10), || async {
+        assert_eq!(
+            browser.get(a.url("/")).send().await.unwrap().status(),
+            StatusCode::OK,
+            "A keeps serving it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.counts(&plain).await == (1, 1)
+    })
+    .await;
+    assert_eq!(a.counts(&plain).await, (1, 0), "A did not end it");
+    let page = browser.get(b.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "B takes the session over again");
+    assert_eq!(b.counts(&plain).await, (2, 1), "with a connection of its own");
+    assert_eq!(a.counts(&plain).await, (1, 0));
 }
