@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::tier::Tier;
 
 /// What another instance needs to resolve a session cookie.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Record {
     /// Milliseconds since the Unix epoch of the first login.
     pub(crate) created_unix_ms: u64,
@@ -21,6 +21,16 @@ pub(crate) struct Record {
     pub(crate) secret: String,
     /// Connections the browser logged in to, on some instance.
     pub(crate) logins: Vec<String>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("created_unix_ms", &self.created_unix_ms)
+            .field("secret", &"<redacted>")
+            .field("logins", &self.logins)
+            .finish()
+    }
 }
 
 /// Version tag of the encoding: a record of another encoding is treated as missing.
@@ -173,6 +183,12 @@ mod tests {
         assert_eq!(Record::decode(&r.encode()), Some(r));
         assert_eq!(Record::decode(b""), None);
         assert_eq!(Record::decode(&[2, 0, 0, 0]), None, "another version");
+    }
+
+    #[test]
+    fn a_record_never_prints_its_secret() {
+        let r = Record { created_unix_ms: 1, secret: "hush-hush".into(), logins: vec![] };
+        assert!(!format!("{r:?} {:?}", Fetched::Found(r.clone())).contains("hush"));
     }
 
     #[test]

@@ -18,8 +18,9 @@ use tokio::time::Instant;
 pub(crate) enum Binding<'a> {
     /// A browser without a session: the value of its pre-session cookie.
     Browser(&'a str),
-    /// A live session: its current secret.
-    Session(&'a str),
+    /// A live session: its current secret (the key) and cookie id. A reader of the session
+    /// records in Redis, which hold the secret but never the cookie id, cannot forge a token.
+    Session { secret: &'a str, id: &'a str },
 }
 
 /// Issues and checks tokens with one key.
@@ -73,12 +74,12 @@ impl Signer {
         // nowhere else.
         let key = match binding {
             Binding::Browser(_) => &self.key[..],
-            Binding::Session(secret) => secret.as_bytes(),
+            Binding::Session { secret, .. } => secret.as_bytes(),
         };
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?;
         let (kind, value) = match binding {
             Binding::Browser(v) => (b"browser\0", v),
-            Binding::Session(v) => (b"session\0", v),
+            Binding::Session { id, .. } => (b"session\0", id),
         };
         mac.update(kind);
         mac.update(&(value.len() as u64).to_be_bytes());
@@ -123,7 +124,19 @@ mod tests {
         let token = signer.issue(Binding::Browser("n1"));
         assert!(signer.check(Binding::Browser("n1"), &token));
         assert!(!signer.check(Binding::Browser("n2"), &token), "another browser");
-        assert!(!signer.check(Binding::Session("n1"), &token), "a session with the same text");
+        assert!(
+            !signer.check(Binding::Session { secret: "n1", id: "n1" }, &token),
+            "a session with the same text"
+        );
+        let session = signer.issue(Binding::Session { secret: "s1", id: "i1" });
+        assert!(signer.check(Binding::Session { secret: "s1", id: "i1" }, &session));
+        let elsewhere = Signer::new(Duration::from_secs(60));
+        assert!(
+            elsewhere.check(Binding::Session { secret: "s1", id: "i1" }, &session),
+            "any instance of the session"
+        );
+        assert!(!signer.check(Binding::Session { secret: "s1", id: "i2" }, &session), "another cookie id");
+        assert!(!signer.check(Binding::Session { secret: "s2", id: "i1" }, &session), "another secret");
         assert!(!Signer::new(Duration::from_secs(60)).check(Binding::Browser("n1"), &token), "another key");
         let (expiry, tag) = token.split_once('.').unwrap();
         let later = format!("{:x}.{tag}", u64::from_str_radix(expiry, 16).unwrap() + 1);

@@ -76,8 +76,8 @@ impl WebSession {
     /// logout each make earlier tokens worthless).
     pub fn csrf_token(&self) -> String {
         let mut state = self.state();
-        if let Some(secret) = live_secret(&state) {
-            return self.web.signer().issue(Binding::Session(&secret));
+        if let Some((secret, id)) = live_secret(&state) {
+            return self.web.signer().issue(Binding::Session { secret: &secret, id: &id });
         }
         if state.nonce.is_none() {
             state.nonce = Some(random_id());
@@ -91,8 +91,8 @@ impl WebSession {
     /// [`csrf_token`](Self::csrf_token)); compared in constant time.
     pub fn check_csrf(&self, token: &str) -> bool {
         let state = self.state();
-        if let Some(secret) = live_secret(&state) {
-            return self.web.signer().check(Binding::Session(&secret), token);
+        if let Some((secret, id)) = live_secret(&state) {
+            return self.web.signer().check(Binding::Session { secret: &secret, id: &id }, token);
         }
         state.nonce.as_deref().is_some_and(|nonce| self.web.signer().check(Binding::Browser(nonce), token))
     }
@@ -108,16 +108,16 @@ impl WebSession {
             self.adopt(&mut state, &session, login)
         };
         #[cfg(feature = "redis")]
-        if let Some(shared) = self.web.shared() {
+        if self.web.shared().is_some() {
             let web = self.web.clone();
             drop(crate::cache::own_runtime().spawn(async move {
                 if let Some(shared) = web.shared() {
                     shared.store(&web, &entry).await;
                 }
             }));
-            let _ = shared;
         }
-        let _ = entry;
+        #[cfg(not(feature = "redis"))]
+        drop(entry);
     }
 
     /// Ends the session if there is one (releasing its values), deletes the cookie and gives
@@ -235,9 +235,10 @@ fn current_login(state: &RequestState, name: Option<&str>) -> Login {
     Login { logins: logins.into(), elsewhere: elsewhere.into() }
 }
 
-/// The CSRF secret of the session, while it is live.
-fn live_secret(state: &RequestState) -> Option<Arc<str>> {
-    state.session.as_ref().filter(|s| !s.is_ended()).and(state.secret.clone())
+/// The CSRF secret and cookie id of the session, while it is live.
+fn live_secret(state: &RequestState) -> Option<(Arc<str>, String)> {
+    let live = state.session.as_ref().filter(|s| !s.is_ended());
+    live.and(state.secret.clone()).zip(state.id.clone())
 }
 
 /// Ends a session created for a login attempt if the attempt is dropped half-way.
