@@ -331,6 +331,10 @@ impl WebSessions {
         let (id, secret) = (random_id(), Arc::<str>::from(random_id()));
         let mut registry = self.registry();
         let previous = old.and_then(|old| registry.remove(old));
+        #[cfg(feature = "redis")]
+        if let Some(old) = previous.as_ref().and_then(|p| p.shared.as_ref()) {
+            registry.shared.bury_now(&old.digest, &self.inner.rt);
+        }
         let entry = Entry {
             session: session.clone(),
             secret,
@@ -356,7 +360,13 @@ impl WebSessions {
 
     /// Forgets a cookie id (a logout); returns its entry.
     pub(crate) fn forget(&self, id: &str) -> Option<Entry> {
-        self.registry().remove(id)
+        let mut registry = self.registry();
+        let entry = registry.remove(id);
+        #[cfg(feature = "redis")]
+        if let Some(shared) = entry.as_ref().and_then(|e| e.shared.as_ref()) {
+            registry.shared.bury_now(&shared.digest, &self.inner.rt);
+        }
+        entry
     }
 
     /// The shared sessions of this runtime, started on first use; `None` without Redis.

@@ -59,6 +59,12 @@ impl Index {
         self.order.push_back((now_ms, digest.to_owned()));
     }
 
+    /// Remembers that session `digest` ended (under the registry's lock, in the same step that
+    /// forgets it: no request can take it over in between).
+    pub(crate) fn bury_now(&mut self, digest: &str, rt: &Runtime) {
+        self.bury(digest, now_ms(rt), tombstone_window(rt));
+    }
+
     fn is_buried(&self, digest: &str) -> bool {
         self.tombstones.contains_key(digest)
     }
