@@ -595,28 +595,36 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// The miss loader of a shared resource: Redis first, the body once across instances. The
-    /// plain loader when Redis is not configured or the key cannot be encoded.
+    /// plain loader when Redis is not configured or the key cannot be encoded. (Boxed: a hit
+    /// never builds it; `Send` when the loader is.)
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     fn shared_loader<'a, E, F>(
         &'static self,
         cache: &ResourceCache<K, V>,
         key: &K,
         loader: F,
-    ) -> Pin<Box<dyn Future<Output = Result<V, E>> + 'a>>
+    ) -> Pin<Box<impl Future<Output = Result<V, E>> + 'a>>
     where
         F: Future<Output = Result<V, E>> + 'a,
         E: 'a,
     {
         #[cfg(feature = "redis")]
-        if let Some((tier, spec, resource)) = self.tier_of_current_runtime()
-            && let Some(key) = (spec.encode_key)(key)
-        {
+        let through = self.tier_of_current_runtime().and_then(|(tier, spec, resource)| {
+            let key = (spec.encode_key)(key)?;
             tier.register(&resource, cache, spec.decode_key);
             let keys = crate::redis::Keys::new(&tier.settings.prefix, &resource);
             let codec = crate::redis::Codec { encode: spec.encode, decode: spec.decode };
-            return Box::pin(crate::redis::load(tier, keys, key, self.ttl, codec, Box::pin(loader)));
-        }
-        Box::pin(loader)
+            Some((tier, keys, key, codec))
+        });
+        let ttl = self.ttl;
+        Box::pin(async move {
+            #[cfg(feature = "redis")]
+            if let Some((tier, keys, key, codec)) = through {
+                return crate::redis::load(tier, keys, key, ttl, codec, loader).await;
+            }
+            let _ = ttl;
+            loader.await
+        })
     }
 
     /// The current runtime's shared tier, with this resource's spec and wire name.

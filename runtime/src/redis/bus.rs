@@ -116,6 +116,7 @@ pub(crate) async fn run(tier: Weak<Tier>) {
     let beat = bound / 4;
     let mut health = Health { confirmed: None, last_clear: None, started };
     let mut backoff = beat;
+    let mut subscriptions = 0u64;
     loop {
         let Some(t) = tier.upgrade() else { return };
         let client = t.client.clone();
@@ -129,6 +130,7 @@ pub(crate) async fn run(tier: Weak<Tier>) {
         })
         .await;
         let Ok(Ok(mut pubsub)) = connected else {
+            tracing::debug!("connscope: Redis bus: cannot connect; retrying");
             let Some(t) = tier.upgrade() else { return };
             health.check(&t, bound);
             drop(t);
@@ -137,14 +139,27 @@ pub(crate) async fn run(tier: Weak<Tier>) {
             continue;
         };
         backoff = beat;
-        let connected = Instant::now();
+        tracing::debug!("connscope: Redis bus: subscribed");
+        // After a lost connection, values loaded before this subscription may have missed
+        // messages: drop them (a load still in flight is not cached either). The first time,
+        // loads waited for the first confirmation, so nothing predates it.
+        if subscriptions > 0
+            && let Some(t) = tier.upgrade()
+        {
+            t.clear_locals();
+        }
+        subscriptions += 1;
+        let subscribed = Instant::now();
         let mut stream = pubsub.on_message();
         let mut ticks = tokio::time::interval(beat);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 message = stream.next() => {
-                    let Some(message) = message else { break };
+                    let Some(message) = message else {
+                        tracing::debug!("connscope: Redis bus: the connection ended");
+                        break;
+                    };
                     let Some(t) = tier.upgrade() else { return };
                     match Message::decode(message.get_payload_bytes()) {
                         Some(Message::Heartbeat { instance, nanos }) if instance == t.instance => {
@@ -162,12 +177,10 @@ pub(crate) async fn run(tier: Weak<Tier>) {
                     let sender = std::sync::Arc::clone(&t);
                     drop(tokio::spawn(async move { sender.publish(beat_message).await }));
                     health.check(&t, bound);
-                    // Silent for two bounds on a live socket (a hung server): rebuild it. A new
-                    // socket gets two bounds too (its first heartbeat is not back yet).
-                    if health.confirmed.is_none_or(|c| c.elapsed() > bound * 2)
-                        && connected.elapsed() > bound * 2
-                        && t.state() == RedisState::Down
-                    {
+                    // Silent for two bounds on a live socket (a hung server): rebuild it.
+                    let heard = health.confirmed.map_or(subscribed, |c| c.max(subscribed));
+                    if heard.elapsed() > bound * 2 && t.state() == RedisState::Down {
+                        tracing::debug!("connscope: Redis bus: silent for two bounds; reconnecting");
                         break;
                     }
                 }

@@ -6,7 +6,6 @@
 //! the lock expires (its holder died). Any Redis failure: the caller's own body runs.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,17 +47,19 @@ pub(crate) struct Codec<V> {
 
 /// The value of `key` from Redis, or from `body` run once across instances. `body` runs here
 /// when Redis fails or is away.
-pub(crate) async fn load<V, E>(
+pub(crate) async fn load<V, E, F>(
     tier: Arc<Tier>,
     keys: Keys,
     key: Vec<u8>,
     ttl: Option<Duration>,
     codec: Codec<V>,
-    body: Pin<Box<dyn Future<Output = Result<V, E>> + '_>>,
+    body: F,
 ) -> Result<V, E>
 where
     V: Send + 'static,
+    F: Future<Output = Result<V, E>>,
 {
+    tier.connected().await;
     if tier.is_down() {
         return body.await;
     }
@@ -126,17 +127,18 @@ where
 
 /// Runs the body holding the lock (renewed meanwhile), stores an `Ok` value, releases the lock.
 /// Dropped halfway (the caller went away), the lock is released at once by its guard.
-async fn hold<V, E>(
+async fn hold<V, E, F>(
     tier: &Arc<Tier>,
     value_key: Vec<u8>,
     lock_key: Vec<u8>,
     token: String,
     ttl: Option<Duration>,
     codec: &Codec<V>,
-    body: Pin<Box<dyn Future<Output = Result<V, E>> + '_>>,
+    body: F,
 ) -> Result<V, E>
 where
     V: Send + 'static,
+    F: Future<Output = Result<V, E>>,
 {
     bump(&tier.counters.computed);
     let mut guard = Held { tier: Arc::clone(tier), value_key, lock_key, token, renew: None, done: false };

@@ -132,6 +132,10 @@ struct Pending {
     session_ends: Vec<String>,
 }
 
+/// What a session end broadcast by another instance does here (gets the digest of the cookie id).
+pub(crate) type SessionEndFn = dyn Fn(String) + Send + Sync;
+pub(crate) type SessionEndHook = Arc<SessionEndFn>;
+
 pub(crate) struct Tier {
     pub(crate) settings: RedisSettings,
     pub(crate) client: redis::Client,
@@ -141,6 +145,8 @@ pub(crate) struct Tier {
     /// This instance, on the bus (random): its own messages are not applied twice.
     pub(crate) instance: u64,
     state: AtomicU8,
+    /// The state again, for callers waiting for the first confirmation.
+    state_changes: tokio::sync::watch::Sender<u8>,
     /// Set once the first warning of an outage was logged; cleared when Redis is back.
     pub(crate) warned: AtomicBool,
     locals: Mutex<HashMap<String, Arc<dyn Local>>>,
@@ -149,7 +155,7 @@ pub(crate) struct Tier {
     pub(crate) counters: Counters,
     /// What a session end broadcast by another instance does here: one hook per live
     /// `WebSessions` (dropped ones are pruned).
-    session_end: Mutex<Vec<Weak<SessionEndHook>>>,
+    session_end: Mutex<Vec<Weak<SessionEndFn>>>,
     task: Mutex<Option<AbortHandle>>,
 }
 
@@ -177,6 +183,7 @@ impl Tier {
             conn,
             instance: u64::from_le_bytes(instance),
             state: AtomicU8::new(CONNECTING),
+            state_changes: tokio::sync::watch::Sender::new(CONNECTING),
             warned: AtomicBool::new(false),
             locals: Mutex::default(),
             waiters: Mutex::default(),
@@ -201,6 +208,17 @@ impl Tier {
         self.state.load(Ordering::Acquire) == DOWN
     }
 
+    /// Waits (at most one command timeout) for the bus's first confirmation, so that nothing
+    /// cached here predates this instance's subscription to invalidations.
+    pub(crate) async fn connected(&self) {
+        if self.state.load(Ordering::Acquire) != CONNECTING {
+            return;
+        }
+        let mut changes = self.state_changes.subscribe();
+        let _ =
+            tokio::time::timeout(self.settings.command_timeout, changes.wait_for(|s| *s != CONNECTING)).await;
+    }
+
     pub(crate) fn state(&self) -> RedisState {
         match self.state.load(Ordering::Acquire) {
             CONNECTING => RedisState::Connecting,
@@ -216,6 +234,7 @@ impl Tier {
             RedisState::Up => UP,
             RedisState::Down => DOWN,
         };
+        self.state_changes.send_replace(v);
         match self.state.swap(v, Ordering::AcqRel) {
             CONNECTING => RedisState::Connecting,
             UP => RedisState::Up,
@@ -346,7 +365,7 @@ impl Tier {
     /// Adds what a session end broadcast by another instance does here (the hook gets the
     /// digest of the cookie id). Kept while the caller holds the `Arc`.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn on_session_end(&self, hook: &Arc<SessionEndHook>) {
+    pub(crate) fn on_session_end(&self, hook: &SessionEndHook) {
         let mut hooks = lock(&self.session_end);
         hooks.retain(|h| h.strong_count() > 0);
         hooks.push(Arc::downgrade(hook));
@@ -505,9 +524,6 @@ impl Tier {
         false
     }
 }
-
-/// What a session end broadcast by another instance does (gets the digest of the cookie id).
-pub(crate) type SessionEndHook = dyn Fn(String) + Send + Sync;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
