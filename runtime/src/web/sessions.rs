@@ -329,6 +329,8 @@ impl WebSessions {
     /// caller to store, and the old id's session ends on the other instances.
     pub(crate) fn register(&self, session: &Session, old: Option<&str>, login: Login) -> (String, Entry) {
         let (id, secret) = (random_id(), Arc::<str>::from(random_id()));
+        #[cfg(feature = "redis")]
+        let shared = self.shared();
         let mut registry = self.registry();
         let previous = old.and_then(|old| registry.remove(old));
         #[cfg(feature = "redis")]
@@ -341,7 +343,7 @@ impl WebSessions {
             logins: login.logins,
             elsewhere: login.elsewhere,
             #[cfg(feature = "redis")]
-            shared: self.shared().map(|shared| {
+            shared: shared.map(|shared| {
                 let created = previous.as_ref().and_then(|p| p.shared.as_ref()).map(|p| p.created_unix_ms);
                 shared.entry(&id, created, &self.inner.rt)
             }),
@@ -351,7 +353,7 @@ impl WebSessions {
         #[cfg(not(feature = "redis"))]
         drop(previous);
         #[cfg(feature = "redis")]
-        if let (Some(shared), Some(old)) = (self.shared(), previous.and_then(|p| p.shared)) {
+        if let (Some(shared), Some(old)) = (shared, previous.and_then(|p| p.shared)) {
             // The old id is worthless now: the other instances end their copies of it.
             shared.end_everywhere_in_background(self, &old.digest);
         }

@@ -150,7 +150,8 @@ impl Shared {
             Ok(entry) => return self.resolve_live(web, entry).await,
             Err(Some(ended)) => {
                 if rt.is_shut_down() {
-                    return Resolved::Gone;
+                    // This instance is going away; the others still serve the session.
+                    return Resolved::Unknown;
                 }
                 if let Some(shared) = &ended.shared {
                     let idle = rt.session_limits().0;
@@ -262,7 +263,8 @@ impl Shared {
         }
         let session = rt.session();
         if session.is_ended() {
-            return Resolved::Gone;
+            // Shut down: this instance takes nothing over, the others still serve the session.
+            return Resolved::Unknown;
         }
         let logins: Arc<[Arc<str>]> = record.logins.iter().map(|l| Arc::<str>::from(l.as_str())).collect();
         let shared = self.entry(id, Some(record.created_unix_ms), rt);
