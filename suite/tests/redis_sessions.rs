@@ -359,11 +359,45 @@ fn parse(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_logout_form_served_by_one_instance_is_accepted_by_another() {
+async fn forms_served_by_one_instance_are_accepted_by_another() {
     let Some(redis_url) = redis_url() else { return };
     let secrets = Secrets::new("form");
     let (a, b) = (Instance::start(&secrets.path(), &redis_url), Instance::start(&secrets.path(), &redis_url));
     let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // The login form of A posted to B (a balancer without affinity): the instances share the
+    // key of pre-session tokens through Redis, loaded on their first request.
+    let browser = new_browser();
+    until("a login form of A is accepted by B", Duration::from_secs(10), || async {
+        let form = browser.get(a.url("/login")).send().await.unwrap().text().await.unwrap();
+        let fields =
+            [("_csrf", csrf(&form)), ("user", "hopper".to_owned()), ("password", "hopper-pw".to_owned())];
+        let status = browser.post(b.url("/login")).form(&fields).send().await.unwrap().status();
+        assert!(matches!(status, StatusCode::SEE_OTHER | StatusCode::FORBIDDEN), "{status}");
+        status == StatusCode::SEE_OTHER
+    })
+    .await;
+    let warehouse = browser.get(b.url("/warehouse")).send().await.unwrap();
+    assert_eq!(warehouse.text().await.unwrap(), "warehouse of hopper", "logged in on B");
+    assert_eq!(browser.get(b.url("/")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        browser.get(a.url("/")).send().await.unwrap().status(),
+        StatusCode::OK,
+        "the session resolves on A"
+    );
+    let forged = browser
+        .post(b.url("/login"))
+        .form(&[("_csrf", "1.00"), ("user", "hopper"), ("password", "hopper-pw")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN, "a forged token is still refused");
+    let home = browser.get(a.url("/")).send().await.unwrap().text().await.unwrap();
+    let out = browser.post(a.url("/logout")).form(&[("_csrf", csrf(&home).as_str())]).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    until("B closed its copy", Duration::from_secs(10), || async { b.counts(&plain).await == (1, 1) }).await;
+    assert_eq!(a.counts(&plain).await, (1, 1));
+
     let browser = new_browser();
     log_in(&browser, &a, "hopper").await;
     let home = browser.get(a.url("/")).send().await.unwrap().text().await.unwrap();
@@ -372,8 +406,8 @@ async fn a_logout_form_served_by_one_instance_is_accepted_by_another() {
     let out = browser.post(b.url("/logout")).form(&[("_csrf", csrf(&home).as_str())]).send().await.unwrap();
     assert_eq!(out.status(), StatusCode::SEE_OTHER, "the session's token checks on B");
     assert_eq!(out.headers()[LOCATION], "/login?logged_out");
-    until("A closed its copy", Duration::from_secs(10), || async { a.counts(&plain).await == (1, 1) }).await;
-    assert_eq!(b.counts(&plain).await, (1, 1));
+    until("A closed its copy", Duration::from_secs(10), || async { a.counts(&plain).await == (2, 2) }).await;
+    assert_eq!(b.counts(&plain).await, (2, 2));
     // A forged token is refused on B as on A.
     log_in(&browser, &a, "hopper").await;
     assert_eq!(browser.get(b.url("/")).send().await.unwrap().status(), StatusCode::OK);

@@ -64,6 +64,11 @@ pub(crate) struct SharedSessions {
     tier: Arc<Tier>,
 }
 
+/// `{prefix}:session-csrf-key`: the browser CSRF key of the app's instances.
+pub(crate) fn csrf_key(prefix: &str) -> String {
+    format!("{prefix}:session-csrf-key")
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -165,6 +170,25 @@ impl SharedSessions {
     /// Redis is away).
     pub(crate) async fn end_everywhere(&self, digest: &str) -> bool {
         self.tier.end_session_everywhere(digest).await
+    }
+
+    /// The browser CSRF key shared by every instance: `candidate` if none was stored yet, else
+    /// the stored one. `None`: Redis did not answer.
+    pub(crate) async fn shared_key(&self, candidate: [u8; 32]) -> Option<[u8; 32]> {
+        let key = csrf_key(&self.tier.settings.prefix);
+        let stored = self
+            .tier
+            .command(move |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&candidate[..])
+                    .arg("NX")
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                redis::cmd("GET").arg(&key).query_async::<Option<Vec<u8>>>(&mut conn).await
+            })
+            .await??;
+        stored.try_into().ok()
     }
 
     /// How many outages the tier has had: a change means bus messages may have been missed.

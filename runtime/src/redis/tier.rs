@@ -460,12 +460,16 @@ impl Tier {
             Some(keys) => keys.pattern(),
             None => format!("{}:*", self.settings.prefix).into_bytes(),
         };
+        // Session records (`{prefix}:session:…`) and the CSRF key (`{prefix}:session-csrf-key`),
+        // the web layer's, are not cached values.
+        let sessions = format!("{}:session:", self.settings.prefix).into_bytes();
+        let csrf_key = format!("{}:session-csrf-key", self.settings.prefix).into_bytes();
         let mut cursor: u64 = 0;
         loop {
-            let pattern = pattern.clone();
+            let (pattern, sessions, csrf_key) = (pattern.clone(), sessions.clone(), csrf_key.clone());
             let step = self
                 .command(move |mut conn| async move {
-                    let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    let (next, mut found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
                         .arg(pattern)
@@ -473,6 +477,7 @@ impl Tier {
                         .arg(1000)
                         .query_async(&mut conn)
                         .await?;
+                    found.retain(|key| !key.starts_with(&sessions) && *key != csrf_key);
                     if !found.is_empty() {
                         redis::cmd("UNLINK").arg(found).query_async::<i64>(&mut conn).await?;
                     }

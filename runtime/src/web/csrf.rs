@@ -26,6 +26,9 @@ pub(crate) enum Binding<'a> {
 /// Issues and checks tokens with one key.
 pub(crate) struct Signer {
     key: [u8; 32],
+    /// The browser key every instance of the app uses (sessions across instances), once known:
+    /// tokens are issued with it, and checked against it and the own key.
+    shared_key: std::sync::OnceLock<[u8; 32]>,
     epoch: Instant,
     /// Unix ms at `epoch`: expiries are wall-clock times (comparable across instances), that
     /// advance with Tokio's clock (paused in tests).
@@ -47,13 +50,21 @@ impl Signer {
         let epoch_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64);
-        Signer { key, epoch: Instant::now(), epoch_unix_ms, lifetime }
+        Signer { key, shared_key: std::sync::OnceLock::new(), epoch: Instant::now(), epoch_unix_ms, lifetime }
+    }
+
+    /// Uses `key` (the one every instance of the app shares) for browser bindings from now on.
+    /// Tokens issued with the own key still check.
+    #[cfg(feature = "redis")]
+    pub(crate) fn share_key(&self, key: [u8; 32]) {
+        let _ = self.shared_key.set(key);
     }
 
     /// A token for `binding`, valid for the token lifetime from now.
     pub(crate) fn issue(&self, binding: Binding<'_>) -> String {
         let expiry = self.now_ms().saturating_add(self.lifetime.as_millis().min(u64::MAX as u128) as u64);
-        let tag = self.mac(binding, expiry).map(|m| hex(&m.finalize().into_bytes())).unwrap_or_default();
+        let key = self.shared_key.get().unwrap_or(&self.key);
+        let tag = self.mac(key, binding, expiry).map(|m| hex(&m.finalize().into_bytes())).unwrap_or_default();
         format!("{expiry:x}.{tag}")
     }
 
@@ -65,15 +76,17 @@ impl Signer {
             return false;
         }
         // `verify_slice` compares in constant time.
-        self.mac(binding, expiry).is_some_and(|m| m.verify_slice(&tag).is_ok())
+        let checks =
+            |key: &[u8; 32]| self.mac(key, binding, expiry).is_some_and(|m| m.verify_slice(&tag).is_ok());
+        self.shared_key.get().is_some_and(checks) || checks(&self.key)
     }
 
-    fn mac(&self, binding: Binding<'_>, expiry: u64) -> Option<Hmac<Sha256>> {
-        // A session's tokens are keyed by its secret alone (256 random bits, server-side): they
-        // check on every instance that shares the session (sessions across instances), and
-        // nowhere else.
+    /// The MAC of `binding` with browser key `browser_key`. A session's tokens are keyed by its
+    /// secret instead (256 random bits, server-side): they check on every instance that shares
+    /// the session (sessions across instances), and nowhere else.
+    fn mac(&self, browser_key: &[u8; 32], binding: Binding<'_>, expiry: u64) -> Option<Hmac<Sha256>> {
         let key = match binding {
-            Binding::Browser(_) => &self.key[..],
+            Binding::Browser(_) => &browser_key[..],
             Binding::Session { secret, .. } => secret.as_bytes(),
         };
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?;

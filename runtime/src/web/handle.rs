@@ -267,6 +267,9 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSession {
 
 pub(crate) async fn middleware(State(web): State<WebSessions>, mut req: Request, next: Next) -> Response {
     let config = web.config();
+    // Starts the shared sessions (and loads the shared CSRF key) on the first request.
+    #[cfg(feature = "redis")]
+    let _ = web.shared();
     let cookie = cookie_value(&req, &config.cookie);
     let resolved = match cookie.as_deref() {
         Some(id) => web.resolve(id).await,

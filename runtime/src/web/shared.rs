@@ -89,13 +89,15 @@ pub(crate) struct SharedEntry {
 
 impl Shared {
     pub(crate) fn new(tier: &Arc<Tier>, web: Weak<Inner>) -> Shared {
+        let sessions = SharedSessions::new(Arc::clone(tier));
+        drop(own_runtime().spawn(load_browser_key(sessions.clone(), web.clone())));
         let hook: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |digest: String| {
             if let Some(inner) = web.upgrade() {
                 ended_elsewhere(&WebSessions::from_inner(inner), &digest);
             }
         });
         tier.on_session_end(&hook);
-        Shared { sessions: SharedSessions::new(Arc::clone(tier)), _hook: hook }
+        Shared { sessions, _hook: hook }
     }
 
     /// The record of a new cookie id (`created`: the first login's time, when the session is
@@ -281,6 +283,27 @@ impl Shared {
         drop(registry);
         tracing::info!(session = %entry.session.id(), "connscope: session taken over from another instance");
         Resolved::Found(entry)
+    }
+}
+
+/// Loads the browser CSRF key every instance shares (made by the first instance), so that a
+/// login form served by one instance is accepted by another; retried while Redis is away.
+async fn load_browser_key(sessions: SharedSessions, web: Weak<Inner>) {
+    let mut candidate = [0u8; 32];
+    super::sessions::fill_random(&mut candidate);
+    let mut wait = Duration::from_millis(100);
+    loop {
+        if web.strong_count() == 0 {
+            return;
+        }
+        if let Some(key) = sessions.shared_key(candidate).await {
+            if let Some(inner) = web.upgrade() {
+                WebSessions::from_inner(inner).signer().share_key(key);
+            }
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
