@@ -4,7 +4,7 @@
 //! `REDIS_URL`). It has a login form (provider `Login`, password `<user>-pw`) and a
 //! session-scoped connection `counted` whose connects and closes it counts and shows at
 //! `/counts`, and the state of its Redis tier at `/redis`. `/end` ends the session with
-//! `Session::end`; `IDLE_MS` sets the idle timeout.
+//! `Session::end`; `IDLE_MS` sets the idle timeout, `LIFETIME_MS` the session lifetime.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -121,6 +121,9 @@ async fn main() {
     let mut builder = connscope::Runtime::builder().secrets_file(secrets);
     if let Some(ms) = std::env::var("IDLE_MS").ok().and_then(|ms| ms.parse().ok()) {
         builder = builder.idle_timeout(std::time::Duration::from_millis(ms));
+    }
+    if let Some(ms) = std::env::var("LIFETIME_MS").ok().and_then(|ms| ms.parse().ok()) {
+        builder = builder.max_session_lifetime(std::time::Duration::from_millis(ms));
     }
     let rt = builder.build();
     let web = WebSessions::new(rt.clone()).title("Instance");

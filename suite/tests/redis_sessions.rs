@@ -21,14 +21,14 @@ struct Instance {
 
 impl Instance {
     fn start(secrets: &std::path::Path, redis_url: &str) -> Instance {
-        Instance::start_with(secrets, redis_url, None)
+        Instance::start_with(secrets, redis_url, &[])
     }
 
-    /// With an idle timeout of `idle_ms`.
-    fn start_with(secrets: &std::path::Path, redis_url: &str, idle_ms: Option<u64>) -> Instance {
+    /// With environment variables (`IDLE_MS`, `LIFETIME_MS`).
+    fn start_with(secrets: &std::path::Path, redis_url: &str, env: &[(&str, u64)]) -> Instance {
         let mut command = Command::new(env!("CARGO_BIN_EXE_session-instance"));
-        if let Some(ms) = idle_ms {
-            command.env("IDLE_MS", ms.to_string());
+        for (k, v) in env {
+            command.env(k, v.to_string());
         }
         let mut child = command
             .arg(secrets)
@@ -600,8 +600,8 @@ async fn an_end_by_the_app_goes_everywhere_and_an_idle_end_stays_local() {
     // Idle timeout 1.5 s on both. The browser stays busy on A only: B ends its copy for being
     // idle (locally), A keeps the session, and B takes it over again on the next request.
     let secrets = Secrets::new("idle");
-    let a = Instance::start_with(&secrets.path(), &redis_url, Some(1500));
-    let b = Instance::start_with(&secrets.path(), &redis_url, Some(1500));
+    let a = Instance::start_with(&secrets.path(), &redis_url, &[("IDLE_MS", 1500)]);
+    let b = Instance::start_with(&secrets.path(), &redis_url, &[("IDLE_MS", 1500)]);
     let browser = new_browser();
     log_in(&browser, &a, "babbage").await;
     for at in [&a, &b] {
@@ -622,4 +622,33 @@ async fn an_end_by_the_app_goes_everywhere_and_an_idle_end_stays_local() {
     assert_eq!(page.status(), StatusCode::OK, "B takes the session over again");
     assert_eq!(b.counts(&plain).await, (2, 1), "with a connection of its own");
     assert_eq!(a.counts(&plain).await, (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_lifetime_counts_from_the_login_on_every_instance() {
+    let Some(redis_url) = redis_url() else { return };
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let secrets = Secrets::new("lifetime");
+    let env = [("LIFETIME_MS", 3000)];
+    let (a, b) = (
+        Instance::start_with(&secrets.path(), &redis_url, &env),
+        Instance::start_with(&secrets.path(), &redis_url, &env),
+    );
+    let browser = new_browser();
+    let logged_in = Instant::now();
+    log_in(&browser, &a, "curie").await;
+    // B takes the session over 1.5 s after the login: its own copy would live 3 s from there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(browser.get(b.url("/")).send().await.unwrap().status(), StatusCode::OK);
+    until("B refuses the session", Duration::from_secs(10), || async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        browser.get(b.url("/")).send().await.unwrap().status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let ended = logged_in.elapsed();
+    assert!(
+        ended < Duration::from_millis(4000),
+        "B ended it {ended:?} after the login: the lifetime (3 s) counts from the login, not from the take-over"
+    );
+    until("B closed its copy", Duration::from_secs(10), || async { b.counts(&plain).await == (1, 1) }).await;
 }
