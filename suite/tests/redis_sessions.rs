@@ -652,3 +652,49 @@ async fn the_session_lifetime_counts_from_the_login_on_every_instance() {
     );
     until("B closed its copy", Duration::from_secs(10), || async { b.counts(&plain).await == (1, 1) }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_made_while_redis_is_away_is_shared_once_it_is_back() {
+    let Some(redis_url) = redis_url() else { return };
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let secrets = Secrets::new("login-away");
+    let proxy = Proxy::start(redis_address(&redis_url)).await;
+    // Idle timeout 3 s: records are refreshed (or written, if missing) at most every 330 ms.
+    let env = [("IDLE_MS", 3000)];
+    let a = Instance::start_with(&secrets.path(), &proxy.url(&redis_url), &env);
+    let b = Instance::start_with(&secrets.path(), &redis_url, &env);
+    let state = |at: &Instance| plain.get(at.url("/redis")).send();
+    until("A reaches Redis", Duration::from_secs(15), || async {
+        state(&a).await.unwrap().text().await.unwrap() == "Some(Up)"
+    })
+    .await;
+    proxy.cut();
+    until("A sees Redis as away", Duration::from_secs(15), || async {
+        state(&a).await.unwrap().text().await.unwrap() == "Some(Down)"
+    })
+    .await;
+
+    // The login works on A without Redis; B cannot know of it yet.
+    let browser = new_browser();
+    let started = Instant::now();
+    let cookie = log_in(&browser, &a, "noether").await;
+    let login_took = started.elapsed();
+    assert_eq!(browser.get(a.url("/")).send().await.unwrap().status(), StatusCode::OK);
+    let on_b = || plain.get(b.url("/")).header(COOKIE, format!("connscope_session={cookie}")).send();
+    assert_eq!(on_b().await.unwrap().status(), StatusCode::UNAUTHORIZED, "no record yet");
+
+    // Back: A's next requests write the missing record, and B takes the session over.
+    proxy.restore();
+    until("B resolves the session made while Redis was away", Duration::from_secs(15), || async {
+        assert_eq!(browser.get(a.url("/")).send().await.unwrap().status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        on_b().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+    assert_eq!(b.counts(&plain).await, (1, 0));
+    let home = browser.get(a.url("/")).send().await.unwrap().text().await.unwrap();
+    let out = browser.post(a.url("/logout")).form(&[("_csrf", csrf(&home).as_str())]).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    until("B closed its copy", Duration::from_secs(10), || async { b.counts(&plain).await == (1, 1) }).await;
+    println!("login while Redis was away took {login_took:?}");
+}

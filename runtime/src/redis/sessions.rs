@@ -101,8 +101,11 @@ impl SharedSessions {
     }
 
     /// Writes the record with expiry `ttl` (replacing one of the same digest). False if Redis
-    /// did not take it.
+    /// did not take it, or is away (nothing waits on it then).
     pub(crate) async fn store(&self, digest: &str, record: &Record, ttl: Duration) -> bool {
+        if self.tier.is_down() {
+            return false;
+        }
         let (key, value, ttl) = (self.key(digest), record.encode(), ms(ttl));
         self.tier
             .command(move |mut conn| async move {
