@@ -30,13 +30,19 @@ impl Instance {
         for (k, v) in env {
             command.env(k, v.to_string());
         }
-        let mut child = command
-            .arg(secrets)
-            .env("REDIS_URL", redis_url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start session-instance");
+        Instance::spawn(command.arg(secrets).env("REDIS_URL", redis_url).stderr(Stdio::inherit()))
+    }
+
+    /// Logging everything at `debug` to `log`.
+    fn start_logging(secrets: &std::path::Path, redis_url: &str, log: &std::path::Path) -> Instance {
+        let file = std::fs::File::create(log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_session-instance"));
+        command.arg(secrets).env("REDIS_URL", redis_url).env("RUST_LOG", "debug").stderr(file);
+        Instance::spawn(&mut command)
+    }
+
+    fn spawn(command: &mut Command) -> Instance {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("start session-instance");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its port");
         let port: u16 = line.trim().strip_prefix("port=").and_then(|p| p.parse().ok()).expect("port=N");
@@ -697,4 +703,41 @@ async fn a_login_made_while_redis_is_away_is_shared_once_it_is_back() {
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     until("B closed its copy", Duration::from_secs(10), || async { b.counts(&plain).await == (1, 1) }).await;
     println!("login while Redis was away took {login_took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cookie_id_or_csrf_secret_in_the_logs() {
+    let Some(redis_url) = redis_url() else { return };
+    let Some(mut redis) = Resp::connect(&redis_url).await else { return };
+    let secrets = Secrets::new("logs");
+    let (log_a, log_b) = (secrets.0.join("a.log"), secrets.0.join("b.log"));
+    let a = Instance::start_logging(&secrets.path(), &redis_url, &log_a);
+    let b = Instance::start_logging(&secrets.path(), &redis_url, &log_b);
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let browser = new_browser();
+    let cookie = log_in(&browser, &a, "shannon").await;
+    let keys = redis.keys(&format!("{}:session:*", secrets.1)).await;
+    assert_eq!(keys.len(), 1);
+    let record = redis.command(&["GET", &keys[0]]).await;
+    // The CSRF secret: the record's run of 64 hex digits.
+    let secret = record
+        .windows(64)
+        .find(|w| w.iter().all(u8::is_ascii_hexdigit))
+        .map(|w| String::from_utf8(w.to_vec()).unwrap())
+        .expect("the secret in the record");
+    for at in [&a, &b] {
+        assert_eq!(browser.get(at.url("/")).send().await.unwrap().status(), StatusCode::OK);
+    }
+    assert!(browser.get(b.url("/warehouse")).send().await.unwrap().status().is_redirection());
+    let home = browser.get(a.url("/")).send().await.unwrap().text().await.unwrap();
+    let out = browser.post(a.url("/logout")).form(&[("_csrf", csrf(&home).as_str())]).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    until("B closed its copy", Duration::from_secs(10), || async { b.counts(&plain).await == (1, 1) }).await;
+    drop((a, b));
+    for log in [&log_a, &log_b] {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains("connscope"), "the instance logged: {text}");
+        assert!(!text.contains(&cookie), "a cookie id in {}", log.display());
+        assert!(!text.contains(&secret), "a CSRF secret in {}", log.display());
+    }
 }
