@@ -160,6 +160,16 @@ impl Secrets {
 impl Drop for Secrets {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        // The shared CSRF key has no expiry (session records expire on their own).
+        if let Ok(url) = std::env::var("REDIS_URL")
+            && !url.contains('@')
+            && let Ok(mut redis) = std::net::TcpStream::connect(redis_address(&url))
+        {
+            use std::io::{Read, Write};
+            let key = format!("{}:session-csrf-key", self.1);
+            let _ = write!(redis, "*2\r\n$3\r\nDEL\r\n${}\r\n{key}\r\n", key.len());
+            let _ = redis.read(&mut [0u8; 64]);
+        }
     }
 }
 
