@@ -5,6 +5,8 @@
 mod bus;
 mod codec;
 mod flight;
+#[cfg(feature = "axum")]
+mod sessions;
 mod settings;
 mod tier;
 
@@ -16,4 +18,6 @@ pub use tier::{RedisState, RedisStats};
 
 pub(crate) use codec::{Keys, resource_id};
 pub(crate) use flight::{Codec, load};
+#[cfg(feature = "axum")]
+pub(crate) use sessions::{Fetched, Record, SharedSessions, digest, unix_ms};
 pub(crate) use tier::Tier;

@@ -128,10 +128,13 @@ struct Pending {
     clears: Vec<String>,
     /// Too many to keep: clear every shared resource everywhere.
     overflow: bool,
+    /// Session ends (digests of cookie ids) whose record deletion or broadcast failed.
+    session_ends: Vec<String>,
 }
 
-/// What a session end broadcast by another instance does here.
-pub(crate) type SessionEndHook = Arc<dyn Fn(String) + Send + Sync>;
+/// What a session end broadcast by another instance does here (gets the digest of the cookie id).
+pub(crate) type SessionEndFn = dyn Fn(String) + Send + Sync;
+pub(crate) type SessionEndHook = Arc<SessionEndFn>;
 
 pub(crate) struct Tier {
     pub(crate) settings: RedisSettings,
@@ -150,7 +153,9 @@ pub(crate) struct Tier {
     waiters: Mutex<HashMap<Vec<u8>, Weak<Notify>>>,
     pending: Mutex<Pending>,
     pub(crate) counters: Counters,
-    session_end: Mutex<Option<SessionEndHook>>,
+    /// What a session end broadcast by another instance does here: one hook per live
+    /// `WebSessions` (dropped ones are pruned).
+    session_end: Mutex<Vec<Weak<SessionEndFn>>>,
     task: Mutex<Option<AbortHandle>>,
 }
 
@@ -346,27 +351,58 @@ impl Tier {
                 }
             }
             Message::SessionEnd { origin, id } if origin != self.instance => {
-                let hook = lock(&self.session_end).clone();
-                if let Some(hook) = hook {
-                    hook(id);
+                let hooks: Vec<_> = lock(&self.session_end).iter().filter_map(Weak::upgrade).collect();
+                for hook in hooks {
+                    hook(id.clone());
                 }
             }
             _ => {}
         }
     }
 
-    /// Sets what a session end broadcast by another instance does here.
-    #[allow(dead_code)] // used by the web layer's shared sessions
-    pub(crate) fn on_session_end(&self, hook: SessionEndHook) {
-        *lock(&self.session_end) = Some(hook);
+    // ---- Session ends across instances (the web layer's shared sessions) ----
+
+    /// Adds what a session end broadcast by another instance does here (the hook gets the
+    /// digest of the cookie id). Kept while the caller holds the `Arc`.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn on_session_end(&self, hook: &SessionEndHook) {
+        let mut hooks = lock(&self.session_end);
+        hooks.retain(|h| h.strong_count() > 0);
+        hooks.push(Arc::downgrade(hook));
     }
 
-    /// Tells every other instance that session `id` ended.
-    #[allow(dead_code)] // used by the web layer's shared sessions
-    pub(crate) async fn end_session_everywhere(&self, id: &str) {
-        let message = Message::SessionEnd { origin: self.instance, id: id.to_owned() };
-        self.publish(message).await;
+    /// Ends session `id` (the digest of its cookie id) on every instance: deletes its record
+    /// (`{prefix}:session:{id}`) and tells the other instances. Kept for later when Redis is
+    /// away (published when it is back). True if it was done now.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) async fn end_session_everywhere(&self, id: &str) -> bool {
+        if !self.is_down() && self.end_session_now(id).await {
+            return true;
+        }
+        let mut pending = lock(&self.pending);
+        if pending.session_ends.len() < MAX_PENDING {
+            pending.session_ends.push(id.to_owned());
+        } else {
+            tracing::warn!(
+                prefix = %self.settings.prefix,
+                "connscope: too many session ends kept while Redis is away; this one reaches other instances only through its record's expiry"
+            );
+        }
+        false
     }
+
+    async fn end_session_now(&self, id: &str) -> bool {
+        let key = format!("{}:session:{id}", self.settings.prefix);
+        let deleted = self
+            .command(
+                move |mut conn| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut conn).await },
+            )
+            .await
+            .is_some();
+        deleted && self.publish(Message::SessionEnd { origin: self.instance, id: id.to_owned() }).await
+    }
+
+    // ---- end of session ends ----
 
     pub(crate) async fn publish(&self, message: Message) -> bool {
         let channel = self.channel.clone();
@@ -424,12 +460,16 @@ impl Tier {
             Some(keys) => keys.pattern(),
             None => format!("{}:*", self.settings.prefix).into_bytes(),
         };
+        // Session records (`{prefix}:session:…`) and the CSRF key (`{prefix}:session-csrf-key`),
+        // the web layer's, are not cached values.
+        let sessions = format!("{}:session:", self.settings.prefix).into_bytes();
+        let csrf_key = format!("{}:session-csrf-key", self.settings.prefix).into_bytes();
         let mut cursor: u64 = 0;
         loop {
-            let pattern = pattern.clone();
+            let (pattern, sessions, csrf_key) = (pattern.clone(), sessions.clone(), csrf_key.clone());
             let step = self
                 .command(move |mut conn| async move {
-                    let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    let (next, mut found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
                         .arg(pattern)
@@ -437,6 +477,7 @@ impl Tier {
                         .arg(1000)
                         .query_async(&mut conn)
                         .await?;
+                    found.retain(|key| !key.starts_with(&sessions) && *key != csrf_key);
                     if !found.is_empty() {
                         redis::cmd("UNLINK").arg(found).query_async::<i64>(&mut conn).await?;
                     }
@@ -456,6 +497,12 @@ impl Tier {
     /// Redis is back: publish what was kept. Returns false if it failed (kept for next time).
     pub(crate) async fn flush_pending(&self) -> bool {
         let pending = std::mem::take(&mut *lock(&self.pending));
+        // Logouts first: they revoke access.
+        for id in &pending.session_ends {
+            if !self.end_session_now(id).await {
+                return self.keep(pending);
+            }
+        }
         if pending.overflow {
             return self.clear_now(None, None).await || self.keep(pending);
         }
@@ -478,6 +525,7 @@ impl Tier {
         now.overflow |= pending.overflow;
         now.clears.extend(pending.clears);
         now.invalidations.extend(pending.invalidations);
+        now.session_ends.extend(pending.session_ends);
         false
     }
 }

@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use super::page::{LOGGED_OUT, LoginField, LoginPage};
+use super::page::{LOG_IN_HERE, LOGGED_OUT, LoginField, LoginPage};
 use super::sessions::WebSession;
 use super::throttle::ClientKey;
 use crate::conn::Conn;
@@ -35,8 +35,15 @@ where
         let web = WebSession::from_request_parts(parts, state).await?;
         let login_page = || Redirect::to(&web.web().config().login_path).into_response();
         let Some(session) = web.session() else { return Err(login_page()) };
-        match session.logged_in::<P>(web.web().config().name_of::<P>()).await {
+        let name = web.web().config().name_of::<P>();
+        match session.logged_in::<P>(name).await {
             Ok(conn) => Ok(LoggedIn(conn)),
+            // Logged in on another instance: a login connection does not cross processes.
+            Err(_) if web.logged_in_elsewhere(name) => {
+                let login = &web.web().config().login_path;
+                let separator = if login.contains('?') { '&' } else { '?' };
+                Err(Redirect::to(&format!("{login}{separator}{LOGIN_HERE_QUERY}")).into_response())
+            }
             Err(_) => Err(login_page()),
         }
     }
@@ -57,11 +64,22 @@ pub(crate) fn routes_at<P: Connection>(login: &str, logout: &str) -> Router {
         .route(logout, post(self::logout::<P>))
 }
 
+/// The query [`LoggedIn`] adds to the login page's path for a browser logged in on another
+/// instance only.
+const LOGIN_HERE_QUERY: &str = "login_here";
+
 /// Renders the login form of provider `P` (secret fields are password inputs) with the
-/// configured template; after a logout (the query `?logged_out`) it says [`LOGGED_OUT`].
+/// configured template; after a logout (the query `?logged_out`) it says [`LOGGED_OUT`], and to
+/// a browser whose login was made on another instance (`?login_here`), [`LOG_IN_HERE`].
 pub async fn login_form<P: Connection>(web: WebSession, RawQuery(query): RawQuery) -> Html<String> {
-    let logged_out = query.is_some_and(|q| q.split('&').any(|kv| kv == "logged_out"));
-    let notice = logged_out.then_some(LOGGED_OUT);
+    let has = |flag: &str| query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == flag));
+    let notice = if has("logged_out") {
+        Some(LOGGED_OUT)
+    } else if has(LOGIN_HERE_QUERY) {
+        Some(LOG_IN_HERE)
+    } else {
+        None
+    };
     Html(render::<P>(&web, None, notice, &FormValues::new()))
 }
 

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::csrf::Binding;
-use super::sessions::{WebSessions, random_id};
+use super::sessions::{Entry, Login, Resolved, WebSessions, random_id};
 use crate::error::{Error, ReleaseReport};
 use crate::provider::Connection;
 use crate::runtime::Runtime;
@@ -42,6 +42,8 @@ struct RequestState {
     /// A new session id to send (a login), or the cookie to delete (logout, a stale id).
     set_id: bool,
     clear_id: bool,
+    /// The session's entry (its logins, its shared record).
+    entry: Option<Entry>,
 }
 
 impl fmt::Debug for WebSession {
@@ -74,8 +76,8 @@ impl WebSession {
     /// logout each make earlier tokens worthless).
     pub fn csrf_token(&self) -> String {
         let mut state = self.state();
-        if let Some(secret) = live_secret(&state) {
-            return self.web.signer().issue(Binding::Session(&secret));
+        if let Some((secret, id)) = live_secret(&state) {
+            return self.web.signer().issue(Binding::Session { secret: &secret, id: &id });
         }
         if state.nonce.is_none() {
             state.nonce = Some(random_id());
@@ -89,8 +91,8 @@ impl WebSession {
     /// [`csrf_token`](Self::csrf_token)); compared in constant time.
     pub fn check_csrf(&self, token: &str) -> bool {
         let state = self.state();
-        if let Some(secret) = live_secret(&state) {
-            return self.web.signer().check(Binding::Session(&secret), token);
+        if let Some((secret, id)) = live_secret(&state) {
+            return self.web.signer().check(Binding::Session { secret: &secret, id: &id }, token);
         }
         state.nonce.as_deref().is_some_and(|nonce| self.web.signer().check(Binding::Browser(nonce), token))
     }
@@ -99,31 +101,60 @@ impl WebSession {
     /// login, against session fixation). The connscope session, and everything cached in it,
     /// stays.
     pub fn renew_id(&self) {
-        let mut state = self.state();
-        if let Some(session) = state.session.clone().filter(|s| !s.is_ended()) {
-            self.adopt(&mut state, &session);
+        let entry = {
+            let mut state = self.state();
+            let Some(session) = state.session.clone().filter(|s| !s.is_ended()) else { return };
+            let login = current_login(&state, None);
+            self.adopt(&mut state, &session, login)
+        };
+        #[cfg(feature = "redis")]
+        if self.web.shared().is_some() {
+            let web = self.web.clone();
+            drop(crate::cache::own_runtime().spawn(async move {
+                if let Some(shared) = web.shared() {
+                    shared.store(&web, &entry).await;
+                }
+            }));
         }
+        #[cfg(not(feature = "redis"))]
+        drop(entry);
     }
 
     /// Ends the session if there is one (releasing its values), deletes the cookie and gives
-    /// the browser a new pre-session CSRF cookie.
+    /// the browser a new pre-session CSRF cookie. With sessions shared through Redis, the
+    /// session ends on every instance (its record is deleted and the end broadcast; kept for
+    /// later while Redis is away).
     pub async fn end(&self) -> ReleaseReport {
-        let session = {
+        let (session, entry) = {
             let mut state = self.state();
-            if let Some(id) = state.id.take() {
-                self.web.forget(&id);
-            }
+            let entry = state.id.take().and_then(|id| self.web.forget(&id)).or_else(|| state.entry.take());
+            state.entry = None;
             state.secret = None;
             state.set_id = false;
             state.clear_id = true;
             state.nonce = Some(random_id());
             state.set_nonce = true;
-            state.session.take()
+            (state.session.take(), entry)
         };
-        match session {
+        #[cfg(feature = "redis")]
+        let everywhere = match (self.web.shared(), entry.as_ref().and_then(|e| e.shared.as_ref())) {
+            (Some(shared), Some(record)) => {
+                Some(shared.end_everywhere_in_background(&self.web, &record.digest))
+            }
+            _ => None,
+        };
+        let _ = entry;
+        let report = match session {
             Some(session) => session.end().await,
             None => ReleaseReport::default(),
+        };
+        #[cfg(feature = "redis")]
+        if let Some(everywhere) = everywhere {
+            // Done (or kept for later) within the tier's command timeout; it goes on if this
+            // request is dropped.
+            let _ = everywhere.await;
         }
+        report
     }
 
     /// Logs this browser in to connection `name`: in its session if it has one, else in a new
@@ -138,9 +169,19 @@ impl WebSession {
         match session.login(name, settings).await {
             Ok(_) => {
                 guard.0 = None;
-                let mut state = self.state();
-                self.adopt(&mut state, &session);
-                state.session = Some(session);
+                let entry = {
+                    let mut state = self.state();
+                    let login = current_login(&state, Some(name));
+                    let entry = self.adopt(&mut state, &session, login);
+                    state.session = Some(session);
+                    entry
+                };
+                // Stored before the browser is sent on, so its next request resolves anywhere.
+                #[cfg(feature = "redis")]
+                if let Some(shared) = self.web.shared() {
+                    shared.store(&self.web, &entry).await;
+                }
+                let _ = entry;
                 Ok(())
             }
             Err(e) => {
@@ -154,12 +195,20 @@ impl WebSession {
     }
 
     /// Registers `session` under a new id (dropping the current one) with a new CSRF secret.
-    fn adopt(&self, state: &mut RequestState, session: &Session) {
-        let (id, secret) = self.web.register(session, state.id.as_deref());
+    fn adopt(&self, state: &mut RequestState, session: &Session, login: Login) -> Entry {
+        let (id, entry) = self.web.register(session, state.id.as_deref(), login);
         state.id = Some(id);
-        state.secret = Some(secret);
+        state.secret = Some(Arc::clone(&entry.secret));
+        state.entry = Some(entry.clone());
         state.set_id = true;
         state.clear_id = false;
+        entry
+    }
+
+    /// Whether this browser logged in to connection `name` on another instance only (its
+    /// session was taken over from there): the login must be made again here.
+    pub(crate) fn logged_in_elsewhere(&self, name: &str) -> bool {
+        self.state().entry.as_ref().is_some_and(|e| e.elsewhere.iter().any(|n| &**n == name))
     }
 
     pub(crate) fn web(&self) -> &WebSessions {
@@ -171,9 +220,25 @@ impl WebSession {
     }
 }
 
-/// The CSRF secret of the session, while it is live.
-fn live_secret(state: &RequestState) -> Option<Arc<str>> {
-    state.session.as_ref().filter(|s| !s.is_ended()).and(state.secret.clone())
+/// The logins of the session in `state`, with `name` logged in here now.
+fn current_login(state: &RequestState, name: Option<&str>) -> Login {
+    let (mut logins, mut elsewhere): (Vec<Arc<str>>, Vec<Arc<str>>) = match &state.entry {
+        Some(e) => (e.logins.to_vec(), e.elsewhere.to_vec()),
+        None => (Vec::new(), Vec::new()),
+    };
+    if let Some(name) = name {
+        elsewhere.retain(|n| &**n != name);
+        if !logins.iter().any(|n| &**n == name) {
+            logins.push(Arc::from(name));
+        }
+    }
+    Login { logins: logins.into(), elsewhere: elsewhere.into() }
+}
+
+/// The CSRF secret and cookie id of the session, while it is live.
+fn live_secret(state: &RequestState) -> Option<(Arc<str>, String)> {
+    let live = state.session.as_ref().filter(|s| !s.is_ended());
+    live.and(state.secret.clone()).zip(state.id.clone())
 }
 
 /// Ends a session created for a login attempt if the attempt is dropped half-way.
@@ -202,17 +267,24 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSession {
 
 pub(crate) async fn middleware(State(web): State<WebSessions>, mut req: Request, next: Next) -> Response {
     let config = web.config();
+    // Starts the shared sessions (and loads the shared CSRF key) on the first request.
+    #[cfg(feature = "redis")]
+    let _ = web.shared();
     let cookie = cookie_value(&req, &config.cookie);
-    let found = cookie.as_deref().and_then(|id| web.lookup(id));
+    let resolved = match cookie.as_deref() {
+        Some(id) => web.resolve(id).await,
+        None => Resolved::Unknown,
+    };
     let mut state = RequestState {
         nonce: cookie_value(&req, &config.csrf_cookie).filter(|n| n.len() == 64),
         // A cookie naming no live session (ended, or never issued) is deleted; nothing is made.
-        clear_id: cookie.is_some() && found.is_none(),
+        clear_id: matches!(resolved, Resolved::Gone),
         ..RequestState::default()
     };
-    if let Some(entry) = found {
-        state.session = Some(entry.session);
-        state.secret = Some(entry.secret);
+    if let Resolved::Found(entry) = resolved {
+        state.session = Some(entry.session.clone());
+        state.secret = Some(Arc::clone(&entry.secret));
+        state.entry = Some(entry);
         state.id = cookie;
     }
     let session = state.session.clone();

@@ -15,6 +15,12 @@
 //! * Repeated failures for one account or from one client back off ([`LoginThrottle`]) without
 //!   reaching the provider's `connect`.
 //!
+//! With several instances sharing a Redis (feature `redis`, when the runtime has a tier), a
+//! session cookie resolves on every instance (a record per logged-in browser, under a digest of
+//! the cookie id), a logout ends the session on every instance, and a page needing a login
+//! connection made on another instance asks for the login again ([`LOG_IN_HERE`]). See the
+//! README's "Sessions across instances".
+//!
 //! [HMAC-SHA256]: https://datatracker.ietf.org/doc/html/rfc2104
 //!
 //! ```no_run
@@ -46,11 +52,18 @@ mod form;
 mod handle;
 mod page;
 mod sessions;
+#[cfg(feature = "redis")]
+mod shared;
 mod throttle;
+
+#[cfg(feature = "redis")]
+pub(crate) use csrf::hex;
 
 pub use form::{
     LOGIN_FAILED, LoggedIn, escape_html, login_form, login_routes, login_submit, logout, logout_button,
 };
-pub use page::{DefaultLoginPage, LOGGED_OUT, LoginField, LoginPage, LoginTemplate, default_login_page};
+pub use page::{
+    DefaultLoginPage, LOG_IN_HERE, LOGGED_OUT, LoginField, LoginPage, LoginTemplate, default_login_page,
+};
 pub use sessions::{SessionLayer, WebSession, WebSessions};
 pub use throttle::{ClientKey, LoginThrottle};

@@ -11,6 +11,12 @@ use super::form::escape_html;
 /// The notice the login page shows after a logout.
 pub const LOGGED_OUT: &str = "You have been logged out.";
 
+/// The notice the login page shows to a browser whose session came from another server of the
+/// app (several instances sharing sessions through Redis) when a page needs a login connection,
+/// which cannot cross servers.
+pub const LOG_IN_HERE: &str =
+    "You are logged in on another server of this app; log in again here to reach this connection.";
+
 /// Everything a login page shows, handed to a [`LoginTemplate`]. The strings are raw text:
 /// escape them with [`escape_html`] (or use [`form_html`](Self::form_html) and
 /// [`csrf_field`](Self::csrf_field), which are escaped already).

@@ -37,20 +37,57 @@ pub struct WebSessions {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     rt: Runtime,
     config: Config,
     registry: Mutex<Registry>,
     signer: Signer,
     throttle: Arc<Throttle>,
+    /// The session records in Redis, set on first use (`None`: Redis is not configured).
+    #[cfg(feature = "redis")]
+    shared: std::sync::OnceLock<Option<super::shared::Shared>>,
 }
 
 /// Cookie ids of live sessions.
 #[derive(Default)]
-struct Registry {
-    ids: HashMap<String, Entry>,
+pub(crate) struct Registry {
+    pub(crate) ids: HashMap<String, Entry>,
     /// Size at which ended sessions are next swept out.
     sweep_at: usize,
+    /// With shared sessions: cookie id by digest, and the digests of sessions ended (here or
+    /// elsewhere) that must not be taken over again from a record read before the end.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: super::shared::Index,
+}
+
+impl Registry {
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.ids.remove(id)?;
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &entry.shared {
+            self.shared.by_digest.remove(&*shared.digest);
+        }
+        Some(entry)
+    }
+
+    pub(crate) fn insert(&mut self, id: String, entry: Entry) {
+        // Sessions the runtime ended (idle, lifetime) leave their ids: sweep them out whenever
+        // the map has doubled since the last sweep.
+        if self.ids.len() >= self.sweep_at {
+            self.ids.retain(|_, e| !e.session.is_ended());
+            #[cfg(feature = "redis")]
+            {
+                let ids = &self.ids;
+                self.shared.by_digest.retain(|_, id| ids.contains_key(id));
+            }
+            self.sweep_at = (self.ids.len() * 2).max(64);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &entry.shared {
+            self.shared.by_digest.insert(shared.digest.to_string(), id.clone());
+        }
+        self.ids.insert(id, entry);
+    }
 }
 
 /// A logged-in browser's session and its CSRF secret (replaced on every login).
@@ -58,6 +95,24 @@ struct Registry {
 pub(crate) struct Entry {
     pub(crate) session: Session,
     pub(crate) secret: Arc<str>,
+    /// Connections this browser logged in to, here or on another instance.
+    pub(crate) logins: Arc<[Arc<str>]>,
+    /// Of those, the ones made on another instance and not yet here (a session taken over
+    /// from another instance): asked for again here.
+    pub(crate) elsewhere: Arc<[Arc<str>]>,
+    /// Its record in Redis, when sessions are shared.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<Arc<super::shared::SharedEntry>>,
+}
+
+/// What a session cookie resolved to.
+pub(crate) enum Resolved {
+    Found(Entry),
+    /// It names no live session: the cookie is deleted.
+    Gone,
+    /// Nothing could be learnt (Redis is away): no session, but the cookie is kept, since
+    /// another instance may still serve it.
+    Unknown,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +175,8 @@ impl WebSessions {
                 throttle: Throttle::new(config.throttle.clone()),
                 config,
                 registry: Mutex::new(Registry::default()),
+                #[cfg(feature = "redis")]
+                shared: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -246,42 +303,92 @@ impl WebSessions {
         axum::middleware::from_fn_with_state(self.clone(), f)
     }
 
-    /// The live session behind a cookie id. An id that is unknown, or whose session ended,
-    /// gives `None` (and is forgotten); nothing is created.
-    pub(crate) fn lookup(&self, id: &str) -> Option<Entry> {
-        let mut registry = self.registry();
-        match registry.ids.get(id) {
-            Some(entry) if !entry.session.is_ended() => Some(entry.clone()),
-            Some(_) => {
-                registry.ids.remove(id);
-                None
+    /// What a cookie id names: a live session of this instance, or, with shared sessions, one
+    /// taken over from its record in Redis. Nothing is created for an id that names nothing.
+    pub(crate) async fn resolve(&self, id: &str) -> Resolved {
+        let local = {
+            let mut registry = self.registry();
+            match registry.ids.get(id) {
+                Some(entry) if !entry.session.is_ended() => Ok(entry.clone()),
+                Some(_) => Err(registry.remove(id)),
+                None => Err(None),
             }
-            None => None,
+        };
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.shared() {
+            return shared.resolve(self, id, local).await;
+        }
+        match local {
+            Ok(entry) => Resolved::Found(entry),
+            Err(_) => Resolved::Gone,
         }
     }
 
-    /// Gives `session` a new cookie id and CSRF secret (a login), dropping `old`.
-    pub(crate) fn register(&self, session: &Session, old: Option<&str>) -> (String, Arc<str>) {
+    /// Gives `session` a new cookie id and CSRF secret (a login), dropping `old`, with the
+    /// connections it is logged in to. With shared sessions, the new record is returned for the
+    /// caller to store, and the old id's session ends on the other instances.
+    pub(crate) fn register(&self, session: &Session, old: Option<&str>, login: Login) -> (String, Entry) {
         let (id, secret) = (random_id(), Arc::<str>::from(random_id()));
+        #[cfg(feature = "redis")]
+        let shared = self.shared();
         let mut registry = self.registry();
-        if let Some(old) = old {
-            registry.ids.remove(old);
+        let previous = old.and_then(|old| registry.remove(old));
+        #[cfg(feature = "redis")]
+        if let Some(old) = previous.as_ref().and_then(|p| p.shared.as_ref()) {
+            registry.shared.bury_now(&old.digest, &self.inner.rt);
         }
-        // Sessions the runtime ended (idle, lifetime) leave their ids: sweep them out whenever
-        // the map has doubled since the last sweep.
-        if registry.ids.len() >= registry.sweep_at {
-            registry.ids.retain(|_, e| !e.session.is_ended());
-            registry.sweep_at = (registry.ids.len() * 2).max(64);
+        let entry = Entry {
+            session: session.clone(),
+            secret,
+            logins: login.logins,
+            elsewhere: login.elsewhere,
+            #[cfg(feature = "redis")]
+            shared: shared.map(|shared| {
+                let created = previous.as_ref().and_then(|p| p.shared.as_ref()).map(|p| p.created_unix_ms);
+                shared.entry(&id, created, &self.inner.rt)
+            }),
+        };
+        registry.insert(id.clone(), entry.clone());
+        drop(registry);
+        #[cfg(not(feature = "redis"))]
+        drop(previous);
+        #[cfg(feature = "redis")]
+        if let (Some(shared), Some(old)) = (shared, previous.and_then(|p| p.shared)) {
+            // The old id is worthless now: the other instances end their copies of it.
+            shared.end_everywhere_in_background(self, &old.digest);
         }
-        registry.ids.insert(id.clone(), Entry { session: session.clone(), secret: Arc::clone(&secret) });
-        (id, secret)
+        (id, entry)
     }
 
-    pub(crate) fn forget(&self, id: &str) {
-        self.registry().ids.remove(id);
+    /// Forgets a cookie id (a logout); returns its entry.
+    pub(crate) fn forget(&self, id: &str) -> Option<Entry> {
+        let mut registry = self.registry();
+        let entry = registry.remove(id);
+        #[cfg(feature = "redis")]
+        if let Some(shared) = entry.as_ref().and_then(|e| e.shared.as_ref()) {
+            registry.shared.bury_now(&shared.digest, &self.inner.rt);
+        }
+        entry
     }
 
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+    /// The shared sessions of this runtime, started on first use; `None` without Redis.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(&self) -> Option<&super::shared::Shared> {
+        self.inner
+            .shared
+            .get_or_init(|| {
+                let tier = self.inner.rt.tier()?;
+                Some(super::shared::Shared::new(tier, Arc::downgrade(&self.inner)))
+            })
+            .as_ref()
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        WebSessions { inner }
+    }
+
+    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.inner.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -309,6 +416,13 @@ impl WebSessions {
     pub(crate) fn throttle(&self) -> &Arc<Throttle> {
         &self.inner.throttle
     }
+}
+
+/// The connections a session is logged in to, for [`WebSessions::register`].
+#[derive(Default)]
+pub(crate) struct Login {
+    pub(crate) logins: Arc<[Arc<str>]>,
+    pub(crate) elsewhere: Arc<[Arc<str>]>,
 }
 
 /// 256 random bits, hex-encoded.
