@@ -25,6 +25,8 @@ pub struct SqlClient<DB: Backend> {
     anchor: Option<tokio::sync::Mutex<Option<DB::Connection>>>,
     /// When the credentials this pool connects with stop working.
     expires_at: Option<tokio::time::Instant>,
+    /// The file the credentials were read from (`password_file`): the pool is rebuilt when it changes.
+    stamp: Option<crate::FileStamp>,
 }
 
 impl<DB: Backend> SqlClient<DB> {
@@ -140,6 +142,7 @@ struct Creds {
     user: Option<String>,
     password: Option<crate::secrets::Secret>,
     expires_at: Option<tokio::time::Instant>,
+    stamp: Option<crate::FileStamp>,
 }
 
 async fn credentials<P: SqlProvider>(p: &P) -> Result<Creds, ConnectError> {
@@ -150,6 +153,7 @@ async fn credentials<P: SqlProvider>(p: &P) -> Result<Creds, ConnectError> {
             user: p.user().map(str::to_owned),
             password: p.password().cloned(),
             expires_at: lifetime,
+            stamp: None,
         });
     };
     match source.fetch().await {
@@ -157,6 +161,7 @@ async fn credentials<P: SqlProvider>(p: &P) -> Result<Creds, ConnectError> {
             user: f.user.or_else(|| p.user().map(str::to_owned)),
             password: Some(f.password),
             expires_at: f.expires_at.or(lifetime),
+            stamp: f.stamp,
         }),
         Err(e) => Err(ConnectError {
             backend: <P::Db as Backend>::KIND,
@@ -236,6 +241,7 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         })
         .connect_lazy_with(options);
     let expires_at = creds.expires_at;
+    let stamp = creds.stamp.clone();
     drop(creds);
 
     let anchor = if <P::Db as Backend>::is_in_memory(p.url()) {
@@ -247,7 +253,8 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
     };
     // An in-memory database lives in its anchor connection: never rebuilt (that would empty it).
     let expires_at = expires_at.filter(|_| anchor.is_none());
-    let client = SqlClient { pool, anchor, expires_at };
+    let stamp = stamp.filter(|_| anchor.is_none());
+    let client = SqlClient { pool, anchor, expires_at, stamp };
     if expires_at.is_some() {
         // Credentials that expire may also be rotated away before then: open the whole pool
         // now, with the credentials just checked, rather than later with stale ones. A pool
@@ -345,6 +352,9 @@ impl<DB: Backend> Provider for SqlDb<DB> {
     }
     fn expires_at(&self, raw: &SqlClient<DB>) -> Option<tokio::time::Instant> {
         raw.expires_at
+    }
+    fn watched_file<'a>(&self, raw: &'a SqlClient<DB>) -> Option<&'a crate::FileStamp> {
+        raw.stamp.as_ref()
     }
 }
 
