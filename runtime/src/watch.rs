@@ -47,15 +47,11 @@ impl FileStamp {
         FileStamp { path, seen }
     }
 
-    /// The watched file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Whether the file now differs from when it was stamped (length, modification time or
-    /// content; a file that appeared or went away has changed). Reads the file: blocking I/O.
-    pub fn changed(&self) -> bool {
-        let now = match poll(&self.path) {
+    /// `path` as it is now (read at once: blocking I/O). A provider whose `connect` reads its
+    /// credentials from a file returns this from [`Provider::watched_file`](crate::Provider::watched_file).
+    pub fn of(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let seen = match poll(&path) {
             None => None,
             Some((seen, content)) => {
                 if let Ok(mut content) = content {
@@ -64,7 +60,18 @@ impl FileStamp {
                 seen
             }
         };
-        now != self.seen
+        FileStamp { path, seen }
+    }
+
+    /// The watched file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file now differs from when it was stamped (length, modification time or
+    /// content; a file that appeared or went away has changed). Reads the file: blocking I/O.
+    pub fn changed(&self) -> bool {
+        FileStamp::of(&self.path).seen != self.seen
     }
 }
 

@@ -1,0 +1,282 @@
+//! Secrets that change while the app runs: the secrets file and a `password_file` credential
+//! source are polled; a named connection whose settings changed is replaced (new lookups get
+//! the new settings, the old connection is drained and closed exactly once); a file that
+//! becomes invalid keeps the last good settings and logs one warning that quotes no value.
+
+mod sql_support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use connscope::{Connection, Provider, Runtime, Secret};
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Every log line of this test binary (a global subscriber: the PostgreSQL test runs on many threads).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            // Not sqlx's statement log: it quotes the test's own `ALTER ROLE … PASSWORD '…'`.
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,sqlx::query=off"))
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
+}
+
+/// What every `Watched` client did, by the settings it was made with (`host`).
+#[derive(Default)]
+struct Journal {
+    connects: Vec<String>,
+    closes: Vec<String>,
+}
+
+fn journal() -> &'static Mutex<Journal> {
+    static J: OnceLock<Mutex<Journal>> = OnceLock::new();
+    J.get_or_init(Default::default)
+}
+
+/// The hosts of `tag` (each test uses hosts of its own) that connected / closed.
+fn connects(tag: &str) -> Vec<String> {
+    journal().lock().unwrap().connects.iter().filter(|h| h.starts_with(tag)).cloned().collect()
+}
+fn closes(tag: &str) -> Vec<String> {
+    journal().lock().unwrap().closes.iter().filter(|h| h.starts_with(tag)).cloned().collect()
+}
+
+#[derive(Connection, serde::Deserialize)]
+#[connection(name = "watched")]
+struct Watched {
+    host: String,
+    #[serde(default)]
+    password: Option<Secret>,
+}
+
+impl Provider for Watched {
+    type Raw = String;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<String, std::io::Error> {
+        journal().lock().unwrap().connects.push(self.host.clone());
+        Ok(self.host.clone())
+    }
+    async fn is_open(&self, _raw: &String) -> bool {
+        true
+    }
+    async fn close(&self, raw: &String) {
+        journal().lock().unwrap().closes.push(raw.clone());
+    }
+}
+
+fn secrets_file(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(sql_support::unique(tag));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("secrets.toml")
+}
+
+/// Replaces the file's content in one step (a write to a temporary file, then a rename), as
+/// an editor, a deploy tool or a Kubernetes mount does: a poll never reads half a file.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension(format!("tmp{}", sql_support::unique("w")));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn section(name: &str, host: &str, password: &str) -> String {
+    format!("[connections.{name}]\nhost = \"{host}\"\npassword = \"{password}\"\n")
+}
+
+/// Polls `cond` (letting paused time move) until it holds, for at most 10 s of real time.
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Lets background tasks (closes, polls) run.
+async fn settle() {
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn changed_settings_replace_the_connection_and_the_old_one_is_closed_once_after_its_last_user() {
+    let _ = logs();
+    let path = secrets_file("watch-change");
+    let (one, two) = (sql_support::unique("chg-one"), sql_support::unique("chg-two"));
+    // Same length on purpose: only the content digest tells them apart.
+    assert_eq!(one.len(), two.len());
+    write_atomically(&path, &section("watched", &one, "pw-change-1"));
+    let rt = Runtime::builder()
+        .secrets_file(&path)
+        .secrets_poll_interval(Duration::from_millis(100))
+        .maintenance_interval(Duration::from_millis(50))
+        .build();
+    let old = rt.connection::<Watched>("watched").await.unwrap();
+    let in_flight = old.get().await.unwrap();
+    assert_eq!(*in_flight, one);
+
+    write_atomically(&path, &section("watched", &two, "pw-change-2"));
+    until("a lookup gets the new settings", async || {
+        rt.connection::<Watched>("watched").await.unwrap().provider().host == two
+    })
+    .await;
+    let new = rt.connection::<Watched>("watched").await.unwrap();
+    assert_ne!(new.id(), old.id());
+    // Connected before it was handed out: the first request does not pay the connect.
+    assert!(new.is_connected(), "the replacement is connected before lookups see it");
+    assert_eq!(*new.get().await.unwrap(), two);
+    assert_eq!(new.counters().connects, 1);
+
+    // The old client waits for its in-flight user.
+    settle().await;
+    assert!(closes(&one).is_empty(), "closed under an in-flight user");
+    // A caller still holding the old handle is served by the new connection.
+    until("the old handle is released", async || *old.get().await.unwrap() == two).await;
+    drop(in_flight);
+    until("the old client closes", async || !closes(&one).is_empty()).await;
+    settle().await;
+    assert_eq!(closes(&one), vec![one.clone()], "closed exactly once");
+    assert!(closes(&two).is_empty(), "the new client stays open");
+    assert_eq!(connects(&one), vec![one.clone()]);
+    assert_eq!(connects(&two), vec![two.clone()], "new connects use the new settings, once");
+    assert_eq!(old.counters().closes, 1);
+
+    // Nothing changes when the file does not.
+    settle().await;
+    assert_eq!(rt.connection::<Watched>("watched").await.unwrap().id(), new.id());
+    let report = rt.shutdown().await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(closes(&two), vec![two.clone()], "the new one closes once at shutdown");
+    assert_eq!(closes(&one).len(), 1);
+    let text = log_text();
+    assert!(!text.contains("pw-change-1") && !text.contains("pw-change-2"), "a password was logged");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_file_keeps_the_last_good_settings_and_warns_once_without_quoting_secrets() {
+    let _ = logs();
+    let path = secrets_file("watch-invalid");
+    let shown = path.display().to_string();
+    let good = sql_support::unique("inv-good");
+    write_atomically(&path, &section("watched", &good, "pw-inv-good-7"));
+    let rt = Runtime::builder()
+        .secrets_file(&path)
+        .secrets_poll_interval(Duration::from_millis(100))
+        .maintenance_interval(Duration::from_millis(50))
+        .build();
+    let conn = rt.connection::<Watched>("watched").await.unwrap();
+    assert_eq!(*conn.get().await.unwrap(), good);
+    let warnings = |what: &str| {
+        log_text().lines().filter(|l| l.contains("WARN") && l.contains(&shown) && l.contains(what)).count()
+    };
+
+    // Bad TOML: an unterminated string, on the line of a password.
+    write_atomically(
+        &path,
+        &format!("[connections.watched]\nhost = \"{good}\"\npassword = \"pw-inv-leak-1\n"),
+    );
+    until("a warning about the file", async || warnings("is invalid") == 1).await;
+    settle().await;
+    assert_eq!(warnings("is invalid"), 1, "one warning per change, not per poll");
+    let same = rt.connection::<Watched>("watched").await.unwrap();
+    assert_eq!((same.id(), same.provider().host.as_str()), (conn.id(), good.as_str()), "last good kept");
+    let line =
+        log_text().lines().find(|l| l.contains(&shown) && l.contains("is invalid")).unwrap().to_owned();
+    assert!(line.contains("line 3"), "says where: {line}");
+
+    // Valid TOML, but a setting the provider rejects (a number for a string).
+    write_atomically(&path, "[connections.watched]\nhost = 42\npassword = \"pw-inv-leak-2\"\n");
+    until("a warning about the settings", async || warnings("new settings are invalid") == 1).await;
+    settle().await;
+    assert_eq!(warnings("new settings are invalid"), 1);
+    let same = rt.connection::<Watched>("watched").await.unwrap();
+    assert_eq!((same.id(), same.provider().host.as_str()), (conn.id(), good.as_str()), "last good kept");
+    assert!(closes(&good).is_empty(), "the connection in use was left alone");
+
+    // Fixed: the new settings are taken, the old connection closed once.
+    let fixed = sql_support::unique("inv-fixd");
+    write_atomically(&path, &section("watched", &fixed, "pw-inv-fixed-3"));
+    until("the fixed settings", async || {
+        rt.connection::<Watched>("watched").await.unwrap().provider().host == fixed
+    })
+    .await;
+    until("the old client closes", async || !closes(&good).is_empty()).await;
+    settle().await;
+    assert_eq!(closes(&good).len(), 1);
+    rt.shutdown().await;
+    let text = log_text();
+    for secret in ["pw-inv-good-7", "pw-inv-leak-1", "pw-inv-leak-2", "pw-inv-fixed-3"] {
+        assert!(!text.contains(secret), "{secret} was logged");
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_password_file_rebuilds_the_pool_and_closes_the_old_one_once() {
+    use connscope::sql::SqliteDb;
+    let _ = logs();
+    let path = secrets_file("watch-pwfile");
+    let password = path.with_file_name("password");
+    std::fs::write(&password, "pw-file-one\n").unwrap();
+    let db = path.with_file_name("app.db");
+    std::fs::write(
+        &path,
+        format!(
+            "[connections.pwfile]\nurl = \"sqlite://{}?mode=rwc\"\npassword_file = \"{}\"\n",
+            db.display(),
+            password.display()
+        ),
+    )
+    .unwrap();
+    let rt = Runtime::builder().secrets_file(&path).secrets_poll_interval(Duration::from_millis(20)).build();
+    let conn = rt.connection::<SqliteDb>("pwfile").await.unwrap();
+    let one = conn.query("select 1").uncached().fetch_one::<(i64,)>().await.unwrap();
+    assert_eq!(one.0, 1);
+    assert_eq!(conn.counters().rebuilds, 0);
+
+    write_atomically(&password, "pw-file-two\n");
+    until("the pool is rebuilt", async || conn.counters().rebuilds == 1).await;
+    conn.query("select 1").uncached().fetch_one::<(i64,)>().await.unwrap();
+    until("the old pool closes", async || conn.counters().closes == 1).await;
+    // No further change, no further rebuild.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = conn.counters();
+    assert_eq!((c.rebuilds, c.connects, c.closes), (1, 2, 1), "{c:?}");
+    rt.shutdown().await;
+    assert_eq!(conn.counters().closes, 2, "each pool closed exactly once");
+    let text = log_text();
+    assert!(text.contains("because its credentials file changed"), "logged why");
+    assert!(!text.contains("pw-file-one") && !text.contains("pw-file-two"), "a password was logged");
+}
