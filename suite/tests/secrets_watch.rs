@@ -280,3 +280,173 @@ async fn a_changed_password_file_rebuilds_the_pool_and_closes_the_old_one_once()
     assert!(text.contains("because its credentials file changed"), "logged why");
     assert!(!text.contains("pw-file-one") && !text.contains("pw-file-two"), "a password was logged");
 }
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn postgres_secrets_watch_needs_the_postgres_feature() {
+    sql_support::loud("*** SKIPPED secrets watch against PostgreSQL: build with --features postgres");
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use connscope::sql::PostgresDb;
+    use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+    async fn exec(admin: &mut PgConnection, sql: String) {
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await.unwrap();
+    }
+
+    /// The secrets file's section: the role's password in the file, a pool of 8 opened up front.
+    fn config(url: &str, role: &str, app: &str, password: &str) -> String {
+        let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        format!(
+            "[connections.pg_watched]\nurl = \"postgres://{role}@{}:{}/{}?application_name={app}\"\n\
+             password = \"{password}\"\nmax_connections = 8\nmin_connections = 8\n",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("postgres"),
+        )
+    }
+
+    /// 8 tasks look the connection up and query through it for `ROTATION_SOAK_SECS` (default 8)
+    /// seconds while, every second, the role's password changes on the server and then in the
+    /// secrets file: zero failed queries, and every replaced pool closed exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn queries_never_fail_while_the_secrets_file_password_changes() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "secrets file watch (PostgreSQL)") else {
+            return;
+        };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let role = sql_support::unique("connscope_rot_watch");
+        let first = sql_support::unique("tok-watch");
+        // Members of `connscope_rotators` must give their password (`.ci/run` adds the line).
+        exec(
+            &mut admin,
+            format!(
+                "do $$ begin create role connscope_rotators nologin; \
+                 exception when duplicate_object then null; end $$; \
+                 create role {role} login password '{first}'; grant connscope_rotators to {role}"
+            ),
+        )
+        .await;
+        let probe = config(&url, &role, "probe", "surely-wrong");
+        let wrong_url = probe.lines().nth(1).unwrap().trim_start_matches("url = ").trim_matches('"').to_owned();
+        let enforced = PgConnection::connect(&format!("{wrong_url}&password=surely-wrong")).await.is_err();
+        if !enforced {
+            sql_support::loud(&format!(
+                "WARNING secrets watch: PostgreSQL does not check {role}'s password (pg_hba.conf trusts it): \
+                 the rotation is not enforced; `bash .ci/run` adds the scram-sha-256 line"
+            ));
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true: pg_hba.conf must require a password for {role}");
+            }
+        }
+        let app = sql_support::unique("watch");
+        let path = secrets_file("watch-pg");
+        write_atomically(&path, &config(&url, &role, &app, &first));
+        let rt = Runtime::builder().secrets_file(&path).secrets_poll_interval(Duration::from_millis(100)).build();
+        let first_conn = rt.connection::<PostgresDb>("pg_watched").await.unwrap();
+        first_conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+
+        let secs = std::env::var("ROTATION_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8u64);
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let passwords = Arc::new(Mutex::new(vec![first]));
+        let rotator = {
+            let (url, role, app, path, passwords) =
+                (url.clone(), role.clone(), app.clone(), path.clone(), Arc::clone(&passwords));
+            tokio::spawn(async move {
+                let mut admin = PgConnection::connect(&url).await.unwrap();
+                let mut rotations = 0u64;
+                while std::time::Instant::now() + Duration::from_secs(1) < deadline {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let next = sql_support::unique("tok-watch");
+                    // The server first, then the file: the running pool keeps its open
+                    // connections, the replacement connects with the new password.
+                    exec(&mut admin, format!("alter role {role} password '{next}'")).await;
+                    write_atomically(&path, &config(&url, &role, &app, &next));
+                    passwords.lock().unwrap().push(next);
+                    rotations += 1;
+                }
+                rotations
+            })
+        };
+        let mut workers = Vec::new();
+        for _ in 0..8 {
+            let rt = rt.clone();
+            workers.push(tokio::spawn(async move {
+                let (mut ok, mut failed, mut handles) = (0u64, Vec::new(), Vec::new());
+                while std::time::Instant::now() < deadline {
+                    let result = async {
+                        let conn = rt.connection::<PostgresDb>("pg_watched").await?;
+                        let row = conn.query("select 1").uncached().fetch_one::<(i32,)>().await?;
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((conn, row.0))
+                    }
+                    .await;
+                    match result {
+                        Ok((conn, 1)) => {
+                            ok += 1;
+                            if !handles.iter().any(|h: &connscope::Conn<PostgresDb>| h.id() == conn.id()) {
+                                handles.push(conn);
+                            }
+                        }
+                        Ok((_, other)) => failed.push(format!("wrong row {other}")),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                (ok, failed, handles)
+            }));
+        }
+        let (mut ok, mut failed, mut handles) = (0, Vec::new(), Vec::new());
+        for w in workers {
+            let (o, f, h) = w.await.unwrap();
+            ok += o;
+            failed.extend(f);
+            for conn in h {
+                if !handles.iter().any(|c: &connscope::Conn<PostgresDb>| c.id() == conn.id()) {
+                    handles.push(conn);
+                }
+            }
+        }
+        let rotations = rotator.await.unwrap();
+        let report = rt.shutdown().await;
+        let all_closed = sql_support::eventually(Duration::from_secs(10), async || {
+            handles.iter().all(|c| c.counters().closes == c.counters().connects)
+        })
+        .await;
+        let per_handle: Vec<_> = handles.iter().map(|c| (c.counters().connects, c.counters().closes)).collect();
+        let note = format!(
+            "secrets file watch, PostgreSQL (password enforced: {enforced}), {secs} s: {ok} queries ok, {} \
+             failed; {rotations} rotations; {} connections used (connects, closes each: {per_handle:?}); \
+             shutdown {report:?}",
+            failed.len(),
+            handles.len(),
+        );
+        sql_support::loud(&note);
+        assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
+        assert!(rotations >= secs.saturating_sub(2), "{note}");
+        assert!(handles.len() as u64 >= rotations, "a connection per password: {note}");
+        assert!(all_closed, "every pool closed: {note}");
+        for c in &handles {
+            assert_eq!((c.counters().connects, c.counters().closes), (1, 1), "each exactly once: {note}");
+        }
+        let none_left = sql_support::eventually(Duration::from_secs(5), async || {
+            let left: (i64,) =
+                sqlx::query_as("select count(*) from pg_stat_activity where application_name = $1")
+                    .bind(&app)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            left.0 == 0
+        })
+        .await;
+        assert!(none_left, "no backend left open");
+        exec(&mut admin, format!("drop role if exists {role}")).await;
+        let text = log_text();
+        for secret in passwords.lock().unwrap().iter() {
+            assert!(!text.contains(secret.as_str()), "a password was logged");
+        }
+    }
+}

@@ -259,7 +259,7 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         // Credentials that expire may also be rotated away before then: open the whole pool
         // now, with the credentials just checked, rather than later with stale ones. A pool
         // that cannot be filled is not handed out (the caller keeps its current one).
-        if let Err(e) = open_all(&client, &s).await {
+        if let Err(e) = open(&client, s.max_connections.max(1), s.connect_timeout).await {
             close(&client, &s).await;
             return Err(ConnectError {
                 backend: <P::Db as Backend>::KIND,
@@ -269,16 +269,23 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
                 source: Some(e),
             });
         }
+    } else if s.min_connections > 0 {
+        // `min_connections` are opened before the pool is handed out, not by the first requests
+        // (a replacement pool swapped in must not make its first users wait for connects).
+        // Best effort: sqlx opens the rest in the background as usual.
+        if let Err(e) = open(&client, s.min_connections.min(s.max_connections), s.connect_timeout).await {
+            tracing::debug!(target = %target, error = %e, "connscope: could not open every `min_connections` up front");
+        }
     }
     Ok(client)
 }
 
-/// Opens `max_connections` pooled connections, all at once (each within `connect_timeout`);
-/// returns the first failure, if any (the connections opened stay in the pool).
-async fn open_all<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) -> Result<(), sqlx::Error> {
+/// Opens `n` pooled connections, all at once (each within `limit`); returns the first failure,
+/// if any (the connections opened stay in the pool).
+async fn open<DB: Backend>(client: &SqlClient<DB>, n: u32, limit: Duration) -> Result<(), sqlx::Error> {
     let mut opening = tokio::task::JoinSet::new();
-    for _ in 0..s.max_connections.max(1) {
-        let (pool, limit) = (client.pool.clone(), s.connect_timeout);
+    for _ in 0..n {
+        let pool = client.pool.clone();
         opening.spawn(async move { tokio::time::timeout(limit, pool.acquire()).await });
     }
     let (mut opened, mut failure) = (Vec::new(), None);
@@ -367,7 +374,8 @@ impl<DB: Backend> Provider for SqlLogin<DB> {
     /// so the user is sent back to the login form instead of the password living on in memory.
     async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
         let client = connect(self).await?;
-        let _ = open_all(&client, &self.pool_settings()).await;
+        let s = self.pool_settings();
+        let _ = open(&client, s.max_connections.max(1), s.connect_timeout).await;
         if let Ok(options) = DB::options(self.url(), self.user(), None) {
             client.pool.set_connect_options(options);
         }
