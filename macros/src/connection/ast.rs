@@ -212,6 +212,16 @@ impl ContainerArgs {
             }
             "refresh" => {
                 let value = keys::value(entry, "refresh = \"14m\"")?;
+                if let Some(lit) = keys::lit_str(value)
+                    && lit.value().trim() == "background"
+                {
+                    return Err(Error::custom(
+                        "`refresh` on `#[connection]` is how long a live client is used before it is rebuilt, a \
+                         duration like `refresh = \"14m\"`; `refresh = \"background\"` belongs on a \
+                         `#[cached_resource]` function",
+                    )
+                    .with_span(lit));
+                }
                 self.refresh = Some(ttl::parse(
                     value,
                     "refresh",
