@@ -332,7 +332,8 @@ mod pg {
         )
         .await;
         let probe = config(&url, &role, "probe", "surely-wrong");
-        let wrong_url = probe.lines().nth(1).unwrap().trim_start_matches("url = ").trim_matches('"').to_owned();
+        let wrong_url =
+            probe.lines().nth(1).unwrap().trim_start_matches("url = ").trim_matches('"').to_owned();
         let enforced = PgConnection::connect(&format!("{wrong_url}&password=surely-wrong")).await.is_err();
         if !enforced {
             sql_support::loud(&format!(
@@ -346,7 +347,8 @@ mod pg {
         let app = sql_support::unique("watch");
         let path = secrets_file("watch-pg");
         write_atomically(&path, &config(&url, &role, &app, &first));
-        let rt = Runtime::builder().secrets_file(&path).secrets_poll_interval(Duration::from_millis(100)).build();
+        let rt =
+            Runtime::builder().secrets_file(&path).secrets_poll_interval(Duration::from_millis(100)).build();
         let first_conn = rt.connection::<PostgresDb>("pg_watched").await.unwrap();
         first_conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
 
@@ -416,7 +418,8 @@ mod pg {
             handles.iter().all(|c| c.counters().closes == c.counters().connects)
         })
         .await;
-        let per_handle: Vec<_> = handles.iter().map(|c| (c.counters().connects, c.counters().closes)).collect();
+        let per_handle: Vec<_> =
+            handles.iter().map(|c| (c.counters().connects, c.counters().closes)).collect();
         let note = format!(
             "secrets file watch, PostgreSQL (password enforced: {enforced}), {secs} s: {ok} queries ok, {} \
              failed; {rotations} rotations; {} connections used (connects, closes each: {per_handle:?}); \
