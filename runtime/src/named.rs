@@ -396,13 +396,16 @@ struct NamedHooks {
     /// Whether settings `table` (`None`: nothing configures the name) are valid for the type.
     check: fn(&Config, &str, Option<toml::Table>) -> Result<(), Error>,
     /// Makes (and connects) the connection with the new settings, before they are installed.
-    prepare: fn(Runtime, Arc<str>, Option<(toml::Table, u64)>) -> BoxFuture<'static, Option<Successor>>,
+    prepare: fn(Runtime, Arc<str>, Resolved) -> BoxFuture<'static, Option<Successor>>,
     /// Drains and closes the connection with the old settings (fingerprint), handing its late
     /// callers to the successor.
     retire: fn(Runtime, Arc<str>, u64, Option<Successor>) -> BoxFuture<'static, ()>,
 }
 
 type Successor = Box<dyn Any + Send>;
+
+/// A name's resolved settings and their fingerprint (`None`: nothing configures the name).
+type Resolved = Option<(toml::Table, u64)>;
 
 /// The named connections a runtime handed out: (provider type, name) → that type's hooks.
 #[derive(Default)]
@@ -435,7 +438,7 @@ fn check<P: Connection + DeserializeOwned>(
 fn prepare<P: Connection + DeserializeOwned>(
     rt: Runtime,
     name: Arc<str>,
-    resolved: Option<(toml::Table, u64)>,
+    resolved: Resolved,
 ) -> BoxFuture<'static, Option<Successor>> {
     Box::pin(async move {
         // A session's connection is made again on its next lookup (in that session).

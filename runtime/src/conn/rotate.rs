@@ -104,6 +104,8 @@ impl<P: Provider> Conn<P> {
             let mut due = due;
             let mut next_poll = poll.map(|p| Instant::now() + p);
             let mut backoff = first_backoff;
+            // A failed rebuild is retried at its backoff: the file is not polled meanwhile.
+            let mut retrying = false;
             loop {
                 let wake = match (due, next_poll) {
                     (Some((d, _)), Some(p)) => d.min(p),
@@ -120,6 +122,7 @@ impl<P: Provider> Conn<P> {
                 let now = Instant::now();
                 let mut why = due.filter(|&(d, _)| d <= now).map(|(_, why)| why);
                 if why.is_none()
+                    && !retrying
                     && let Some(every) = poll
                 {
                     next_poll = Some(now + every);
@@ -134,6 +137,7 @@ impl<P: Provider> Conn<P> {
                 drop(this);
                 // Failed: the same reason is tried again after the backoff.
                 due = Some((Instant::now() + backoff, why));
+                retrying = true;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         });
