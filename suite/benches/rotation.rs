@@ -37,12 +37,18 @@ fn pool<DB: Backend>(url: &str, lifetime: Option<Duration>) -> Conn<SqlDb<DB>> {
     Conn::new("bench", db)
 }
 
-async fn query<DB: Backend>(conn: &Conn<SqlDb<DB>>) {
+async fn query<DB: Backend>(conn: &Conn<SqlDb<DB>>)
+where
+    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+{
     let row = conn.query(QUERY).uncached().fetch_one::<(i32,)>().await.unwrap();
     black_box(row);
 }
 
-async fn hit<DB: Backend>(conn: &Conn<SqlDb<DB>>) {
+async fn hit<DB: Backend>(conn: &Conn<SqlDb<DB>>)
+where
+    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+{
     let row = conn.query(QUERY).ttl(Duration::from_secs(3600)).fetch_one::<(i32,)>().await.unwrap();
     black_box(row);
 }
@@ -54,7 +60,10 @@ fn p99(v: &mut [Duration]) -> Duration {
 
 /// Samples of one connection rebuilt every ~0.9 s: (started, took, cached hit?) per call, and
 /// when each swap was seen.
-async fn tail<DB: Backend>(url: &str, secs: u64) -> (Vec<(Instant, Duration, bool)>, Vec<Instant>, u64) {
+async fn tail<DB: Backend>(url: &str, secs: u64) -> (Vec<(Instant, Duration, bool)>, Vec<Instant>, u64)
+where
+    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+{
     let conn = pool::<DB>(url, Some(Duration::from_secs(1)));
     query(&conn).await;
     hit(&conn).await;
@@ -130,7 +139,10 @@ fn report(label: &str, samples: &[(Instant, Duration, bool)], swaps: &[Instant],
     );
 }
 
-fn cases<DB: Backend>(c: &mut Criterion, tokio: &tokio::runtime::Runtime, label: &str, url: &str) {
+fn cases<DB: Backend>(c: &mut Criterion, tokio: &tokio::runtime::Runtime, label: &str, url: &str)
+where
+    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+{
     let steady = tokio.block_on(async {
         let conn = pool::<DB>(url, None);
         query(&conn).await;

@@ -311,7 +311,17 @@ async fn open<DB: Backend>(client: &SqlClient<DB>, n: u32, limit: Duration) -> R
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..n {
         let pool = client.pool.clone();
-        opening.spawn(off_workers(async move { tokio::time::timeout(limit, pool.acquire()).await }));
+        opening.spawn(off_workers(async move {
+            tokio::time::timeout(limit, async {
+                let mut conn = pool.acquire().await?;
+                // A fresh server backend pays for its first statement (catalog caches, the
+                // planner): paid here, not by the first request on this connection. A
+                // failure is the first request's to report.
+                let _ = DB::execute(&mut conn, sqlx::SqlStr::from_static("select 0"), &[]).await;
+                Ok::<_, sqlx::Error>(conn)
+            })
+            .await
+        }));
     }
     let (mut opened, mut failure) = (Vec::new(), None);
     while let Some(done) = opening.join_next().await {
