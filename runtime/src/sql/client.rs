@@ -117,27 +117,6 @@ impl Counters {
     }
 }
 
-/// Runs `work`, a connect, on a blocking thread that drives it with the runtime's handle, so
-/// that opening connections does not hold up the async workers serving queries: a connect's
-/// TLS handshake and SCRAM key derivation (4,096 rounds of PBKDF2) are CPU work, and a pool
-/// rebuilt while in use opens all its connections at once. Inline on a current-thread runtime
-/// (its drivers run on its own thread only). Dropping the caller lets the connect finish and
-/// drops its result.
-async fn off_workers<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            match tokio::task::spawn_blocking(move || handle.block_on(work)).await {
-                Ok(value) => value,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // The runtime is shutting down: nobody is left to receive the result.
-                Err(_) => std::future::pending().await,
-            }
-        }
-        _ => work.await,
-    }
-}
-
 /// One direct connection attempt under `timeout`, its failure mapped to a cause.
 pub(crate) async fn connect_direct<DB: Backend>(
     options: &ConnectOptionsOf<DB>,
@@ -150,11 +129,7 @@ pub(crate) async fn connect_direct<DB: Backend>(
         timeout,
         source,
     };
-    let connect = {
-        let options = options.clone();
-        async move { tokio::time::timeout(timeout, DB::Connection::connect_with(&options)).await }
-    };
-    match off_workers(connect).await {
+    match tokio::time::timeout(timeout, DB::Connection::connect_with(options)).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(error(connect_cause(&e, DB::connect_cause), None, Some(e))),
         Err(_) => Err(error(ConnectCause::Timeout, Some(timeout), None)),
@@ -311,7 +286,7 @@ async fn open<DB: Backend>(client: &SqlClient<DB>, n: u32, limit: Duration) -> R
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..n {
         let pool = client.pool.clone();
-        opening.spawn(off_workers(async move {
+        opening.spawn(async move {
             tokio::time::timeout(limit, async {
                 let mut conn = pool.acquire().await?;
                 // A fresh server backend pays for its first statement (catalog caches, the
@@ -321,7 +296,7 @@ async fn open<DB: Backend>(client: &SqlClient<DB>, n: u32, limit: Duration) -> R
                 Ok::<_, sqlx::Error>(conn)
             })
             .await
-        }));
+        });
     }
     let (mut opened, mut failure) = (Vec::new(), None);
     while let Some(done) = opening.join_next().await {
