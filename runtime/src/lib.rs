@@ -15,6 +15,9 @@ mod login;
 pub mod metrics;
 mod named;
 mod provider;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod resource;
 mod runtime;
 mod scope;
@@ -39,6 +42,8 @@ pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
 pub use form::{FieldError, FieldProblem, FormError, FormValue, FormValues};
 pub use named::ConnectSettings;
 pub use provider::{Connection, FieldKind, FormField, HealthCheck, Provider};
+#[cfg(feature = "redis")]
+pub use redis::{RedisSettings, SharedSpec};
 pub use resource::{ReleaseFn, Resource};
 pub use runtime::{
     DEFAULT_GRACE_PERIOD, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAINTENANCE_INTERVAL, DEFAULT_SESSION_LIFETIME,

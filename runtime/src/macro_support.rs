@@ -405,3 +405,106 @@ pub trait SameOther<V> {
     }
 }
 impl<V> SameOther<V> for &SameProbe<V> {}
+
+// ---- `shared = true` ---------------------------------------------------------------------
+
+/// Implemented when connscope's `redis` feature is on.
+#[diagnostic::on_unimplemented(
+    message = "`shared = true` needs connscope's `redis` feature",
+    label = "values of this function would be shared with other instances through Redis",
+    note = "enable it in Cargo.toml: `connscope = {{ version = \"0.1\", features = [\"redis\"] }}`"
+)]
+pub trait RedisFeature {}
+
+/// The type `shared = true` names to require the `redis` feature.
+pub struct RedisFeatureOn;
+#[cfg(feature = "redis")]
+impl RedisFeature for RedisFeatureOn {}
+
+/// A value of a `shared = true` function.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be shared through Redis: it is not `Serialize + DeserializeOwned`",
+    label = "a `shared = true` value is sent to the app's other instances",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it (an `Arc<T>` needs serde's `rc` feature)"
+)]
+pub trait SharedValue: serde::Serialize + serde::de::DeserializeOwned {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SharedValue for T {}
+
+/// A key argument of a `shared = true` function.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of the key of a `shared = true` function: it is not `Serialize + DeserializeOwned`",
+    label = "the key names the value in Redis, for every instance",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, or leave the argument out of the key with `#[not_key]`"
+)]
+pub trait SharedKey: serde::Serialize + serde::de::DeserializeOwned {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SharedKey for T {}
+
+/// Checks that `T` can be a shared value (reported at the value type).
+pub const fn shared_value<T: SharedValue>() {}
+/// Checks that `T` can be part of a shared key (reported at the argument's type).
+pub const fn shared_key<T: SharedKey>() {}
+
+/// How generated code encodes a shared resource's keys and values (see [`CodecProbe`]).
+pub struct SharedFns<K, V> {
+    /// The values' version.
+    pub version: &'static str,
+    /// Key to bytes.
+    pub encode_key: fn(&K) -> Option<Vec<u8>>,
+    /// Bytes to key.
+    pub decode_key: fn(&[u8]) -> Option<K>,
+    /// Value to bytes.
+    pub encode: fn(&V) -> Option<Vec<u8>>,
+    /// Bytes to value.
+    pub decode: fn(&[u8]) -> Option<V>,
+}
+
+impl<K, V> Clone for SharedFns<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for SharedFns<K, V> {}
+
+/// Encodes with serde when `T` has it ([`SerdeCodec`], found first), else never ([`NoCodec`],
+/// found through an extra reference; the `shared_value`/`shared_key` checks then report the
+/// type, once). Called as `(&CodecProbe::<T>::new()).encode(v)`.
+pub struct CodecProbe<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> CodecProbe<T> {
+    /// The probe for `T`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        CodecProbe(std::marker::PhantomData)
+    }
+}
+
+/// See [`CodecProbe`].
+pub trait SerdeCodec<T> {
+    /// `T` as bytes.
+    fn encode(&self, value: &T) -> Option<Vec<u8>>;
+    /// Bytes as `T`.
+    fn decode(&self, bytes: &[u8]) -> Option<T>;
+}
+
+#[cfg(feature = "redis")]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeCodec<T> for CodecProbe<T> {
+    fn encode(&self, value: &T) -> Option<Vec<u8>> {
+        crate::redis::SharedSpec::<T, T>::new("").encode_key_of(value)
+    }
+    fn decode(&self, bytes: &[u8]) -> Option<T> {
+        crate::redis::SharedSpec::<T, T>::new("").decode_key_of(bytes)
+    }
+}
+
+/// See [`CodecProbe`].
+pub trait NoCodec<T> {
+    /// Never.
+    fn encode(&self, _: &T) -> Option<Vec<u8>> {
+        None
+    }
+    /// Never.
+    fn decode(&self, _: &[u8]) -> Option<T> {
+        None
+    }
+}
+impl<T> NoCodec<T> for &CodecProbe<T> {}

@@ -2,7 +2,9 @@
 //! max_entries, release hook) that finds the right cache for the current scope. This is what
 //! `#[cached_resource]` expands to, and it can be used by hand.
 
+use std::convert::Infallible;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -70,6 +72,9 @@ where
     /// The global cache of the first runtime that used this resource: a hit on it needs no
     /// map lookup and no reference-count traffic.
     fast: OnceLock<(u64, ResourceCache<K, V>)>,
+    /// Shared through Redis with other instances (global scope only).
+    #[cfg(feature = "redis")]
+    tier: Option<crate::redis::SharedSpec<K, V>>,
 }
 
 impl<K, V> Resource<K, V>
@@ -95,6 +100,51 @@ where
             id: OnceLock::new(),
             shared: OnceLock::new(),
             fast: OnceLock::new(),
+            #[cfg(feature = "redis")]
+            tier: None,
+        }
+    }
+
+    /// Shares this global resource's values with the other instances of the app through Redis
+    /// (configured by `[redis]`, `REDIS_URL` or [`RuntimeBuilder::redis`](crate::RuntimeBuilder::redis)):
+    /// a local miss reads Redis, or computes the value once for every instance; `invalidate`
+    /// and `clear` reach every instance. Hits stay local. Without Redis configured, or while it
+    /// is away, the resource behaves as an unshared one. Ignored for a session resource.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub const fn shared(mut self, spec: crate::redis::SharedSpec<K, V>) -> Self {
+        self.tier = Some(spec);
+        self
+    }
+
+    /// What `#[cached_resource(shared = true)]` calls: [`shared`](Self::shared) with generated
+    /// codecs, and a compile error naming the `redis` feature when it is off.
+    #[doc(hidden)]
+    pub const fn __shared<F: crate::macro_support::RedisFeature>(
+        self,
+        fns: crate::macro_support::SharedFns<K, V>,
+    ) -> Self {
+        #[cfg(feature = "redis")]
+        {
+            self.shared(crate::redis::SharedSpec::from_fns(fns))
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = fns;
+            self
+        }
+    }
+
+    /// Whether misses go through the shared tier (a global resource declared `shared`).
+    #[inline]
+    fn is_shared(&self) -> bool {
+        #[cfg(feature = "redis")]
+        {
+            self.tier.is_some() && matches!(self.scope, Scope::Global)
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            false
         }
     }
 
@@ -319,6 +369,10 @@ where
                 if let Some(v) = cache.fresh(&key) {
                     return Ok(v);
                 }
+                if self.is_shared() {
+                    let loader = self.shared_loader(cache, &key, loader);
+                    return cache.miss_or_try(key, loader).await;
+                }
                 return cache.miss_or_try(key, Box::pin(loader)).await;
             }
             if let Some(v) = self.session_hit(&key) {
@@ -327,6 +381,10 @@ where
             match self.cache() {
                 Ok(cache) => match cache.fresh(&key) {
                     Some(v) => Ok(v),
+                    None if self.is_shared() => {
+                        let loader = self.shared_loader(&cache, &key, loader);
+                        cache.miss_or_try(key, loader).await
+                    }
                     None => cache.miss_or_try(key, Box::pin(loader)).await,
                 },
                 Err(_) => Box::pin(loader).await,
@@ -356,6 +414,14 @@ where
             };
             match cache.fresh(&key) {
                 Some(v) => v,
+                None if self.is_shared() => {
+                    let loader =
+                        self.shared_loader(&cache, &key, async { Ok::<V, Infallible>(loader.await) });
+                    match cache.miss_or_try(key, loader).await {
+                        Ok(v) => v,
+                        Err(never) => match never {},
+                    }
+                }
                 None => cache.miss_or_run(key, Box::pin(loader)).await,
             }
         }
@@ -486,19 +552,29 @@ where
 
     /// Removes `key` from the current scope's cache, awaiting its release hook. Returns whether
     /// a value was there (false also when there is no current session for a session resource).
+    ///
+    /// A [`shared`](Self::shared) resource also removes it from Redis and from every other
+    /// instance (within the invalidation bound; kept and sent later while Redis is away).
     pub async fn invalidate(&'static self, key: &K) -> bool {
-        match self.cache() {
+        let removed = match self.cache() {
             Ok(cache) => cache.invalidate(key).await,
             Err(_) => false,
-        }
+        };
+        #[cfg(feature = "redis")]
+        self.broadcast(Some(key)).await;
+        removed
     }
 
-    /// Clears the current scope's cache, awaiting every release hook.
+    /// Clears the current scope's cache, awaiting every release hook. A
+    /// [`shared`](Self::shared) resource is cleared in Redis and on every other instance too.
     pub async fn clear(&'static self) -> ReleaseReport {
-        match self.cache() {
+        let report = match self.cache() {
             Ok(cache) => cache.clear().await,
             Err(_) => ReleaseReport::default(),
-        }
+        };
+        #[cfg(feature = "redis")]
+        self.broadcast(None).await;
+        report
     }
 
     /// Statistics of the current scope's cache (zero when there is none yet).
@@ -509,5 +585,80 @@ where
     /// Statistics summed over the global scope and every live session of `rt`.
     pub fn stats_in(&'static self, rt: &Runtime) -> StatsSnapshot {
         rt.resource_stats(self.id())
+    }
+}
+
+/// The shared tier's side of a resource: misses through Redis, invalidations broadcast.
+impl<K, V> Resource<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The miss loader of a shared resource: Redis first, the body once across instances. The
+    /// plain loader when Redis is not configured or the key cannot be encoded. (Boxed: a hit
+    /// never builds it; `Send` when the loader is.)
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    fn shared_loader<'a, E, F>(
+        &'static self,
+        cache: &ResourceCache<K, V>,
+        key: &K,
+        loader: F,
+    ) -> Pin<Box<impl Future<Output = Result<V, E>> + 'a>>
+    where
+        F: Future<Output = Result<V, E>> + 'a,
+        E: 'a,
+    {
+        #[cfg(feature = "redis")]
+        let through = self.tier_of_current_runtime().and_then(|(tier, spec, resource)| {
+            let key = (spec.encode_key)(key)?;
+            tier.register(&resource, cache, spec.decode_key);
+            let keys = crate::redis::Keys::new(&tier.settings.prefix, &resource);
+            let codec = crate::redis::Codec { encode: spec.encode, decode: spec.decode };
+            Some((tier, keys, key, codec))
+        });
+        let ttl = self.ttl;
+        Box::pin(async move {
+            #[cfg(feature = "redis")]
+            if let Some((tier, keys, key, codec)) = through {
+                return crate::redis::load(tier, keys, key, ttl, codec, loader).await;
+            }
+            let _ = ttl;
+            loader.await
+        })
+    }
+
+    /// The current runtime's shared tier, with this resource's spec and wire name.
+    #[cfg(feature = "redis")]
+    fn tier_of_current_runtime(
+        &'static self,
+    ) -> Option<(Arc<crate::redis::Tier>, crate::redis::SharedSpec<K, V>, String)> {
+        let spec = self.tier.filter(|_| self.is_shared())?;
+        let rt =
+            Session::with_current(|s| s.map_or_else(|| Runtime::global().clone(), |s| s.runtime().clone()));
+        let tier = Arc::clone(rt.tier()?);
+        Some((tier, spec, crate::redis::resource_id(self.name, spec.version)))
+    }
+
+    /// Tells Redis and every other instance that `key` (`None`: every key) was removed. Runs in
+    /// a task of its own: a caller dropped halfway does not stop it.
+    #[cfg(feature = "redis")]
+    async fn broadcast(&'static self, key: Option<&K>) {
+        let Some((tier, spec, resource)) = self.tier_of_current_runtime() else { return };
+        let keys = crate::redis::Keys::new(&tier.settings.prefix, &resource);
+        let key = match key {
+            Some(k) => match (spec.encode_key)(k) {
+                Some(bytes) => Some(bytes),
+                None => return,
+            },
+            None => None,
+        };
+        let _ = crate::cache::own_runtime()
+            .spawn(async move {
+                match key {
+                    Some(key) => tier.invalidate(&resource, &keys, key).await,
+                    None => tier.clear(&resource, &keys).await,
+                }
+            })
+            .await;
     }
 }

@@ -72,6 +72,9 @@ pub(crate) struct Shared {
     /// The shutdown's report, once it finished: every caller of `shutdown` waits for it.
     shutdown_done: Outcome,
     maintainer: Mutex<Option<JoinHandle<()>>>,
+    /// The shared tier, started on first use (`None` inside: Redis is not configured).
+    #[cfg(feature = "redis")]
+    tier: OnceLock<Option<Arc<crate::redis::Tier>>>,
 }
 
 /// The live sessions, and whether shutdown has begun: one lock, so a session created while
@@ -90,6 +93,9 @@ struct Settings {
     grace_period: Duration,
     /// `None`: the secrets file is not watched.
     secrets_poll_interval: Option<Duration>,
+    /// Redis as given in code (`None`: from `[redis]` or `REDIS_URL`; `Some(None)`: off).
+    #[cfg(feature = "redis")]
+    redis: Option<Option<crate::redis::RedisSettings>>,
 }
 
 impl Shared {
@@ -126,6 +132,8 @@ impl Default for RuntimeBuilder {
                 maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
                 grace_period: DEFAULT_GRACE_PERIOD,
                 secrets_poll_interval: Some(crate::watch::DEFAULT_SECRETS_POLL_INTERVAL),
+                #[cfg(feature = "redis")]
+                redis: None,
             },
             config: crate::secrets::ConfigBuilder::default(),
         }
@@ -215,6 +223,23 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Shares results, invalidations and session ends with other instances through this Redis
+    /// (instead of `[redis]` in the secrets file or `REDIS_URL`).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, settings: crate::redis::RedisSettings) -> Self {
+        self.settings.redis = Some(Some(settings));
+        self
+    }
+
+    /// Keeps this runtime to itself even when `[redis]` or `REDIS_URL` configure Redis.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn no_redis(mut self) -> Self {
+        self.settings.redis = Some(None);
+        self
+    }
+
     /// Sets one field of connection `name` in code; wins over the file and the environment.
     pub fn connection_setting(mut self, name: &str, field: &str, value: impl Into<toml::Value>) -> Self {
         self.config.code.entry(name.to_owned()).or_default().insert(field.to_owned(), value.into());
@@ -241,6 +266,8 @@ impl RuntimeBuilder {
                 shut_down: AtomicBool::new(false),
                 shutdown_done: Outcome::default(),
                 maintainer: Mutex::new(None),
+                #[cfg(feature = "redis")]
+                tier: OnceLock::new(),
             }),
         };
         rt.ensure_maintainer();
@@ -385,8 +412,40 @@ impl Runtime {
         if let Some(task) = shared.maintainer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
+        #[cfg(feature = "redis")]
+        if let Some(Some(tier)) = shared.tier.get() {
+            tier.stop();
+        }
         tracing::info!(released = report.released, "connscope: runtime shut down");
         report
+    }
+
+    /// The shared tier, started on first call; `None` when Redis is not configured (or its
+    /// settings are wrong: logged once).
+    #[cfg(feature = "redis")]
+    pub(crate) fn tier(&self) -> Option<&Arc<crate::redis::Tier>> {
+        self.shared
+            .tier
+            .get_or_init(|| {
+                let settings = match &self.shared.settings.redis {
+                    Some(given) => Ok(given.clone()),
+                    None => self.shared.config.redis(),
+                };
+                let started = settings.and_then(|s| s.map(crate::redis::Tier::start).transpose());
+                started.unwrap_or_else(|message| {
+                    tracing::error!(%message, "connscope: [redis] is not usable; this instance shares nothing");
+                    None
+                })
+            })
+            .as_ref()
+    }
+
+    /// Counters and state of the shared tier (`None` until a shared resource or session first
+    /// used it, or when Redis is not configured).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_stats(&self) -> Option<crate::redis::RedisStats> {
+        self.shared.tier.get().and_then(|t| t.as_ref()).map(|t| t.stats())
     }
 
     /// Runs one maintenance pass now (expiry, LRU evictions, idle sessions). The background

@@ -49,34 +49,51 @@ pub(crate) struct Config {
     seen: Mutex<Option<Seen>>,
     env: HashMap<String, Vec<(String, String, String)>>,
     code: HashMap<String, Table>,
+    /// The `[redis]` table and `REDIS_URL`.
+    #[cfg(feature = "redis")]
+    redis: (Result<Option<Table>, String>, Option<String>),
 }
 
-/// Reads the secrets file: what a poll sees of it, and its `[connections]`.
-fn read_file(file: &Path) -> (Option<Seen>, FileConnections) {
+/// The `[redis]` table of the secrets file (read once, when the runtime is built).
+type RedisTable = Result<Option<Table>, String>;
+
+/// Reads the secrets file: what a poll sees of it, its `[connections]` and its `[redis]`.
+fn read_file(file: &Path) -> (Option<Seen>, FileConnections, RedisTable) {
     match watch::poll(file) {
-        None => (None, Ok(None)),
-        Some((seen, Err(e))) => (seen, Err(format!("cannot read the file: {e}"))),
-        Some((seen, Ok(bytes))) => (seen, parse_file(bytes)),
+        None => (None, Ok(None), Ok(None)),
+        Some((seen, Err(e))) => (seen, Err(format!("cannot read the file: {e}")), Ok(None)),
+        Some((seen, Ok(bytes))) => {
+            let (connections, redis) = parse_file(bytes);
+            (seen, connections, redis)
+        }
     }
 }
 
-fn parse_file(bytes: Vec<u8>) -> FileConnections {
+fn parse_file(bytes: Vec<u8>) -> (FileConnections, RedisTable) {
     let mut text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
             e.into_bytes().zeroize();
-            return Err("the file is not UTF-8".to_owned());
+            return (Err("the file is not UTF-8".to_owned()), Ok(None));
         }
     };
     let parsed = match text.parse::<Table>() {
         // Line, column and the parser's message: never toml's `Display`, which
         // quotes the broken line (and that line may hold a password).
-        Err(e) => Err(quiet::syntax_error(&text, &e)),
-        Ok(mut doc) => match doc.remove("connections") {
-            None => Ok(Some(Table::new())),
-            Some(Value::Table(t)) => Ok(Some(t)),
-            Some(_) => Err("`connections` must be a table of `[connections.<name>]` tables".to_owned()),
-        },
+        Err(e) => (Err(quiet::syntax_error(&text, &e)), Ok(None)),
+        Ok(mut doc) => {
+            let redis = match doc.remove("redis") {
+                None => Ok(None),
+                Some(Value::Table(t)) => Ok(Some(t)),
+                Some(_) => Err("`redis` must be a table: write `[redis]`".to_owned()),
+            };
+            let connections = match doc.remove("connections") {
+                None => Ok(Some(Table::new())),
+                Some(Value::Table(t)) => Ok(Some(t)),
+                Some(_) => Err("`connections` must be a table of `[connections.<name>]` tables".to_owned()),
+            };
+            (connections, redis)
+        }
     };
     // The file's text holds every secret in it: wipe it once parsed.
     text.zeroize();
@@ -95,11 +112,14 @@ impl ConfigBuilder {
             .file
             .or_else(|| std::env::var_os(SECRETS_FILE_VAR).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("secrets.toml"));
-        let (seen, connections) = read_file(&file);
+        #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+        let (seen, connections, redis_table) = read_file(&file);
         let vars: Vec<(String, String)> = match self.env {
             Some(vars) => vars,
             None => std::env::vars().collect(),
         };
+        #[cfg(feature = "redis")]
+        let redis_url = vars.iter().find(|(k, _)| k == crate::redis::REDIS_URL_VAR).map(|(_, v)| v.clone());
         let mut env: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
         for (key, value) in vars {
             let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
@@ -112,11 +132,22 @@ impl ConfigBuilder {
             seen: Mutex::new(seen),
             env,
             code: self.code,
+            #[cfg(feature = "redis")]
+            redis: (redis_table, redis_url),
         }
     }
 }
 
 impl Config {
+    /// The shared tier's settings: `[redis]`, else `REDIS_URL`; `Ok(None)`: not configured.
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis(&self) -> Result<Option<crate::redis::RedisSettings>, String> {
+        let (table, url) = &self.redis;
+        let table = table.as_ref().map_err(|e| format!("{}: [redis]: {e}", self.file.display()))?;
+        crate::redis::RedisSettings::resolve(table.as_ref(), url.as_deref())
+            .map_err(|e| format!("{}: [redis]: {e}", self.file.display()))
+    }
+
     /// The merged settings of connection `name`: file, then environment, then code.
     #[cfg(feature = "axum")]
     pub(crate) fn section(&self, name: &str) -> Result<Table, Error> {
@@ -142,7 +173,7 @@ impl Config {
     /// Reads the file again (blocking I/O) if it changed since the last read: `None` when it did
     /// not, else what it holds now (`Ok(None)`: it is gone). Nothing is installed.
     pub(crate) fn poll(&self) -> Option<FileConnections> {
-        let (seen, connections) = read_file(&self.file);
+        let (seen, connections, _) = read_file(&self.file);
         let mut last = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if *last == seen {
             return None;

@@ -14,7 +14,8 @@ use crate::attr::scope::Scope;
 use crate::attr::{max_entries, ttl};
 use crate::paths;
 
-const KEYS: &[&str] = &["scope", "ttl", "max_entries", "on_release", "refresh", "max_stale", "crate"];
+const KEYS: &[&str] =
+    &["scope", "ttl", "max_entries", "on_release", "refresh", "max_stale", "shared", "version", "crate"];
 const SYNONYMS: &[(&str, &str)] = &[
     ("expiry", "ttl"),
     ("expire", "ttl"),
@@ -33,6 +34,12 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("stale_window", "max_stale"),
     ("stale_for", "max_stale"),
     ("max_age", "max_stale"),
+    ("share", "shared"),
+    ("redis", "shared"),
+    ("distributed", "shared"),
+    ("cross_instance", "shared"),
+    ("schema_version", "version"),
+    ("revision", "version"),
 ];
 
 /// `#[cached_resource(...)]`, as written (all optional).
@@ -44,6 +51,10 @@ pub(crate) struct Args {
     pub(crate) on_release: Option<syn::Path>,
     pub(crate) refresh: Option<SpannedValue<Refresh>>,
     pub(crate) max_stale: Option<SpannedValue<Duration>>,
+    /// `shared = true`: a second tier in Redis (the span of the entry, when true).
+    pub(crate) shared: Option<proc_macro2::Span>,
+    /// `version = "2"`: the shared values' version (default: a digest of the function).
+    pub(crate) version: Option<syn::LitStr>,
     pub(crate) krate: Option<syn::Path>,
 }
 
@@ -89,6 +100,27 @@ impl Args {
                     "max_stale",
                     "leave `max_stale` out for a window of one ttl",
                 )?);
+            }
+            "shared" => {
+                let on = keys::flag(entry, "cached_resource").map_err(|_| {
+                    Error::custom("write `shared = true` (or `shared = false`)").with_span(entry.meta)
+                })?;
+                if on {
+                    self.shared = Some(syn::spanned::Spanned::span(entry.meta));
+                }
+            }
+            "version" => {
+                let value = keys::value(entry, "version = \"2\"")?;
+                match keys::lit_str(value) {
+                    Some(lit) if !lit.value().is_empty() => self.version = Some(lit.clone()),
+                    _ => {
+                        return Err(Error::custom(
+                            "write `version = \"2\"`: a non-empty string, changed when the shared values' \
+                             meaning or layout changes",
+                        )
+                        .with_span(value));
+                    }
+                }
             }
             "crate" => {
                 self.krate = Some(paths::parse_crate(keys::value(entry, "crate = \"::connscope\"")?)?);

@@ -21,7 +21,7 @@
 //! return type, provider), so a mistake is reported there and says what to do.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Visibility};
 
@@ -44,6 +44,12 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
 
     // Checks spanned at the user's types, so that a mistake is reported there.
     let mut checks = quote_spanned!(value.span()=> #support::cached_value::<#value>(););
+    if plan.args.shared.is_some() {
+        checks.extend(quote_spanned!(value.span()=> #support::shared_value::<#value>();));
+        for ty in key_types(plan, &private) {
+            checks.extend(quote_spanned!(ty.span()=> #support::shared_key::<#ty>();));
+        }
+    }
     if plan.args.scope() == Scope::Global {
         for p in &plan.providers {
             checks.extend(quote_spanned!(p.span()=> #support::global_conn::<#p>();));
@@ -146,10 +152,22 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
             )
         }
     };
-    let (refresh, load_fn) = match plan.args.refresh {
+    let mut shared_fns = TokenStream::new();
+    let (mut refresh, load_fn) = match plan.args.refresh {
         None => (TokenStream::new(), load_fn(plan, &private)),
         Some(_) => refresh(plan, &private),
     };
+    if let Some(span) = plan.args.shared {
+        let version = plan.args.version.as_ref().map_or_else(|| version_of(item), syn::LitStr::value);
+        refresh.extend(quote_spanned!(span=> .__shared::<#support::RedisFeatureOn>(#support::SharedFns {
+            version: #version,
+            encode_key: __key_out,
+            decode_key: __key_in,
+            encode: __value_out,
+            decode: __value_in,
+        })));
+        shared_fns = shared_codecs(&private, &key_type, &value_type);
+    }
     let key_params = plan.inputs.iter().filter(|a| a.key.is_some()).map(|a| {
         let (binding, ty) = (&a.binding, a.ty);
         quote!(#binding: #ty)
@@ -190,6 +208,8 @@ pub(crate) fn expand(plan: &Plan<'_>) -> TokenStream {
             )#refresh;
 
             #release_fn
+
+            #shared_fns
 
             #load_fn
 
@@ -370,6 +390,58 @@ fn key(plan: &Plan<'_>, private: &TokenStream) -> (TokenStream, TokenStream) {
         return (ty.clone(), expr.clone());
     }
     (quote!((#(#types,)*)), quote!((#(#exprs,)*)))
+}
+
+/// With `shared = true`: the key's and the value's codecs (serde when the types have it; the
+/// checks in the wrapper report them otherwise, once).
+fn shared_codecs(private: &TokenStream, key: &TokenStream, value: &TokenStream) -> TokenStream {
+    let support = quote!(#private::macro_support);
+    let option = quote!(#private::core::option::Option);
+    let vec = quote!(#private::std::vec::Vec<u8>);
+    let codec = |name: &str, ty: &TokenStream| {
+        let (out, inn) = (format_ident!("__{name}_out"), format_ident!("__{name}_in"));
+        quote! {
+            fn #out(v: &#ty) -> #option<#vec> {
+                #[allow(unused_imports)]
+                use #support::{NoCodec as _, SerdeCodec as _};
+                (&#support::CodecProbe::<#ty>::new()).encode(v)
+            }
+            fn #inn(b: &[u8]) -> #option<#ty> {
+                #[allow(unused_imports)]
+                use #support::{NoCodec as _, SerdeCodec as _};
+                (&#support::CodecProbe::<#ty>::new()).decode(b)
+            }
+        }
+    };
+    let mut out = codec("key", key);
+    out.extend(codec("value", value));
+    out
+}
+
+/// The types of the key's arguments, as the checks name them.
+fn key_types(plan: &Plan<'_>, private: &TokenStream) -> Vec<TokenStream> {
+    plan.inputs
+        .iter()
+        .filter_map(|a| match a.key.as_ref()? {
+            Key::Owned(ty) => Some(quote_spanned!(ty.span()=> #ty)),
+            Key::Borrowed(ty) => {
+                Some(quote_spanned!(a.ty.span()=> <#ty as #private::std::borrow::ToOwned>::Owned))
+            }
+            Key::Conn { .. } => None,
+        })
+        .collect()
+}
+
+/// The default version of shared values: a digest (FNV-1a, 64 bits) of the function's tokens,
+/// so a changed signature or body never reads values written by the previous one.
+fn version_of(item: &syn::ItemFn) -> String {
+    let text = quote!(#item).to_string();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// The visibility, inside `mod name`, of items as visible as the function outside it.

@@ -223,6 +223,7 @@ pub(crate) fn validate(item: &ItemFn, args: Args) -> darling::Result<Plan<'_>> {
     }
 
     check_refresh(&args, sig, errors);
+    check_shared(&args, scope, &inputs, errors);
 
     let output = output.unwrap_or(Output { value: syn::parse_quote!(()), result: None });
     acc.finish_with(Plan { item, args, inputs, output, providers })
@@ -261,6 +262,44 @@ fn check_refresh(args: &Args, sig: &syn::Signature, errors: &mut Accumulator) {
                 "with `refresh = \"background\"` the body also runs after the call returned, so it cannot \
                  borrow its arguments: take this argument by value (e.g. `String` instead of `&str`, \
                  `Conn<P>` instead of `&Conn<P>`)",
+            )));
+        }
+    }
+}
+
+/// `shared = true` is for global values whose key crosses processes: no session scope, no
+/// connection in the key, not (yet) with a background refresh; `version` only with `shared`.
+fn check_shared(args: &Args, scope: Scope, inputs: &[Arg<'_>], errors: &mut Accumulator) {
+    if let Some(version) = &args.version
+        && args.shared.is_none()
+    {
+        errors.push(
+            Error::custom("`version` names the version of values shared through Redis: add `shared = true`, or leave `version` out")
+                .with_span(version),
+        );
+    }
+    let Some(span) = args.shared else { return };
+    if scope == Scope::Session {
+        errors.push(Error::from(syn::Error::new(
+            span,
+            "`shared = true` shares values between app instances through Redis, but a `scope = \"session\"` \
+             value belongs to one user's session: share global values only (`scope = \"global\"`), or \
+             leave `shared` out",
+        )));
+    }
+    if args.refresh.is_some() {
+        errors.push(Error::from(syn::Error::new(
+            span,
+            "`shared = true` does not combine with `refresh = \"background\"` yet: choose one",
+        )));
+    }
+    for input in inputs {
+        if let Some(Key::Conn { .. }) = input.key {
+            errors.push(Error::from(syn::Error::new_spanned(
+                input.ty,
+                "with `shared = true` the key crosses processes, and a connection is one instance's own: \
+                 leave it out of the key with `#[not_key]` (or a name starting with `_`); every instance's \
+                 connection must then read the same data",
             )));
         }
     }

@@ -46,7 +46,7 @@ where
     /// looked the key up (and counted the miss).
     pub(crate) async fn miss_or_try<E, F>(&self, key: K, mut loader: Pin<Box<F>>) -> Result<V, E>
     where
-        F: Future<Output = Result<V, E>>,
+        F: Future<Output = Result<V, E>> + ?Sized,
     {
         let mut own: Option<E> = None;
         loop {

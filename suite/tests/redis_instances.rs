@@ -1,0 +1,380 @@
+//! Several app instances as separate processes (`suite/instance/results.rs`) sharing results
+//! through a real Redis (enabled by `REDIS_URL`): a miss computed once for all, invalidations
+//! everywhere within the bound (worst case over 100 tries), a dead instance's load taken over,
+//! Redis stopped mid-run with zero failed calls.
+
+#[cfg(not(all(feature = "redis", feature = "axum")))]
+#[test]
+fn redis_instances_need_the_redis_and_axum_features() {
+    eprintln!("\n*** SKIPPED redis_instances: build with `--features redis,axum` (or --all-features) ***");
+}
+
+#[cfg(all(feature = "redis", feature = "axum"))]
+mod instances {
+    use std::io::{BufRead, BufReader};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    const BIN: &str = env!("CARGO_BIN_EXE_results-instance");
+
+    fn redis_url() -> Option<String> {
+        let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
+        if url.is_none() {
+            eprintln!(
+                "\n*** SKIPPED redis_instances: set REDIS_URL=redis://127.0.0.1:6379 to run the multi-instance tests ***"
+            );
+        }
+        url
+    }
+
+    /// A fresh directory and key prefix per test.
+    fn scratch(name: &str) -> (PathBuf, String) {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let id = format!("{name}-{}-{stamp}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("connscope-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        (dir, format!("connscope-test:{id}"))
+    }
+
+    struct Instance {
+        name: String,
+        child: Child,
+        base: String,
+        log: PathBuf,
+    }
+
+    impl Drop for Instance {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Instance {
+        fn log_text(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+    }
+
+    struct Cluster {
+        dir: PathBuf,
+        instances: Vec<Instance>,
+        http: reqwest::Client,
+    }
+
+    impl Cluster {
+        /// `n` instances on `url`, with the `[redis]` settings given (`url` and `prefix` added).
+        fn start(name: &str, n: usize, url: &str, extra: &str) -> Cluster {
+            let (dir, prefix) = scratch(name);
+            let secrets = dir.join("secrets.toml");
+            std::fs::write(&secrets, format!("[redis]\nurl = \"{url}\"\nprefix = \"{prefix}\"\n{extra}\n"))
+                .unwrap();
+            std::fs::write(dir.join("source"), "0").unwrap();
+            let instances = (0..n).map(|i| spawn(&dir, &format!("i{i}"))).collect();
+            Cluster { dir, instances, http: reqwest::Client::new() }
+        }
+
+        fn set_source(&self, generation: u64) {
+            let tmp = self.dir.join("source.tmp");
+            std::fs::write(&tmp, generation.to_string()).unwrap();
+            std::fs::rename(tmp, self.dir.join("source")).unwrap();
+        }
+
+        async fn report(&self, i: usize, k: u64, delay_ms: u64) -> Result<Value, String> {
+            let url = format!("{}/report/{k}?delay_ms={delay_ms}", self.instances[i].base);
+            let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("{}: {}", resp.status(), resp.text().await.unwrap_or_default()));
+            }
+            serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+        }
+
+        async fn invalidate(&self, i: usize, k: u64) {
+            let url = format!("{}/invalidate/{k}", self.instances[i].base);
+            assert!(self.http.post(url).send().await.unwrap().status().is_success());
+        }
+
+        async fn stats(&self, i: usize) -> Value {
+            let url = format!("{}/stats", self.instances[i].base);
+            serde_json::from_str(&self.http.get(url).send().await.unwrap().text().await.unwrap()).unwrap()
+        }
+
+        async fn sum(&self, field: &str) -> u64 {
+            let mut total = 0;
+            for i in 0..self.instances.len() {
+                total += self.stats(i).await[field].as_u64().unwrap();
+            }
+            total
+        }
+
+        /// Waits until `cond` holds for instance `i`'s stats.
+        async fn until(
+            &self,
+            i: usize,
+            what: &str,
+            limit: Duration,
+            cond: impl Fn(&Value) -> bool,
+        ) -> Duration {
+            let start = Instant::now();
+            loop {
+                let stats = self.stats(i).await;
+                if cond(&stats) {
+                    return start.elapsed();
+                }
+                assert!(start.elapsed() < limit, "instance {i}: {what} not within {limit:?}: {stats}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            self.instances.clear();
+            if std::env::var_os("KEEP_LOGS").is_none() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            } else {
+                eprintln!("logs kept in {}", self.dir.display());
+            }
+        }
+    }
+
+    fn spawn(dir: &Path, name: &str) -> Instance {
+        let log = dir.join(format!("{name}.log"));
+        let mut child = Command::new(BIN)
+            .env("CONNSCOPE_SECRETS", dir.join("secrets.toml"))
+            .env("SOURCE", dir.join("source"))
+            .env("NAME", name)
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", std::env::var("INSTANCE_LOG").unwrap_or_else(|_| "connscope=info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the instance binary");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port: u16 = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT <n>");
+        Instance { name: name.to_owned(), child, base: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_miss_seen_by_three_instances_at_once_is_computed_once() {
+        let Some(url) = redis_url() else { return };
+        let c = Cluster::start("once", 3, &url, "");
+        c.set_source(1);
+        // Three instances miss the same key at once; the body takes 300 ms.
+        let (a, b, d) = tokio::join!(c.report(0, 7, 300), c.report(1, 7, 300), c.report(2, 7, 300));
+        for r in [&a, &b, &d] {
+            assert_eq!(r.as_ref().unwrap()["generation"], 1);
+        }
+        assert_eq!(c.sum("body_runs").await, 1, "one body run across the three instances");
+        assert_eq!(c.sum("stored").await, 1);
+        // The other two read it from Redis (having waited for it, or just after it was stored).
+        assert_eq!(c.sum("remote_hits").await, 2);
+        assert!(c.sum("waited").await <= 2);
+        // Then each serves its local copy: no body, no Redis.
+        let before = c.sum("remote_hits").await;
+        for i in 0..3 {
+            assert_eq!(c.report(i, 7, 0).await.unwrap()["computed_by"], a.as_ref().unwrap()["computed_by"]);
+        }
+        assert_eq!(c.sum("body_runs").await, 1);
+        assert_eq!(c.sum("remote_hits").await, before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invalidation_on_one_instance_reaches_the_others_within_the_bound() {
+        let Some(url) = redis_url() else { return };
+        let c = Cluster::start("invalidate", 3, &url, "invalidation_bound = \"1s\"");
+        c.set_source(0);
+        for i in 0..3 {
+            c.report(i, 1, 0).await.unwrap();
+        }
+        let mut worst = Duration::ZERO;
+        let mut all = Vec::new();
+        for generation in 1..=100u64 {
+            c.set_source(generation);
+            let from = (generation % 3) as usize;
+            c.invalidate(from, 1).await;
+            let invalidated = Instant::now();
+            for i in (0..3).filter(|&i| i != from) {
+                // Poll until the instance serves the new generation; the latency is measured to
+                // the start of the first request that got it.
+                loop {
+                    let asked = Instant::now();
+                    let got = c.report(i, 1, 0).await.unwrap()["generation"].as_u64().unwrap();
+                    if got == generation {
+                        let stale_for = asked.saturating_duration_since(invalidated);
+                        worst = worst.max(stale_for);
+                        all.push(stale_for);
+                        break;
+                    }
+                    assert!(invalidated.elapsed() < Duration::from_secs(5), "instance {i} stuck at {got}");
+                }
+            }
+            // The invalidating instance itself never serves the old value.
+            assert_eq!(c.report(from, 1, 0).await.unwrap()["generation"], generation);
+        }
+        all.sort();
+        eprintln!(
+            "invalidation reached the other instances: median {:?}, p99 {:?}, worst {worst:?} over {} observations",
+            all[all.len() / 2],
+            all[all.len() * 99 / 100],
+            all.len()
+        );
+        assert!(worst <= Duration::from_secs(1), "worst {worst:?} past the 1 s bound");
+        // Every instance released its own local value once per invalidation it saw.
+        for i in 0..3 {
+            let s = c.stats(i).await;
+            assert!(s["releases"].as_u64().unwrap() >= 66, "instance {i}: {s}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_that_dies_holding_a_load_is_taken_over_after_its_lock_expires() {
+        let Some(url) = redis_url() else { return };
+        let mut c = Cluster::start("takeover", 2, &url, "lock_ttl = \"1s\"");
+        c.set_source(3);
+        // Instance 0 starts a load that would take 20 s, then dies holding its lock.
+        let http = c.http.clone();
+        let slow = format!("{}/report/5?delay_ms=20000", c.instances[0].base);
+        let pending = tokio::spawn(async move { http.get(slow).send().await.map(|r| r.status()) });
+        c.until(0, "the load started", Duration::from_secs(5), |s| s["computed"] == 1).await;
+        c.instances[0].child.kill().unwrap();
+        let _ = pending.await;
+        let asked = Instant::now();
+        let got = c.report(1, 5, 0).await.unwrap();
+        let waited = asked.elapsed();
+        assert_eq!(got["generation"], 3);
+        assert_eq!(got["computed_by"], "i1");
+        let s = c.stats(1).await;
+        assert_eq!((s["takeovers"].as_u64(), s["body_runs"].as_u64()), (Some(1), Some(1)), "{s}");
+        eprintln!("a dead holder's load was taken over after {waited:?} (lock ttl 1 s)");
+        assert!(waited < Duration::from_secs(3), "took {waited:?}");
+    }
+
+    /// A Redis of this test's own (on a free port), so stopping it disturbs no other test.
+    struct OwnRedis {
+        port: u16,
+        child: Option<Child>,
+    }
+
+    impl OwnRedis {
+        fn start(port: u16) -> Option<OwnRedis> {
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            let mut r = OwnRedis { port, child: Some(child) };
+            let start = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if start.elapsed() > Duration::from_secs(5) {
+                    r.stop();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some(r)
+        }
+
+        /// `SHUTDOWN NOSAVE`, as an operator would; waits until the process is gone.
+        fn stop(&mut self) {
+            let _ = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_stopped_mid_run_fails_no_call_warns_once_and_comes_back() {
+        if redis_url().is_none() {
+            return;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let Some(mut redis) = OwnRedis::start(port) else {
+            eprintln!(
+                "\n*** SKIPPED redis_stopped_mid_run: no `redis-server` on PATH to stop and restart ***"
+            );
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let c = Cluster::start("down", 3, &url, "invalidation_bound = \"1s\"\ncommand_timeout = \"200ms\"");
+        c.set_source(1);
+        let mut calls = 0u64;
+        let mut failed = Vec::new();
+        // A steady stream of calls on every instance: before, during and after the outage.
+        let mut drive = async |c: &Cluster, until: Instant| {
+            let mut k = 0u64;
+            while Instant::now() < until {
+                k += 1;
+                for i in 0..3 {
+                    calls += 1;
+                    if let Err(e) = c.report(i, k % 10, 0).await {
+                        failed.push(e);
+                    }
+                }
+            }
+        };
+        drive(&c, Instant::now() + Duration::from_secs(1)).await;
+        redis.stop();
+        drive(&c, Instant::now() + Duration::from_secs(3)).await;
+        for i in 0..3 {
+            assert_eq!(c.stats(i).await["state"], "Some(Down)");
+        }
+        let redis = OwnRedis::start(port).expect("restart redis-server");
+        let restarted = Instant::now();
+        let mut back = Duration::ZERO;
+        for i in 0..3 {
+            c.until(i, "Redis back", Duration::from_secs(10), |s| s["state"] == "Some(Up)").await;
+            back = back.max(restarted.elapsed());
+        }
+        drive(&c, Instant::now() + Duration::from_millis(500)).await;
+        assert!(
+            failed.is_empty(),
+            "{} of {calls} calls failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+        for inst in &c.instances {
+            let log = inst.log_text();
+            let warnings = log.matches("Redis is unreachable").count();
+            assert_eq!(warnings, 1, "{}: {warnings} warnings:\n{log}", inst.name);
+        }
+        for i in 0..3 {
+            assert_eq!(c.stats(i).await["outages"], 1);
+        }
+        // Shared again: a new key is computed once across the three.
+        let before = c.sum("body_runs").await;
+        let _ = tokio::join!(c.report(0, 99, 200), c.report(1, 99, 200), c.report(2, 99, 200));
+        assert_eq!(c.sum("body_runs").await, before + 1);
+        eprintln!(
+            "Redis stopped mid-run: {calls} calls, 0 failed; the tier was back {back:?} after the restart"
+        );
+        drop(redis);
+    }
+}
