@@ -91,7 +91,7 @@ where
             let mut n = 0u64;
             while Instant::now() < deadline {
                 // Every fourth call of half the tasks is a cached hit.
-                let cached = i % 2 == 0 && n % 4 == 0;
+                let cached = i % 2 == 0 && n.is_multiple_of(4);
                 let t0 = Instant::now();
                 if cached {
                     hit(&conn).await
