@@ -130,12 +130,34 @@ fn report(label: &str, samples: &[(Instant, Duration, bool)], swaps: &[Instant],
             (true, false) => h_out.push(d),
         }
     }
+    // Where the slowest 1% of the queries during swaps ran: before the swap (the replacement
+    // connecting) or after it (the new pool's first use, the old one draining and closing).
+    let mut slow: Vec<(Duration, Instant)> = samples
+        .iter()
+        .filter(|&&(t0, d, cached)| !cached && during(t0, d))
+        .map(|&(t0, d, _)| (d, t0))
+        .collect();
+    slow.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    slow.truncate((q_in.len() / 100).max(1));
+    let before = slow
+        .iter()
+        .filter(|&&(d, t0)| {
+            let end = t0 + d;
+            swaps
+                .iter()
+                .filter(|&&s| t0 < s + Duration::from_millis(50) && end + Duration::from_millis(150) > s)
+                .all(|&s| end <= s)
+        })
+        .count();
     let (n_in, n_out) = (q_in.len(), q_out.len());
     let (q_in, q_out, h_in, h_out) = (p99(&mut q_in), p99(&mut q_out), p99(&mut h_in), p99(&mut h_out));
     println!(
         "{label}: {rebuilds} rebuilds; query p99 outside a swap {q_out:?} ({n_out} queries), during a swap \
-         {q_in:?} ({n_in} queries): ratio {:.2} (target <= 1.5); cached hit p99 outside {h_out:?}, during {h_in:?}",
+         {q_in:?} ({n_in} queries): ratio {:.2} (target <= 1.5); cached hit p99 outside {h_out:?}, during {h_in:?}; \
+         of the slowest 1% during swaps, {before} of {} ended before the swap (the replacement connecting), the \
+         rest overlapped or followed it",
         q_in.as_secs_f64() / q_out.as_secs_f64().max(1e-9),
+        slow.len(),
     );
 }
 
