@@ -453,3 +453,83 @@ mod pg {
         }
     }
 }
+
+#[derive(Connection, serde::Deserialize)]
+#[connection(name = "watched_session", scope = "session")]
+struct WatchedSession {
+    host: String,
+}
+
+impl Provider for WatchedSession {
+    type Raw = String;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<String, std::io::Error> {
+        journal().lock().unwrap().connects.push(self.host.clone());
+        Ok(self.host.clone())
+    }
+    async fn is_open(&self, _raw: &String) -> bool {
+        true
+    }
+    async fn close(&self, raw: &String) {
+        journal().lock().unwrap().closes.push(raw.clone());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_connection_is_made_again_with_the_new_settings_and_the_old_one_closed_once() {
+    let _ = logs();
+    let path = secrets_file("watch-session");
+    let (one, two) = (sql_support::unique("ses-one"), sql_support::unique("ses-two"));
+    write_atomically(&path, &format!("[connections.watched_session]\nhost = \"{one}\"\n"));
+    // Paused time runs fast: only the settings change may end the old connection.
+    let rt = Runtime::builder()
+        .no_idle_timeout()
+        .no_session_lifetime()
+        .secrets_file(&path)
+        .secrets_poll_interval(Duration::from_millis(100))
+        .maintenance_interval(Duration::from_millis(50))
+        .build();
+    let session = rt.session();
+    let lookup = || {
+        let (rt, session) = (rt.clone(), session.clone());
+        async move {
+            session
+                .run(async move { rt.connection::<WatchedSession>("watched_session").await })
+                .await
+                .unwrap()
+        }
+    };
+    let old = lookup().await;
+    assert_eq!(*old.get().await.unwrap(), one);
+    write_atomically(&path, &format!("[connections.watched_session]\nhost = \"{two}\"\n"));
+    until("the session's lookup gets the new settings", async || lookup().await.provider().host == two).await;
+    assert_eq!(*lookup().await.get().await.unwrap(), two);
+    until("the old client closes", async || !closes(&one).is_empty()).await;
+    settle().await;
+    assert_eq!(closes(&one), vec![one.clone()], "closed exactly once");
+    session.end().await;
+    assert_eq!(closes(&two), vec![two.clone()], "the new one closes once at the session's end");
+    assert_eq!(closes(&one).len(), 1);
+    rt.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_invalid_at_start_is_taken_once_it_is_fixed() {
+    let _ = logs();
+    let path = secrets_file("watch-late");
+    write_atomically(&path, "[connections.watched\nhost = \"broken\"\n");
+    let rt = Runtime::builder()
+        .secrets_file(&path)
+        .secrets_poll_interval(Duration::from_millis(100))
+        .maintenance_interval(Duration::from_millis(50))
+        .build();
+    let err = rt.connection::<Watched>("watched").await.unwrap_err().to_string();
+    assert!(err.contains("not valid TOML"), "{err}");
+    let fixed = sql_support::unique("late-fixed");
+    write_atomically(&path, &section("watched", &fixed, "pw-late-1"));
+    until("the fixed file is taken", async || {
+        rt.connection::<Watched>("watched").await.is_ok_and(|c| c.provider().host == fixed)
+    })
+    .await;
+    rt.shutdown().await;
+}
