@@ -91,3 +91,28 @@ pub(crate) fn poll(path: &Path) -> Option<(Option<Seen>, std::io::Result<Vec<u8>
         Err(e) => Some((None, Err(e))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_sees_a_same_size_edit_a_new_file_and_a_removed_one() {
+        let dir = std::env::temp_dir().join(format!("connscope-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("password");
+        let absent = FileStamp::of(&path);
+        assert!(!absent.changed(), "still absent");
+        std::fs::write(&path, "secret-aaaa").unwrap();
+        assert!(absent.changed(), "appeared");
+        let stamp = FileStamp::of(&path);
+        assert!(!stamp.changed(), "untouched");
+        // Same length, and (on a coarse clock) the same modification time: the digest tells.
+        std::fs::write(&path, "secret-bbbb").unwrap();
+        assert!(stamp.changed(), "same-size edit");
+        assert!(!format!("{stamp:?}").contains("secret"), "{stamp:?}");
+        std::fs::remove_file(&path).unwrap();
+        assert!(FileStamp::of(&path).seen.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
