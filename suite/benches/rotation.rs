@@ -137,7 +137,7 @@ fn report(label: &str, samples: &[(Instant, Duration, bool)], swaps: &[Instant],
         .filter(|&&(t0, d, cached)| !cached && during(t0, d))
         .map(|&(t0, d, _)| (d, t0))
         .collect();
-    slow.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    slow.sort_unstable_by_key(|&(d, _)| std::cmp::Reverse(d));
     slow.truncate((q_in.len() / 100).max(1));
     let before = slow
         .iter()
