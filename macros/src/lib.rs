@@ -42,6 +42,7 @@ use proc_macro::TokenStream;
 /// | `max_entries` | how many connections of this type a scope keeps (least recently used goes) | unbounded |
 /// | `name` | the `[connections.<name>]` section | the struct's name in snake_case |
 /// | `health_check` | when `is_open` runs: `"every_use"`, `"on_error"` or an interval like `"5s"` | every 5 s |
+/// | `refresh` | rebuild each live client this long after it connected, e.g. `"14m"` (the replacement connects first, in-flight users finish on the old client, which is then closed once) | never (only ahead of its credentials' expiry) |
 /// | `crate` | path to the `connscope` crate, if renamed | `"::connscope"` |
 ///
 /// On a field:

@@ -71,12 +71,18 @@ struct ConnInner<P: Provider> {
     /// client means "log in again", not "reconnect".
     can_reconnect: bool,
     grace: Duration,
+    /// Rebuild every live client this long after it connected ([`Connection::REFRESH`](crate::Connection::REFRESH)).
+    refresh: Option<Duration>,
     live: RwLock<Option<Arc<Live<P::Raw>>>>,
     connect_lock: tokio::sync::Mutex<()>,
     released: AtomicBool,
     counters: Counters,
     cache_stats: Mutex<Option<Arc<CacheStats>>>,
     home: OnceLock<Home>,
+    /// The handle that replaced this one when its settings changed (the secrets file was
+    /// edited): a caller that looked this handle up just before is served by the successor
+    /// once this one is released, instead of failing.
+    successor: OnceLock<Conn<P>>,
 }
 
 /// The scope instance a connection handed out by [`Runtime::connection`](crate::Runtime::connection)
@@ -233,14 +239,25 @@ impl<P: Provider> Conn<P> {
                 health,
                 can_reconnect,
                 grace,
+                refresh: None,
                 live: RwLock::new(None),
                 connect_lock: tokio::sync::Mutex::new(()),
                 released: AtomicBool::new(false),
                 counters: Counters::default(),
                 cache_stats: Mutex::new(None),
                 home: OnceLock::new(),
+                successor: OnceLock::new(),
             }),
         }
+    }
+
+    /// Rebuilds every live client `period` after it connected (a provider's
+    /// `#[connection(refresh = "...")]`). Only before the handle is shared (right after it was made).
+    pub(crate) fn refresh_every(mut self, period: Option<Duration>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.refresh = period.filter(|p| !p.is_zero());
+        }
+        self
     }
 
     /// A handle around a client that is already connected (a login): it never reconnects, so
@@ -308,6 +325,12 @@ impl<P: Provider> Conn<P> {
         *self.inner.cache_stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
     }
 
+    /// The handle that replaces this one (its settings changed): serves callers that still
+    /// hold this one once it is released.
+    pub(crate) fn set_successor(&self, next: Conn<P>) {
+        let _ = self.inner.successor.set(next);
+    }
+
     pub(crate) fn attach_home(&self, home: Home) {
         let _ = self.inner.home.set(home);
     }
@@ -342,6 +365,31 @@ impl<P: Provider> Conn<P> {
     /// Dropping the returned future at any point strands nothing: a client found closed is
     /// closed anyway.
     pub async fn get(&self) -> Result<ConnRef<P>, Error> {
+        let got = self.get_here().await;
+        if got.is_ok() {
+            return got;
+        }
+        // Released because its settings changed: the handle that replaced it serves the caller
+        // (followed in a loop: a successor may have been replaced in turn).
+        let mut next = self.successor();
+        while let Some(conn) = next {
+            match conn.get_here().await {
+                Err(_) if conn.successor().is_some() => next = conn.successor(),
+                got => return got,
+            }
+        }
+        got
+    }
+
+    /// The handle that replaced this released one, if any.
+    fn successor(&self) -> Option<Conn<P>> {
+        if !self.inner.released.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.successor.get().cloned()
+    }
+
+    async fn get_here(&self) -> Result<ConnRef<P>, Error> {
         let Some(user) = self.current_user() else {
             return self.connect(false).await;
         };

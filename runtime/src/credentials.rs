@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::secrets::Secret;
+use crate::watch::{FileStamp, Seen};
 
 /// What a credential source returns: the password or token, optionally the user it belongs to
 /// (a Vault dynamic secret rotates the user name too) and optionally when it stops working.
@@ -29,12 +30,15 @@ pub struct Fetched {
     /// When the credentials stop working (`None`: the connection's `credentials_lifetime`
     /// setting decides, else never).
     pub expires_at: Option<Instant>,
+    /// The file these credentials were read from (the `file` source): a client built with them
+    /// is rebuilt when the file changes.
+    pub(crate) stamp: Option<FileStamp>,
 }
 
 impl Fetched {
     /// A password (or token) with no user of its own and no expiry.
     pub fn new(password: impl Into<Secret>) -> Self {
-        Fetched { user: None, password: password.into(), expires_at: None }
+        Fetched { user: None, password: password.into(), expires_at: None, stamp: None }
     }
 
     /// The user these credentials belong to.
@@ -212,13 +216,26 @@ impl CredentialSource {
                 nonempty(text, &name)
             }
             Source::File(path) => {
-                let path = path.clone();
                 let name = format!("the file `{}`", path.display());
-                let text = blocking(move || std::fs::read_to_string(&path))
-                    .await
-                    .map_err(|e| CredentialsError::new(&name, e))?
-                    .map_err(|e| CredentialsError::new(&name, format!("could not read it ({e})")))?;
-                nonempty(text, &name)
+                let read = path.clone();
+                let (bytes, seen) = blocking(move || {
+                    let meta = std::fs::metadata(&read).ok();
+                    std::fs::read(&read).map(|bytes| {
+                        let seen = Seen::of(meta.as_ref(), &bytes);
+                        (bytes, seen)
+                    })
+                })
+                .await
+                .map_err(|e| CredentialsError::new(&name, e))?
+                .map_err(|e| CredentialsError::new(&name, format!("could not read it ({e})")))?;
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    zeroize::Zeroize::zeroize(&mut e.into_bytes());
+                    CredentialsError::new(&name, "it is not UTF-8")
+                })?;
+                let mut fetched = nonempty(text, &name)?;
+                // What the client built with these credentials watches.
+                fetched.stamp = Some(FileStamp::new(path.clone(), Some(seen)));
+                Ok(fetched)
             }
             Source::Env(var) => {
                 let name = format!("the environment variable `{var}`");
@@ -288,7 +305,7 @@ fn nonempty(mut text: String, name: &str) -> Result<Fetched, CredentialsError> {
 }
 
 /// Runs blocking I/O off the async threads (inline without a Tokio runtime).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     match tokio::runtime::Handle::try_current() {
         Ok(h) => h.spawn_blocking(f).await.map_err(|e| format!("its task failed ({e})")),
         Err(_) => Ok(f()),

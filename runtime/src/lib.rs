@@ -27,6 +27,7 @@ mod session;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))))]
 pub mod sql;
 mod stats;
+mod watch;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
@@ -52,6 +53,7 @@ pub use scope::{GlobalScope, Scope, ScopeKind, SessionScope};
 pub use secrets::{ENV_PREFIX, SECRETS_FILE_VAR, Secret};
 pub use session::{Session, SessionId};
 pub use stats::{CacheStats, CacheStatsEntry, RemovalCause, StatsSnapshot};
+pub use watch::{DEFAULT_SECRETS_POLL_INTERVAL, FileStamp};
 
 /// What generated code names (`crate = "crate"` inside this crate; the facade's `__private`
 /// re-exports the same). Not a public API.

@@ -20,6 +20,8 @@
 //! | `connscope_connection_closes_total` | `connection`, `provider`, `scope` | clients closed |
 //! | `connscope_connection_health_checks_total` | `connection`, `provider`, `scope` | `is_open` calls |
 //! | `connscope_connection_retries_total` | `connection`, `provider`, `scope` | `Conn::run` operations retried on a fresh client |
+//! | `connscope_connection_rebuilds_total` | `connection`, `provider`, `scope` | clients rebuilt while in use (credentials' expiry, `refresh`, credentials file changed) and swapped in |
+//! | `connscope_connection_rebuild_failures_total` | `connection`, `provider`, `scope` | rebuilds whose connect failed (the old client was kept) |
 //! | `connscope_sessions_live` (gauge) | | live sessions |
 //!
 //! `cache` is the cached function's (or `Resource`'s) name, with a `module` label for a cached
@@ -191,7 +193,7 @@ impl Runtime {
     /// Sets the [`metrics`](https://docs.rs/metrics) facade's counters to this runtime's
     /// statistics (feature `metrics`): every cache's hits, misses, loads, load failures,
     /// evictions by cause, releases and release failures; every connection's connects,
-    /// reconnects, closes and health checks; the live sessions. See [`crate::metrics`] for the
+    /// reconnects, closes, health checks, retries, rebuilds and rebuild failures; the live sessions. See [`crate::metrics`] for the
     /// names and labels.
     ///
     /// Call it before the exporter renders (or periodically): it reads the counters the caches
@@ -271,6 +273,8 @@ impl Runtime {
             counter!("connscope_connection_closes_total", labels()).absolute(c.closes);
             counter!("connscope_connection_health_checks_total", labels()).absolute(c.health_checks);
             counter!("connscope_connection_retries_total", labels()).absolute(c.retries);
+            counter!("connscope_connection_rebuilds_total", labels()).absolute(c.rebuilds);
+            counter!("connscope_connection_rebuild_failures_total", labels()).absolute(c.rebuild_failures);
         }
         gauge!("connscope_sessions_live").set(self.session_count() as f64);
     }
@@ -308,6 +312,14 @@ fn describe() {
     describe_counter!(
         "connscope_connection_retries_total",
         "Operations retried once on a fresh client (Conn::run)."
+    );
+    describe_counter!(
+        "connscope_connection_rebuilds_total",
+        "Clients rebuilt while in use (credentials' expiry, refresh period, credentials file changed)."
+    );
+    describe_counter!(
+        "connscope_connection_rebuild_failures_total",
+        "Rebuilds whose connect failed (the old client was kept and the rebuild retried)."
     );
     describe_gauge!("connscope_sessions_live", "Live sessions.");
 }

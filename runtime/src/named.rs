@@ -3,7 +3,7 @@
 //! connections from settings given at run time (`Runtime::connect`, `Runtime::connection_with`),
 //! keyed by a digest of the settings themselves.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::cache::{CacheConfig, ReleaseHook, ResourceCache};
+use crate::cache::{BoxFuture, CacheConfig, ReleaseHook, ResourceCache};
 use crate::conn::{Conn, ConnId, Home};
 use crate::error::Error;
 use crate::provider::Connection;
@@ -102,9 +102,23 @@ impl Runtime {
     where
         P: Connection + DeserializeOwned,
     {
+        let resolved = self.shared.config.fingerprinted(name)?;
+        self.connection_resolved(name, resolved).await
+    }
+
+    /// [`connection`](Self::connection) with the settings already resolved (`None`: nothing
+    /// configures `name`).
+    async fn connection_resolved<P>(
+        &self,
+        name: &str,
+        resolved: Option<(toml::Table, u64)>,
+    ) -> Result<Conn<P>, Error>
+    where
+        P: Connection + DeserializeOwned,
+    {
         let (cache, home) = self.connection_cache::<P>(name)?;
         let config = &self.shared.config;
-        let (table, fingerprint, configured) = match config.fingerprinted(name)? {
+        let (table, fingerprint, configured) = match resolved {
             Some((table, fingerprint)) => (table, fingerprint, true),
             None => {
                 let (table, fingerprint) = Config::empty_fingerprinted();
@@ -131,11 +145,13 @@ impl Runtime {
                     }
                     settings
                 };
+                self.shared.named.register::<P>(name);
                 // `fingerprint` is keyed per process (`secrets::keyed_digest`): the id shows a
                 // digest of settings that may hold a password, and must not let anyone test
                 // guesses of it offline.
                 let id = ConnId::named((TypeId::of::<P>(), name, fingerprint));
-                let conn = Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace);
+                let conn =
+                    Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace).refresh_every(P::REFRESH);
                 conn.attach_stats(stats);
                 conn.attach_home(home);
                 #[cfg(feature = "metrics")]
@@ -242,7 +258,8 @@ impl Runtime {
         cache
             .try_get_with_own_error(key, async move {
                 let id = ConnId::named((TypeId::of::<P>(), "settings", name, digest));
-                let conn = Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace);
+                let conn =
+                    Conn::with_id(id, name, settings, P::HEALTH_CHECK, true, grace).refresh_every(P::REFRESH);
                 conn.attach_stats(stats);
                 conn.attach_home(home);
                 #[cfg(feature = "metrics")]
@@ -369,5 +386,198 @@ mod tests {
         assert_eq!(did_you_mean("analytics_mysql", &names), None, "too far");
         assert_eq!(did_you_mean("billing", &names), None);
         assert_eq!(did_you_mean("shop", &names), None, "not a typo of itself");
+    }
+}
+
+/// What a change of the secrets file does to the named connections of one provider type: the
+/// type's functions, kept by name (a provider type is generic; these are its instances).
+#[derive(Clone, Copy)]
+struct NamedHooks {
+    /// Whether settings `table` (`None`: nothing configures the name) are valid for the type.
+    check: fn(&Config, &str, Option<toml::Table>) -> Result<(), Error>,
+    /// Makes (and connects) the connection with the new settings, before they are installed.
+    prepare: fn(Runtime, Arc<str>, Resolved) -> BoxFuture<'static, Option<Successor>>,
+    /// Drains and closes the connection with the old settings (fingerprint), handing its late
+    /// callers to the successor.
+    retire: fn(Runtime, Arc<str>, u64, Option<Successor>) -> BoxFuture<'static, ()>,
+}
+
+type Successor = Box<dyn Any + Send>;
+
+/// A name's resolved settings and their fingerprint (`None`: nothing configures the name).
+type Resolved = Option<(toml::Table, u64)>;
+
+/// The named connections a runtime handed out: (provider type, name) → that type's hooks.
+#[derive(Default)]
+pub(crate) struct NamedRegistry(Mutex<HashMap<(TypeId, Arc<str>), NamedHooks>>);
+
+impl NamedRegistry {
+    fn register<P: Connection + DeserializeOwned>(&self, name: &str) {
+        let hooks = NamedHooks { check: check::<P>, prepare: prepare::<P>, retire: retire::<P> };
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((TypeId::of::<P>(), Arc::from(name))).or_insert(hooks);
+    }
+
+    fn snapshot(&self) -> Vec<(Arc<str>, NamedHooks)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|((_, name), hooks)| (Arc::clone(name), *hooks)).collect()
+    }
+}
+
+fn check<P: Connection + DeserializeOwned>(
+    config: &Config,
+    name: &str,
+    table: Option<toml::Table>,
+) -> Result<(), Error> {
+    match table {
+        Some(table) => config.settings::<P>(name, table).map(drop),
+        None => config.settings::<P>(name, toml::Table::new()).map(drop).map_err(|_| config.missing(name)),
+    }
+}
+
+fn prepare<P: Connection + DeserializeOwned>(
+    rt: Runtime,
+    name: Arc<str>,
+    resolved: Resolved,
+) -> BoxFuture<'static, Option<Successor>> {
+    Box::pin(async move {
+        // A session's connection is made again on its next lookup (in that session).
+        if P::scope() != Scope::Global {
+            return None;
+        }
+        let conn = rt.connection_resolved::<P>(&name, resolved).await.ok()?;
+        // Connected before anyone is sent to it, so the first request does not pay the connect.
+        if let Err(e) = conn.get().await {
+            tracing::warn!(
+                connection = %name,
+                error = %e,
+                "connscope: the connection's new settings (the secrets file changed) do not connect yet; \
+                 switching to them anyway"
+            );
+        }
+        Some(Box::new(conn) as Successor)
+    })
+}
+
+fn retire<P: Connection + DeserializeOwned>(
+    rt: Runtime,
+    name: Arc<str>,
+    old: u64,
+    successor: Option<Successor>,
+) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let key = ConnKey::Named(Arc::clone(&name), old);
+        match P::scope() {
+            Scope::Global => {
+                let Ok((cache, _)) = rt.connection_cache::<P>(&name) else { return };
+                let next = successor.and_then(|s| s.downcast::<Conn<P>>().ok());
+                // Released by the cache's hook: drained, then closed once.
+                cache
+                    .invalidate_if(&key, |old| {
+                        if let Some(next) = next {
+                            old.set_successor(*next);
+                        }
+                        true
+                    })
+                    .await;
+            }
+            Scope::Session => {
+                for s in rt.sessions() {
+                    if let Some(cache) = s.inner.caches.existing::<ConnKey, Conn<P>>(provider_id::<P>()) {
+                        cache.invalidate(&key).await;
+                    }
+                }
+            }
+        }
+    })
+}
+
+impl Runtime {
+    /// Checks the secrets file now (the runtime does it every `secrets_poll_interval`, see
+    /// [`RuntimeBuilder::secrets_poll_interval`](crate::RuntimeBuilder::secrets_poll_interval)).
+    /// Does nothing when the file did not change since the last check. Otherwise: a file that
+    /// cannot be read or parsed, or is gone, keeps the last good settings (one warning, which
+    /// quotes no value); a connection whose new settings its provider rejects keeps its last
+    /// good ones (one warning); the others' new settings are installed. Each named connection
+    /// in use whose resolved settings changed is replaced: a global one is made and connected
+    /// with the new settings first, then new lookups get it, and the old one is drained and
+    /// closed exactly once (a caller still holding it is served by the new one).
+    pub async fn poll_secrets(&self) {
+        let rt = self.clone();
+        let Ok(Some(candidate)) = crate::credentials::blocking(move || rt.shared.config.poll()).await else {
+            return;
+        };
+        let config = &self.shared.config;
+        let file = config.file().display().to_string();
+        let old = config.current();
+        let mut table = match candidate {
+            Ok(Some(table)) => table,
+            Ok(None) => {
+                if matches!(&*old, Ok(Some(_))) {
+                    tracing::warn!(
+                        file,
+                        "connscope: the secrets file is gone; keeping the last good settings"
+                    );
+                }
+                return;
+            }
+            Err(why) => {
+                tracing::warn!(
+                    file,
+                    reason = %why,
+                    "connscope: the secrets file changed but is invalid; keeping the last good settings"
+                );
+                return;
+            }
+        };
+        let hooks = self.shared.named.snapshot();
+        // A connection whose new settings are invalid keeps its last good section.
+        for (name, h) in &hooks {
+            let candidate = Ok(Some(table.clone()));
+            let checked = config.lookup_in(&candidate, name).and_then(|t| (h.check)(config, name, t));
+            if let Err(e) = checked {
+                tracing::warn!(
+                    file,
+                    connection = %name,
+                    error = %e,
+                    "connscope: the secrets file changed but the connection's new settings are invalid; \
+                     keeping its last good settings"
+                );
+                let last_good = match &*old {
+                    Ok(Some(o)) => o.get(&**name),
+                    _ => None,
+                };
+                match last_good {
+                    Some(last_good) => table.insert(name.to_string(), last_good.clone()),
+                    None => table.remove(&**name),
+                };
+            }
+        }
+        let new = Ok(Some(table));
+        let fingerprint = |connections, name: &str| match config.fingerprinted_in(connections, name) {
+            Ok(Some((_, f))) => Some(f),
+            Ok(None) => Some(Config::empty_fingerprinted().1),
+            Err(_) => None,
+        };
+        // The replacements, made with the new settings before anyone can look them up.
+        let mut changed = Vec::new();
+        for (name, h) in hooks {
+            let (Some(before), Ok(after)) = (fingerprint(&old, &name), config.fingerprinted_in(&new, &name))
+            else {
+                continue;
+            };
+            let after_fp = after.as_ref().map_or_else(|| Config::empty_fingerprinted().1, |(_, f)| *f);
+            if before == after_fp {
+                continue;
+            }
+            let successor = (h.prepare)(self.clone(), Arc::clone(&name), after).await;
+            changed.push((name, h, before, successor));
+        }
+        config.install(new);
+        tracing::info!(file, changed = changed.len(), "connscope: secrets file reloaded");
+        for (name, h, before, successor) in changed {
+            tracing::info!(connection = %name, "connscope: connection settings changed; replacing the connection");
+            drop(self.shared.tracker.spawn((h.retire)(self.clone(), name, before, successor)));
+        }
     }
 }

@@ -79,6 +79,17 @@ pub trait Provider: Send + Sync + 'static {
         let _ = raw;
         None
     }
+
+    /// The file `raw`'s credentials were read from, as it was then (a
+    /// [`CredentialSource::file`](crate::CredentialSource::file), e.g. a Kubernetes-mounted
+    /// secret). A connection that can reconnect polls it (every
+    /// [`RuntimeBuilder::secrets_poll_interval`](crate::RuntimeBuilder::secrets_poll_interval),
+    /// 1 s by default) and, when it changed, rebuilds the client the way it is rebuilt ahead of
+    /// expiry. The default: none.
+    fn watched_file<'a>(&self, raw: &'a Self::Raw) -> Option<&'a crate::FileStamp> {
+        let _ = raw;
+        None
+    }
 }
 
 /// How often [`Provider::is_open`] runs before a live client is handed out.
@@ -143,6 +154,12 @@ pub trait Connection: Provider {
     const TTL: Option<Duration> = None;
     /// How many connections of this type a scope keeps (least recently used goes first).
     const MAX_ENTRIES: Option<u64> = None;
+    /// How long a live client is used before it is rebuilt (`None`: only ahead of its
+    /// credentials' expiry, [`Provider::expires_at`]). `#[connection(refresh = "14m")]`: a
+    /// connection the runtime hands out replaces its client every 14 minutes, the way a client
+    /// is rebuilt ahead of expiry (the replacement connects first, in-flight users finish on the
+    /// old one, which is then closed once).
+    const REFRESH: Option<Duration> = None;
     /// When `is_open` runs.
     const HEALTH_CHECK: HealthCheck = HealthCheck::DEFAULT;
     /// The login-form description of the settings fields.

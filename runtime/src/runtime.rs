@@ -61,6 +61,12 @@ pub(crate) struct Shared {
     sessions: Mutex<Registry>,
     pub(crate) tracker: Arc<ReleaseTracker>,
     pub(crate) config: Config,
+    /// The named connections handed out so far, by provider type and name: what a change of
+    /// the secrets file is checked against.
+    pub(crate) named: crate::named::NamedRegistry,
+    /// When the secrets file is polled next (milliseconds since the epoch), and whether a poll runs.
+    next_secrets_poll: AtomicU64,
+    polling_secrets: AtomicBool,
     settings: Settings,
     shut_down: AtomicBool,
     /// The shutdown's report, once it finished: every caller of `shutdown` waits for it.
@@ -85,9 +91,18 @@ struct Settings {
     session_lifetime: Option<Duration>,
     maintenance_interval: Duration,
     grace_period: Duration,
+    /// `None`: the secrets file is not watched.
+    secrets_poll_interval: Option<Duration>,
     /// Redis as given in code (`None`: from `[redis]` or `REDIS_URL`; `Some(None)`: off).
     #[cfg(feature = "redis")]
     redis: Option<Option<crate::redis::RedisSettings>>,
+}
+
+impl Shared {
+    /// How often watched credentials files are polled.
+    pub(crate) fn secrets_poll_interval(&self) -> Duration {
+        self.settings.secrets_poll_interval.unwrap_or(crate::watch::DEFAULT_SECRETS_POLL_INTERVAL)
+    }
 }
 
 impl fmt::Debug for Runtime {
@@ -116,6 +131,7 @@ impl Default for RuntimeBuilder {
                 session_lifetime: Some(DEFAULT_SESSION_LIFETIME),
                 maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
                 grace_period: DEFAULT_GRACE_PERIOD,
+                secrets_poll_interval: Some(crate::watch::DEFAULT_SECRETS_POLL_INTERVAL),
                 #[cfg(feature = "redis")]
                 redis: None,
             },
@@ -163,6 +179,28 @@ impl RuntimeBuilder {
     /// before closing it anyway (default 10 s).
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.settings.grace_period = grace;
+        self
+    }
+
+    /// How often the secrets file (and a `password_file` credential source) is checked for
+    /// changes (default 1 s; a check compares the file's length, modification time and a
+    /// digest of its content). The secrets file is checked on a maintenance pass, so no more
+    /// often than [`maintenance_interval`](Self::maintenance_interval).
+    ///
+    /// When the resolved settings of a named connection change, new lookups
+    /// ([`Runtime::connection`]) get a connection made with the new settings (for a global
+    /// connection, connected before it is handed out), and the old one is drained (in-flight
+    /// users finish) and closed exactly once; a caller still holding the old handle is served by
+    /// the new one. A file that becomes invalid (bad TOML, or a setting the provider rejects)
+    /// keeps the last good settings and logs one warning saying why (never a value).
+    pub fn secrets_poll_interval(mut self, interval: Duration) -> Self {
+        self.settings.secrets_poll_interval = Some(interval.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Never check the secrets file again after the runtime is built.
+    pub fn no_secrets_watch(mut self) -> Self {
+        self.settings.secrets_poll_interval = None;
         self
     }
 
@@ -221,6 +259,9 @@ impl RuntimeBuilder {
                 sessions: Mutex::new(Registry::default()),
                 tracker: Arc::new(ReleaseTracker::default()),
                 config: self.config.build(),
+                named: Default::default(),
+                next_secrets_poll: AtomicU64::new(0),
+                polling_secrets: AtomicBool::new(false),
                 settings: self.settings,
                 shut_down: AtomicBool::new(false),
                 shutdown_done: Outcome::default(),
@@ -447,6 +488,24 @@ impl Runtime {
         (s.idle_timeout.map(ms), s.session_lifetime.map(ms))
     }
 
+    /// Starts a check of the secrets file if one is due and none runs (from maintenance).
+    fn poll_secrets_if_due(&self) {
+        let Some(every) = self.shared.settings.secrets_poll_interval else { return };
+        let now = self.millis_since_epoch(Instant::now());
+        if now < self.shared.next_secrets_poll.load(Ordering::Relaxed)
+            || self.shared.polling_secrets.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let every = every.as_millis().min(u128::from(u64::MAX)) as u64;
+        self.shared.next_secrets_poll.store(now.saturating_add(every), Ordering::Relaxed);
+        let rt = self.clone();
+        drop(spawn_background(async move {
+            rt.poll_secrets().await;
+            rt.shared.polling_secrets.store(false, Ordering::Release);
+        }));
+    }
+
     pub(crate) fn maintenance_interval(&self) -> Duration {
         self.shared.settings.maintenance_interval
     }
@@ -513,6 +572,7 @@ async fn maintenance_loop(weak: Weak<Shared>, interval: Duration) {
         let Some(shared) = weak.upgrade() else { return };
         let rt = Runtime { shared };
         maintain(&rt).await;
+        rt.poll_secrets_if_due();
     }
 }
 

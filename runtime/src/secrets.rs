@@ -8,8 +8,8 @@ mod secret;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::path::PathBuf;
-use std::sync::LazyLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use toml::{Table, Value};
 use zeroize::Zeroize;
@@ -18,6 +18,7 @@ pub use secret::Secret;
 
 use crate::error::Error;
 use crate::provider::{Connection, FieldKind};
+use crate::watch::{self, Seen};
 
 /// The prefix of environment overrides: `CONNSCOPE__WAREHOUSE__PASSWORD=...` sets field
 /// `password` of `[connections.warehouse]`.
@@ -33,16 +34,70 @@ pub(crate) struct ConfigBuilder {
     pub(crate) code: HashMap<String, Table>,
 }
 
-/// Layered connection settings, resolved per connection name.
+/// The `[connections]` table of the secrets file. `Ok(None)`: the file does not exist. `Err`:
+/// it exists but could not be read or parsed (the message quotes no value).
+pub(crate) type FileConnections = Result<Option<Table>, String>;
+
+/// Layered connection settings, resolved per connection name. The file's part is reloaded when
+/// the file changes ([`Config::poll`], run by the runtime every `secrets_poll_interval`).
 pub(crate) struct Config {
     file: PathBuf,
-    /// `Ok(None)`: the file does not exist. `Err`: it exists but could not be read or parsed.
-    connections: Result<Option<Table>, String>,
+    /// The file's connections as last installed: at build, whatever the file held; afterwards
+    /// only valid contents replace it (a file that becomes invalid keeps the last good one).
+    connections: RwLock<Arc<FileConnections>>,
+    /// What the last read saw of the file (valid or not): each change is acted on once.
+    seen: Mutex<Option<Seen>>,
     env: HashMap<String, Vec<(String, String, String)>>,
     code: HashMap<String, Table>,
     /// The `[redis]` table and `REDIS_URL`.
     #[cfg(feature = "redis")]
     redis: (Result<Option<Table>, String>, Option<String>),
+}
+
+/// The `[redis]` table of the secrets file (read once, when the runtime is built).
+type RedisTable = Result<Option<Table>, String>;
+
+/// Reads the secrets file: what a poll sees of it, its `[connections]` and its `[redis]`.
+fn read_file(file: &Path) -> (Option<Seen>, FileConnections, RedisTable) {
+    match watch::poll(file) {
+        None => (None, Ok(None), Ok(None)),
+        Some((seen, Err(e))) => (seen, Err(format!("cannot read the file: {e}")), Ok(None)),
+        Some((seen, Ok(bytes))) => {
+            let (connections, redis) = parse_file(bytes);
+            (seen, connections, redis)
+        }
+    }
+}
+
+fn parse_file(bytes: Vec<u8>) -> (FileConnections, RedisTable) {
+    let mut text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            e.into_bytes().zeroize();
+            return (Err("the file is not UTF-8".to_owned()), Ok(None));
+        }
+    };
+    let parsed = match text.parse::<Table>() {
+        // Line, column and the parser's message: never toml's `Display`, which
+        // quotes the broken line (and that line may hold a password).
+        Err(e) => (Err(quiet::syntax_error(&text, &e)), Ok(None)),
+        Ok(mut doc) => {
+            let redis = match doc.remove("redis") {
+                None => Ok(None),
+                Some(Value::Table(t)) => Ok(Some(t)),
+                Some(_) => Err("`redis` must be a table: write `[redis]`".to_owned()),
+            };
+            let connections = match doc.remove("connections") {
+                None => Ok(Some(Table::new())),
+                Some(Value::Table(t)) => Ok(Some(t)),
+                Some(_) => Err("`connections` must be a table of `[connections.<name>]` tables".to_owned()),
+            };
+            (connections, redis)
+        }
+    };
+    // The file's text holds every secret in it: wipe it once parsed.
+    text.zeroize();
+    parsed
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -57,40 +112,8 @@ impl ConfigBuilder {
             .file
             .or_else(|| std::env::var_os(SECRETS_FILE_VAR).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("secrets.toml"));
-        #[cfg(feature = "redis")]
-        let mut redis_table: Result<Option<Table>, String> = Ok(None);
-        let connections = match std::fs::read_to_string(&file) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read the file: {e}")),
-            Ok(mut text) => {
-                let parsed = match text.parse::<Table>() {
-                    // Line, column and the parser's message: never toml's `Display`, which
-                    // quotes the broken line (and that line may hold a password).
-                    Err(e) => Err(quiet::syntax_error(&text, &e)),
-                    Ok(mut doc) => {
-                        #[cfg(feature = "redis")]
-                        {
-                            redis_table = match doc.remove("redis") {
-                                None => Ok(None),
-                                Some(Value::Table(t)) => Ok(Some(t)),
-                                Some(_) => Err("`redis` must be a table: write `[redis]`".to_owned()),
-                            };
-                        }
-                        match doc.remove("connections") {
-                            None => Ok(Some(Table::new())),
-                            Some(Value::Table(t)) => Ok(Some(t)),
-                            Some(_) => {
-                                Err("`connections` must be a table of `[connections.<name>]` tables"
-                                    .to_owned())
-                            }
-                        }
-                    }
-                };
-                // The file's text holds every secret in it: wipe it once parsed.
-                text.zeroize();
-                parsed
-            }
-        };
+        #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+        let (seen, connections, redis_table) = read_file(&file);
         let vars: Vec<(String, String)> = match self.env {
             Some(vars) => vars,
             None => std::env::vars().collect(),
@@ -105,7 +128,8 @@ impl ConfigBuilder {
         }
         Config {
             file,
-            connections,
+            connections: RwLock::new(Arc::new(connections)),
+            seen: Mutex::new(seen),
             env,
             code: self.code,
             #[cfg(feature = "redis")]
@@ -133,10 +157,47 @@ impl Config {
     /// The merged settings of connection `name`, or `None` when nothing configures it (no
     /// section in the file, no environment variable, nothing in code).
     pub(crate) fn lookup(&self, name: &str) -> Result<Option<Table>, Error> {
+        self.lookup_in(&self.current(), name)
+    }
+
+    /// The file's connections as installed now.
+    pub(crate) fn current(&self) -> Arc<FileConnections> {
+        Arc::clone(&self.connections.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The secrets file's path.
+    pub(crate) fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Reads the file again (blocking I/O) if it changed since the last read: `None` when it did
+    /// not, else what it holds now (`Ok(None)`: it is gone). Nothing is installed.
+    pub(crate) fn poll(&self) -> Option<FileConnections> {
+        let (seen, connections, _) = read_file(&self.file);
+        let mut last = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == seen {
+            return None;
+        }
+        *last = seen;
+        Some(connections)
+    }
+
+    /// Makes `connections` the file's part of every lookup from now on; returns the previous.
+    pub(crate) fn install(&self, connections: FileConnections) -> Arc<FileConnections> {
+        let mut slot = self.connections.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *slot, Arc::new(connections))
+    }
+
+    /// [`lookup`](Self::lookup) with the file's part `connections`.
+    pub(crate) fn lookup_in(
+        &self,
+        connections: &FileConnections,
+        name: &str,
+    ) -> Result<Option<Table>, Error> {
         let section = format!("connections.{name}");
         let err =
             |message: String| Error::Config { file: self.file.clone(), section: section.clone(), message };
-        let from_file = match &self.connections {
+        let from_file = match connections {
             Err(e) => return Err(err(e.clone())),
             Ok(None) => None,
             Ok(Some(all)) => match all.get(name) {
@@ -170,7 +231,7 @@ impl Config {
             "add a [connections.{name}] table, or set {ENV_PREFIX}{}__<FIELD> variables",
             name.to_uppercase()
         );
-        let mut message = match &self.connections {
+        let mut message = match &*self.current() {
             Ok(None) => format!("the file does not exist and nothing else configures `{name}`; {hint}"),
             _ => format!("no [connections.{name}] table; {hint}"),
         };
@@ -182,7 +243,7 @@ impl Config {
 
     /// Every connection name something configures: file sections, environment, code.
     pub(crate) fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = match &self.connections {
+        let mut names: Vec<String> = match &*self.current() {
             Ok(Some(all)) => all.iter().filter(|(_, v)| v.is_table()).map(|(k, _)| k.clone()).collect(),
             _ => Vec::new(),
         };
@@ -203,7 +264,16 @@ impl Config {
     /// The resolved section of `name` and its fingerprint (a connection's cache key part), or
     /// `None` when nothing configures `name`.
     pub(crate) fn fingerprinted(&self, name: &str) -> Result<Option<(Table, u64)>, Error> {
-        Ok(self.lookup(name)?.map(|table| {
+        self.fingerprinted_in(&self.current(), name)
+    }
+
+    /// [`fingerprinted`](Self::fingerprinted) with the file's part `connections`.
+    pub(crate) fn fingerprinted_in(
+        &self,
+        connections: &FileConnections,
+        name: &str,
+    ) -> Result<Option<(Table, u64)>, Error> {
+        Ok(self.lookup_in(connections, name)?.map(|table| {
             let fingerprint = fingerprint(&table);
             (table, fingerprint)
         }))

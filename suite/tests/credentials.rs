@@ -149,6 +149,64 @@ async fn a_client_is_rebuilt_ahead_of_expiry_and_the_old_one_closed_once_after_i
     assert_eq!((c.connects, c.closes, c.rebuild_failures), (3, 3, 0));
 }
 
+/// `#[connection(refresh = "14m")]`: clients rebuilt every 14 minutes; records connects and closes.
+#[derive(connscope::Connection, Hash)]
+#[connection(name = "refreshed", refresh = "14m")]
+struct Refreshed {
+    tag: String,
+}
+
+fn refreshed_log() -> &'static Mutex<(u64, Vec<u64>)> {
+    static LOG: OnceLock<Mutex<(u64, Vec<u64>)>> = OnceLock::new();
+    LOG.get_or_init(Default::default)
+}
+
+impl Provider for Refreshed {
+    type Raw = u64;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<u64, std::io::Error> {
+        let mut log = refreshed_log().lock().unwrap();
+        log.0 += 1;
+        Ok(log.0)
+    }
+    async fn is_open(&self, _: &u64) -> bool {
+        true
+    }
+    async fn close(&self, raw: &u64) {
+        refreshed_log().lock().unwrap().1.push(*raw);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_rebuilds_every_period_and_closes_each_old_client_once_after_its_last_user() {
+    let rt = connscope::Runtime::builder().build();
+    let conn = rt.connect(Refreshed { tag: "a".into() }).await.unwrap();
+    let held = conn.get().await.unwrap();
+    assert_eq!(*held, 1);
+    tokio::time::sleep(Duration::from_secs(14 * 60 - 1)).await;
+    assert_eq!(conn.counters().rebuilds, 0, "not before 14 minutes");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(conn.counters().rebuilds, 1, "rebuilt at 14 minutes");
+    assert_eq!(*conn.get().await.unwrap(), 2, "new users get the replacement");
+    assert!(refreshed_log().lock().unwrap().1.is_empty(), "never closed under its user");
+    drop(held);
+    settle().await;
+    assert_eq!(refreshed_log().lock().unwrap().1, vec![1], "closed after its last user let go");
+
+    // Every 14 minutes from each client's connect: 4 more periods, 4 more rebuilds.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(14 * 60)).await;
+        settle().await;
+    }
+    let c = conn.counters();
+    assert_eq!((c.rebuilds, c.connects, c.rebuild_failures), (5, 6, 0), "{c:?}");
+    assert_eq!(refreshed_log().lock().unwrap().1, vec![1, 2, 3, 4, 5], "each old client closed once");
+    rt.shutdown().await;
+    assert_eq!(refreshed_log().lock().unwrap().1, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(conn.counters().closes, 6);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_rebuild_keeps_the_old_client_and_retries_with_backoff() {
     let _ = logs();

@@ -176,3 +176,49 @@ async fn connection_counters_are_exported_per_connection() {
     let conn_cache = r#"{cache="connection<Metered>",scope="global"}"#;
     assert_eq!(sample(&last, &format!("connscope_cache_loads_total{conn_cache}")), Some(1), "{last}");
 }
+
+/// A provider whose clients are rebuilt every minute (`refresh`).
+#[derive(Connection, serde::Deserialize)]
+#[connection(name = "refreshed", refresh = "1m")]
+struct Refreshed {
+    host: String,
+}
+
+impl Provider for Refreshed {
+    type Raw = String;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<String, std::io::Error> {
+        Ok(self.host.clone())
+    }
+    async fn is_open(&self, _raw: &String) -> bool {
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rebuild_counters_are_exported_per_connection() {
+    let _turn = TURN.lock().await;
+    let rt = Runtime::builder().connection_setting("refreshed", "host", "db.example").build();
+    let labels = r#"{connection="refreshed",provider="Refreshed",scope="global"}"#;
+    let conn = rt.connection::<Refreshed>("refreshed").await.unwrap();
+    drop(conn.get().await.unwrap());
+    let before = scrape(&rt);
+    assert_eq!(sample(&before, &format!("connscope_connection_rebuilds_total{labels}")), Some(0), "{before}");
+    // Three refresh periods (paused time: the timers fire in order, at once).
+    for n in 1..=3 {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        for _ in 0..50 {
+            if conn.counters().rebuilds == n {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    let c = conn.counters();
+    let after = scrape(&rt);
+    assert_eq!(sample(&after, &format!("connscope_connection_rebuilds_total{labels}")), Some(3), "{after}");
+    assert_eq!(sample(&after, &format!("connscope_connection_rebuild_failures_total{labels}")), Some(0));
+    assert_eq!(sample(&after, &format!("connscope_connection_connects_total{labels}")), Some(c.connects));
+    assert_eq!(c.connects, 4, "{c:?}");
+    rt.shutdown().await;
+}

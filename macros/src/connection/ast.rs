@@ -20,7 +20,7 @@ use crate::paths;
 /// The name of the helper attribute.
 pub(crate) const ATTR: &str = "connection";
 
-const CONTAINER_KEYS: &[&str] = &["scope", "ttl", "max_entries", "name", "health_check", "crate"];
+const CONTAINER_KEYS: &[&str] = &["scope", "ttl", "max_entries", "name", "health_check", "refresh", "crate"];
 const CONTAINER_SYNONYMS: &[(&str, &str)] = &[
     ("expiry", "ttl"),
     ("expire", "ttl"),
@@ -29,6 +29,11 @@ const CONTAINER_SYNONYMS: &[(&str, &str)] = &[
     ("max_size", "max_entries"),
     ("size", "max_entries"),
     ("health", "health_check"),
+    ("rebuild", "refresh"),
+    ("rotate", "refresh"),
+    ("refresh_every", "refresh"),
+    ("lifetime", "refresh"),
+    ("credentials_lifetime", "refresh"),
     ("krate", "crate"),
 ];
 const FIELD_KEYS: &[&str] = &["secret", "default", "label", "fixed", "skip"];
@@ -69,6 +74,8 @@ pub(crate) struct ContainerArgs {
     pub(crate) max_entries: Option<SpannedValue<u64>>,
     pub(crate) name: Option<LitStr>,
     pub(crate) health_check: Option<HealthCheck>,
+    /// `refresh = "14m"`: every live client is rebuilt this long after it connected.
+    pub(crate) refresh: Option<SpannedValue<Duration>>,
     pub(crate) krate: Option<syn::Path>,
 }
 
@@ -202,6 +209,25 @@ impl ContainerArgs {
             "health_check" => {
                 self.health_check =
                     Some(parse_health_check(keys::value(entry, "health_check = \"every_use\"")?)?);
+            }
+            "refresh" => {
+                let value = keys::value(entry, "refresh = \"14m\"")?;
+                if let Some(lit) = keys::lit_str(value)
+                    && lit.value().trim() == "background"
+                {
+                    return Err(Error::custom(
+                        "`refresh` on `#[connection]` is how long a live client is used before it is rebuilt, a \
+                         duration like `refresh = \"14m\"`; `refresh = \"background\"` belongs on a \
+                         `#[cached_resource]` function",
+                    )
+                    .with_span(lit));
+                }
+                self.refresh = Some(ttl::parse(
+                    value,
+                    "refresh",
+                    "it is how long a live client is used before it is rebuilt; to never rebuild, leave \
+                     `refresh` out",
+                )?);
             }
             "crate" => {
                 self.krate = Some(paths::parse_crate(keys::value(entry, "crate = \"::connscope\"")?)?);

@@ -92,6 +92,13 @@ fn policy_items(input: &Input<'_>, private: &TokenStream) -> TokenStream {
             const MAX_ENTRIES: #private::core::option::Option<u64> = #private::core::option::Option::Some(#n);
         });
     }
+    if let Some(d) = &args.refresh {
+        let d = ttl::tokens(**d, private);
+        items.extend(quote! {
+            const REFRESH: #private::core::option::Option<#private::core::time::Duration> =
+                #private::core::option::Option::Some(#d);
+        });
+    }
     if let Some(h) = args.health_check {
         let h = match h {
             HealthCheck::EveryUse => quote!(#private::HealthCheck::EveryUse),

@@ -129,6 +129,15 @@ impl CacheSet {
         downcast(cache)
     }
 
+    /// The cache for `key`, if it was created.
+    pub(crate) fn existing<K, V>(&self, key: CacheKey) -> Option<ResourceCache<K, V>>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        self.read().map.get(&key).map(downcast)
+    }
+
     /// A hit on the cache `id`, looked up in place (no reference counting); `None` on a miss,
     /// which is not counted (the caller's full path counts it), or when the cache does not exist.
     pub(crate) fn hit<K, V>(&self, id: CacheKey, key: &K) -> Option<V>

@@ -1,10 +1,12 @@
-//! Rebuilding a live client ahead of its credentials' expiry ([`Provider::expires_at`]): at
-//! the due time (expiry minus 10% of the client's lifetime, at most one minute) the
-//! replacement connects first, under the connect lock, while users keep the current client;
-//! it is then swapped into the slot in one step (no `.await` between the connect's result and
-//! the swap), new users get it, and the old client is closed by the same path as any client
-//! taken out of the slot (`close_taken`): after its last user, or the grace period, exactly
-//! once. A rebuild that fails keeps the current client and is retried with backoff.
+//! Rebuilding a live client while it is in use: ahead of its credentials' expiry
+//! ([`Provider::expires_at`]), every `refresh` period ([`Connection::REFRESH`](crate::Connection::REFRESH)),
+//! and when the file its credentials came from changed ([`Provider::watched_file`]). At the due
+//! time (expiry minus 10% of the client's lifetime, at most one minute) the replacement connects
+//! first, under the connect lock, while users keep the current client; it is then swapped into
+//! the slot in one step (no `.await` between the connect's result and the swap), new users get
+//! it, and the old client is closed by the same path as any client taken out of the slot
+//! (`close_taken`): after its last user, or the grace period, exactly once. A rebuild that
+//! fails keeps the current client and is retried with backoff.
 //!
 //! The timer is a task of its own holding only weak references: a handle dropped or released,
 //! or a client retired meanwhile, ends it.
@@ -15,8 +17,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Conn, ConnInner, Live};
+use super::{Conn, ConnInner, Home, Live};
 use crate::provider::Provider;
+use crate::watch::DEFAULT_SECRETS_POLL_INTERVAL;
 
 /// Never more than this ahead of expiry.
 const MAX_MARGIN: Duration = Duration::from_secs(60);
@@ -30,6 +33,24 @@ enum Rebuild {
     Failed,
 }
 
+/// Why a client is rebuilt (for the logs).
+#[derive(Clone, Copy)]
+enum Why {
+    Expiry,
+    Refresh,
+    FileChanged,
+}
+
+impl Why {
+    fn text(self) -> &'static str {
+        match self {
+            Why::Expiry => "ahead of its credentials' expiry",
+            Why::Refresh => "at the end of its refresh period",
+            Why::FileChanged => "because its credentials file changed",
+        }
+    }
+}
+
 /// When a client born at `born` whose credentials expire at `expires` is rebuilt: 10% of its
 /// lifetime before expiry, at most one minute before.
 pub(super) fn rebuild_due(born: Instant, expires: Instant) -> Instant {
@@ -38,33 +59,95 @@ pub(super) fn rebuild_due(born: Instant, expires: Instant) -> Instant {
 }
 
 impl<P: Provider> Conn<P> {
-    /// Starts the rebuild timer of `live` if its credentials expire and this handle can
-    /// reconnect (and a Tokio runtime is there to run the timer).
+    /// How often this handle polls a watched credentials file: its runtime's
+    /// `secrets_poll_interval`, else the default (1 s).
+    fn poll_interval(&self) -> Duration {
+        let shared = match self.inner.home.get() {
+            Some(Home::Global(shared)) => shared.upgrade(),
+            Some(Home::Session(inner)) => inner.upgrade().map(|inner| Arc::clone(&inner.runtime().shared)),
+            None => None,
+        };
+        shared.map_or(DEFAULT_SECRETS_POLL_INTERVAL, |s| s.secrets_poll_interval())
+    }
+
+    /// Starts the rebuild timer of `live` if it is to be rebuilt at all (its credentials
+    /// expire, the handle has a refresh period, or its credentials file is watched) and this
+    /// handle can reconnect (and a Tokio runtime is there to run the timer).
     pub(super) fn schedule_rebuild(&self, live: &Arc<Live<P::Raw>>) {
-        let Some(expires) = live.expires_at else { return };
         if !self.inner.can_reconnect {
             return;
         }
+        let expiry = live.expires_at.map(|expires| (rebuild_due(live.born, expires), expires));
+        let refresh = self.inner.refresh.and_then(|r| live.born.checked_add(r));
+        let watched = self.inner.provider.watched_file(&live.raw).is_some();
+        if expiry.is_none() && refresh.is_none() && !watched {
+            return;
+        }
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        let due = rebuild_due(live.born, expires);
-        let first_backoff = (expires.saturating_duration_since(due) / 4)
-            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        // The earliest due time, and why.
+        let due = match (expiry, refresh) {
+            (Some((e, _)), Some(r)) if r < e => Some((r, Why::Refresh)),
+            (Some((e, _)), _) => Some((e, Why::Expiry)),
+            (None, Some(r)) => Some((r, Why::Refresh)),
+            (None, None) => None,
+        };
+        let first_backoff = match (expiry, self.inner.refresh) {
+            (Some((due, expires)), _) => expires.saturating_duration_since(due) / 4,
+            (None, Some(period)) => period / 40,
+            (None, None) => Duration::from_secs(1),
+        }
+        .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let poll = watched.then(|| self.poll_interval().max(Duration::from_millis(1)));
         let conn: Weak<ConnInner<P>> = Arc::downgrade(&self.inner);
         let target = Arc::downgrade(live);
         handle.spawn(async move {
-            tokio::time::sleep_until(due).await;
+            let mut due = due;
+            let mut next_poll = poll.map(|p| Instant::now() + p);
             let mut backoff = first_backoff;
+            // A failed rebuild is retried at its backoff: the file is not polled meanwhile.
+            let mut retrying = false;
             loop {
+                let wake = match (due, next_poll) {
+                    (Some((d, _)), Some(p)) => d.min(p),
+                    (Some((d, _)), None) => d,
+                    (None, Some(p)) => p,
+                    (None, None) => return,
+                };
+                tokio::time::sleep_until(wake).await;
                 let (Some(inner), Some(live)) = (conn.upgrade(), target.upgrade()) else { return };
                 let this = Conn { inner };
-                if let Rebuild::Done = this.rebuild(live).await {
+                if this.inner.released.load(Ordering::Acquire) || !this.holds(&live) {
+                    return;
+                }
+                let now = Instant::now();
+                let mut why = due.filter(|&(d, _)| d <= now).map(|(_, why)| why);
+                if why.is_none()
+                    && !retrying
+                    && let Some(every) = poll
+                {
+                    next_poll = Some(now + every);
+                    if this.file_changed(&live).await {
+                        why = Some(Why::FileChanged);
+                    }
+                }
+                let Some(why) = why else { continue };
+                if let Rebuild::Done = this.rebuild(live, why).await {
                     return;
                 }
                 drop(this);
-                tokio::time::sleep(backoff).await;
+                // Failed: the same reason is tried again after the backoff.
+                due = Some((Instant::now() + backoff, why));
+                retrying = true;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         });
+    }
+
+    /// Whether the credentials file `live` was built from changed since (read off the async
+    /// threads).
+    async fn file_changed(&self, live: &Arc<Live<P::Raw>>) -> bool {
+        let Some(stamp) = self.inner.provider.watched_file(&live.raw).cloned() else { return false };
+        crate::credentials::blocking(move || stamp.changed()).await.unwrap_or(false)
     }
 
     fn holds(&self, live: &Arc<Live<P::Raw>>) -> bool {
@@ -72,7 +155,7 @@ impl<P: Provider> Conn<P> {
     }
 
     /// Replaces `old` by a freshly connected client, if `old` is still the live one.
-    async fn rebuild(&self, old: Arc<Live<P::Raw>>) -> Rebuild {
+    async fn rebuild(&self, old: Arc<Live<P::Raw>>, why: Why) -> Rebuild {
         // Serialized with every other connect: one replacement at a time.
         let _guard = self.inner.connect_lock.lock().await;
         if self.inner.released.load(Ordering::Acquire) || !self.holds(&old) {
@@ -81,7 +164,7 @@ impl<P: Provider> Conn<P> {
         // Users keep `old` meanwhile. Dropped here, the half-made client was never installed
         // nor counted, and `old` is untouched.
         let started = Instant::now();
-        tracing::debug!(connection = %self.inner.name, "connscope: rebuilding the connection ahead of its credentials' expiry");
+        tracing::debug!(connection = %self.inner.name, "connscope: rebuilding the connection {}", why.text());
         let raw = match self.inner.provider.connect().await {
             Ok(raw) => raw,
             Err(e) => {
@@ -91,8 +174,8 @@ impl<P: Provider> Conn<P> {
                     connection = %self.inner.name,
                     error = %e,
                     expired,
-                    "connscope: rebuilding the connection ahead of its credentials' expiry failed; \
-                     keeping the current one and retrying"
+                    "connscope: rebuilding the connection {} failed; keeping the current one and retrying",
+                    why.text()
                 );
                 return Rebuild::Failed;
             }
@@ -116,7 +199,8 @@ impl<P: Provider> Conn<P> {
             tracing::info!(
                 connection = %self.inner.name,
                 took = ?started.elapsed(),
-                "connscope: connection rebuilt ahead of its credentials' expiry"
+                "connscope: connection rebuilt {}",
+                why.text()
             );
             self.schedule_rebuild(&fresh);
             // Closed once, after its last user (or the grace period), in a task of its own.

@@ -25,6 +25,8 @@ pub struct SqlClient<DB: Backend> {
     anchor: Option<tokio::sync::Mutex<Option<DB::Connection>>>,
     /// When the credentials this pool connects with stop working.
     expires_at: Option<tokio::time::Instant>,
+    /// The file the credentials were read from (`password_file`): the pool is rebuilt when it changes.
+    stamp: Option<crate::FileStamp>,
 }
 
 impl<DB: Backend> SqlClient<DB> {
@@ -140,6 +142,7 @@ struct Creds {
     user: Option<String>,
     password: Option<crate::secrets::Secret>,
     expires_at: Option<tokio::time::Instant>,
+    stamp: Option<crate::FileStamp>,
 }
 
 async fn credentials<P: SqlProvider>(p: &P) -> Result<Creds, ConnectError> {
@@ -150,6 +153,7 @@ async fn credentials<P: SqlProvider>(p: &P) -> Result<Creds, ConnectError> {
             user: p.user().map(str::to_owned),
             password: p.password().cloned(),
             expires_at: lifetime,
+            stamp: None,
         });
     };
     match source.fetch().await {
@@ -157,6 +161,7 @@ async fn credentials<P: SqlProvider>(p: &P) -> Result<Creds, ConnectError> {
             user: f.user.or_else(|| p.user().map(str::to_owned)),
             password: Some(f.password),
             expires_at: f.expires_at.or(lifetime),
+            stamp: f.stamp,
         }),
         Err(e) => Err(ConnectError {
             backend: <P::Db as Backend>::KIND,
@@ -236,6 +241,7 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         })
         .connect_lazy_with(options);
     let expires_at = creds.expires_at;
+    let stamp = creds.stamp.clone();
     drop(creds);
 
     let anchor = if <P::Db as Backend>::is_in_memory(p.url()) {
@@ -247,12 +253,13 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
     };
     // An in-memory database lives in its anchor connection: never rebuilt (that would empty it).
     let expires_at = expires_at.filter(|_| anchor.is_none());
-    let client = SqlClient { pool, anchor, expires_at };
+    let stamp = stamp.filter(|_| anchor.is_none());
+    let client = SqlClient { pool, anchor, expires_at, stamp };
     if expires_at.is_some() {
         // Credentials that expire may also be rotated away before then: open the whole pool
         // now, with the credentials just checked, rather than later with stale ones. A pool
         // that cannot be filled is not handed out (the caller keeps its current one).
-        if let Err(e) = open_all(&client, &s).await {
+        if let Err(e) = open(&client, s.max_connections.max(1), s.connect_timeout).await {
             close(&client, &s).await;
             return Err(ConnectError {
                 backend: <P::Db as Backend>::KIND,
@@ -262,17 +269,34 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
                 source: Some(e),
             });
         }
+    } else if s.min_connections > 0 {
+        // `min_connections` are opened before the pool is handed out, not by the first requests
+        // (a replacement pool swapped in must not make its first users wait for connects).
+        // Best effort: sqlx opens the rest in the background as usual.
+        if let Err(e) = open(&client, s.min_connections.min(s.max_connections), s.connect_timeout).await {
+            tracing::debug!(target = %target, error = %e, "connscope: could not open every `min_connections` up front");
+        }
     }
     Ok(client)
 }
 
-/// Opens `max_connections` pooled connections, all at once (each within `connect_timeout`);
-/// returns the first failure, if any (the connections opened stay in the pool).
-async fn open_all<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) -> Result<(), sqlx::Error> {
+/// Opens `n` pooled connections, all at once (each within `limit`); returns the first failure,
+/// if any (the connections opened stay in the pool).
+async fn open<DB: Backend>(client: &SqlClient<DB>, n: u32, limit: Duration) -> Result<(), sqlx::Error> {
     let mut opening = tokio::task::JoinSet::new();
-    for _ in 0..s.max_connections.max(1) {
-        let (pool, limit) = (client.pool.clone(), s.connect_timeout);
-        opening.spawn(async move { tokio::time::timeout(limit, pool.acquire()).await });
+    for _ in 0..n {
+        let pool = client.pool.clone();
+        opening.spawn(async move {
+            tokio::time::timeout(limit, async {
+                let mut conn = pool.acquire().await?;
+                // A fresh server backend pays for its first statement (catalog caches, the
+                // planner): paid here, not by the first request on this connection. A
+                // failure is the first request's to report.
+                let _ = DB::execute(&mut conn, sqlx::SqlStr::from_static("select 0"), &[]).await;
+                Ok::<_, sqlx::Error>(conn)
+            })
+            .await
+        });
     }
     let (mut opened, mut failure) = (Vec::new(), None);
     while let Some(done) = opening.join_next().await {
@@ -346,6 +370,9 @@ impl<DB: Backend> Provider for SqlDb<DB> {
     fn expires_at(&self, raw: &SqlClient<DB>) -> Option<tokio::time::Instant> {
         raw.expires_at
     }
+    fn watched_file<'a>(&self, raw: &'a SqlClient<DB>) -> Option<&'a crate::FileStamp> {
+        raw.stamp.as_ref()
+    }
 }
 
 impl<DB: Backend> Provider for SqlLogin<DB> {
@@ -357,7 +384,8 @@ impl<DB: Backend> Provider for SqlLogin<DB> {
     /// so the user is sent back to the login form instead of the password living on in memory.
     async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
         let client = connect(self).await?;
-        let _ = open_all(&client, &self.pool_settings()).await;
+        let s = self.pool_settings();
+        let _ = open(&client, s.max_connections.max(1), s.connect_timeout).await;
         if let Ok(options) = DB::options(self.url(), self.user(), None) {
             client.pool.set_connect_options(options);
         }

@@ -1,0 +1,20 @@
+use connscope::{Connection, Provider};
+
+#[derive(Connection)]
+#[connection(refresh = "14 minuets")]
+struct Warehouse {
+    url: String,
+}
+
+impl Provider for Warehouse {
+    type Raw = String;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<String, std::io::Error> {
+        Ok(self.url.clone())
+    }
+    async fn is_open(&self, _raw: &String) -> bool {
+        true
+    }
+}
+
+fn main() {}
