@@ -273,6 +273,9 @@ mod instances {
                     "",
                     "--appendonly",
                     "no",
+                    // `DEBUG SLEEP` (a hung server) from this machine only.
+                    "--enable-debug-command",
+                    "local",
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -374,6 +377,71 @@ mod instances {
         assert_eq!(c.sum("body_runs").await, before + 1);
         eprintln!(
             "Redis stopped mid-run: {calls} calls, 0 failed; the tier was back {back:?} after the restart"
+        );
+        drop(redis);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_redis_fails_no_call_and_the_tier_comes_back() {
+        if redis_url().is_none() {
+            return;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let Some(redis) = OwnRedis::start(port) else {
+            eprintln!("\n*** SKIPPED a_hung_redis: no `redis-server` on PATH ***");
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let c = Cluster::start("hung", 3, &url, "invalidation_bound = \"1s\"\ncommand_timeout = \"200ms\"");
+        c.set_source(1);
+        for i in 0..3 {
+            c.report(i, 1, 0).await.unwrap();
+        }
+        // The server stops answering for 3 s (`DEBUG SLEEP`): sockets stay open, nothing comes back.
+        let sleeper = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "debug", "sleep", "3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli");
+        let hung = Instant::now();
+        let (mut calls, mut failed) = (0u64, Vec::new());
+        let mut k = 0u64;
+        while hung.elapsed() < Duration::from_secs(3) {
+            k += 1;
+            for i in 0..3 {
+                calls += 1;
+                if let Err(e) = c.report(i, k % 10, 0).await {
+                    failed.push(e);
+                }
+            }
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut sleeper = sleeper;
+            sleeper.wait()
+        })
+        .await;
+        let mut back = Duration::ZERO;
+        for i in 0..3 {
+            c.until(i, "Redis back", Duration::from_secs(10), |s| s["state"] == "Some(Up)").await;
+            back = back.max(hung.elapsed());
+        }
+        assert!(
+            failed.is_empty(),
+            "{} of {calls} calls failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+        for inst in &c.instances {
+            let warnings = inst.log_text().matches("Redis is unreachable").count();
+            assert_eq!(warnings, 1, "{}: {warnings} warnings", inst.name);
+        }
+        // Shared again afterwards: a new key is computed once across the three.
+        let before = c.sum("body_runs").await;
+        let _ = tokio::join!(c.report(0, 77, 200), c.report(1, 77, 200), c.report(2, 77, 200));
+        assert_eq!(c.sum("body_runs").await, before + 1);
+        eprintln!(
+            "Redis hung for 3 s: {calls} calls, 0 failed; the tier was back {back:?} after the hang began"
         );
         drop(redis);
     }
