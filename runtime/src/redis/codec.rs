@@ -129,6 +129,12 @@ impl Keys {
         self.with(b"l:", key)
     }
 
+    /// A generation counter (the SQL query cache's: `g:t{tag}`, `g:c{connection}`), part of the
+    /// key of every value read at it.
+    pub(crate) fn generation(&self, key: &[u8]) -> Vec<u8> {
+        self.with(b"g:", key)
+    }
+
     /// A `SCAN MATCH` pattern for every key of this resource version (glob characters escaped).
     pub(crate) fn pattern(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(self.base.len() + 2);

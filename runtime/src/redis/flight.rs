@@ -45,6 +45,13 @@ pub(crate) struct Codec<V> {
     pub(crate) decode: fn(&[u8]) -> Option<V>,
 }
 
+impl<V> Clone for Codec<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for Codec<V> {}
+
 /// The value of `key` from Redis, or from `body` run once across instances. `body` runs here
 /// when Redis fails or is away.
 pub(crate) async fn load<V, E, F>(

@@ -20,4 +20,4 @@ pub(crate) use codec::{Keys, resource_id};
 pub(crate) use flight::{Codec, load};
 #[cfg(feature = "axum")]
 pub(crate) use sessions::{Fetched, Record, SharedSessions, digest, unix_ms};
-pub(crate) use tier::Tier;
+pub(crate) use tier::{GENERATIONS, Local, Tier};

@@ -24,6 +24,18 @@ const DOWN: u8 = 2;
 /// shared resource is cleared everywhere instead.
 const MAX_PENDING: usize = 10_000;
 
+/// The resource whose values are named by generation counters instead of being deleted: the
+/// SQL query cache (`{prefix}:sql:g:…`). Its invalidation bumps a counter; values read at the
+/// old count are never read again and expire in Redis by their ttl.
+pub(crate) const GENERATIONS: &str = "sql";
+
+/// Bumps a generation counter and publishes the invalidation, atomically (a reader that sees
+/// the message reads the new count). KEYS: counter, channel. ARGV: message.
+const BUMP: &str = r"
+redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1";
+
 /// Whether this instance currently reaches Redis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisState {
@@ -292,9 +304,14 @@ impl Tier {
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
     {
+        self.register_local(resource, || Arc::new(LocalCache { cache: cache.clone(), decode_key }));
+    }
+
+    /// Registers what broadcasts about `resource` do here (idempotent: the first stays).
+    pub(crate) fn register_local(&self, resource: &str, local: impl FnOnce() -> Arc<dyn Local>) {
         let mut locals = lock(&self.locals);
         if !locals.contains_key(resource) {
-            locals.insert(resource.to_owned(), Arc::new(LocalCache { cache: cache.clone(), decode_key }));
+            locals.insert(resource.to_owned(), local());
         }
     }
 
@@ -430,6 +447,9 @@ impl Tier {
     }
 
     async fn invalidate_now(&self, resource: &str, keys: &Keys, key: &[u8]) -> bool {
+        if resource == GENERATIONS {
+            return self.bump_generation_now(keys, key).await;
+        }
         let (value_key, lock_key) = (keys.value(key), keys.lock(key));
         // The lock goes too: a load in flight elsewhere (which may have read the data before it
         // changed) then finds its lock gone and does not store its value.
@@ -442,6 +462,17 @@ impl Tier {
         let message =
             Message::Invalidate { origin: self.instance, resource: resource.to_owned(), key: key.to_vec() };
         deleted && self.publish(message).await
+    }
+
+    /// Bumps the generation `key` of the SQL query cache (`INCR`) and publishes it, in one step.
+    async fn bump_generation_now(&self, keys: &Keys, key: &[u8]) -> bool {
+        let message = Message::Invalidate { origin: self.instance, resource: GENERATIONS.to_owned(), key: key.to_vec() };
+        let (counter, channel, payload) = (keys.generation(key), self.channel.clone(), message.encode());
+        self.command(move |mut conn| async move {
+            redis::Script::new(BUMP).key(counter).key(channel).arg(payload).invoke_async::<i64>(&mut conn).await
+        })
+        .await
+        .is_some()
     }
 
     /// Removes every value of `resource` from Redis and from every instance's local tier.
@@ -464,9 +495,13 @@ impl Tier {
         // the web layer's, are not cached values.
         let sessions = format!("{}:session:", self.settings.prefix).into_bytes();
         let csrf_key = format!("{}:session-csrf-key", self.settings.prefix).into_bytes();
+        // Nor are the SQL query cache's generation counters: removed, they would count again
+        // from zero, and a value read at an old count could be read again.
+        let generations = Keys::new(&self.settings.prefix, GENERATIONS).generation(b"");
         let mut cursor: u64 = 0;
         loop {
-            let (pattern, sessions, csrf_key) = (pattern.clone(), sessions.clone(), csrf_key.clone());
+            let (pattern, sessions, csrf_key, generations) =
+                (pattern.clone(), sessions.clone(), csrf_key.clone(), generations.clone());
             let step = self
                 .command(move |mut conn| async move {
                     let (next, mut found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -477,7 +512,9 @@ impl Tier {
                         .arg(1000)
                         .query_async(&mut conn)
                         .await?;
-                    found.retain(|key| !key.starts_with(&sessions) && *key != csrf_key);
+                    found.retain(|key| {
+                        !key.starts_with(&sessions) && !key.starts_with(&generations) && *key != csrf_key
+                    });
                     if !found.is_empty() {
                         redis::cmd("UNLINK").arg(found).query_async::<i64>(&mut conn).await?;
                     }

@@ -72,6 +72,17 @@ pub(crate) struct QueryKey {
     pub(crate) row: TypeId,
 }
 
+/// What makes two reads the same result on any instance (the shared tier's key, with the generations read from Redis).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct ReadKey<'a> {
+    pub(crate) sql: &'a str,
+    pub(crate) binds: &'a [SqlValue],
+    pub(crate) shape: Shape,
+    pub(crate) tags: &'a [Arc<str>],
+    /// The row type's name and size (a changed row type reads no old bytes).
+    pub(crate) row: (&'static str, usize),
+}
+
 /// The identity of a connection's settings: backend, URL, user, password, provider type.
 /// An in-memory SQLite database is its own identity per instance. The digest is keyed per
 /// process, as every digest of settings holding a secret is.
@@ -119,13 +130,14 @@ pub fn query_cache_kinds() -> usize {
 
 /// The query cache for entries with `ttl` of the scope `conn` belongs to: its runtime's global
 /// scope or its session (the current session with `per_session`). A handle built by hand
-/// (`Conn::new`) uses the current scope instead.
+/// (`Conn::new`) uses the current scope instead. With it, the runtime when the scope is global
+/// (a session's results are never shared).
 pub(crate) fn query_cache<P: SqlProvider>(
     conn: &Conn<P>,
     ttl: Duration,
     max_entries: u64,
     per_session: bool,
-) -> Result<ResourceCache<QueryKey, Entry>, Error> {
+) -> Result<(ResourceCache<QueryKey, Entry>, Option<Runtime>), Error> {
     let bucket = bucket(ttl);
     let id = cache_id(bucket, max_entries);
     let config = || {
@@ -142,13 +154,13 @@ pub(crate) fn query_cache<P: SqlProvider>(
         s.check_active()?;
         let rt = s.runtime();
         rt.ensure_maintainer();
-        Ok(s.inner.caches.get_or_create(id, &rt.shared.tracker, config))
+        Ok((s.inner.caches.get_or_create(id, &rt.shared.tracker, config), None))
     };
     let in_runtime = |rt: &Runtime| {
         if rt.is_shut_down() {
             return Err(Error::RuntimeShutDown);
         }
-        Ok(rt.global_cache(id, config))
+        Ok((rt.global_cache(id, config), Some(rt.clone())))
     };
     let current_session = || {
         Session::with_current(|s| match s {

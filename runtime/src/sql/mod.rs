@@ -46,6 +46,11 @@ mod generations;
 mod query;
 mod redact;
 mod settings;
+#[cfg(feature = "redis")]
+mod shared;
+#[cfg(not(feature = "redis"))]
+#[path = "shared_off.rs"]
+mod shared;
 mod value;
 
 pub use backend::{Backend, ConnectOptionsOf};
@@ -53,12 +58,20 @@ pub use backend::{Backend, ConnectOptionsOf};
 pub use cache::query_cache_kinds;
 pub use client::{SqlClient, SqlStats};
 pub use error::{ConnectCause, ConnectError, SqlError};
-pub use generations::invalidate;
 #[doc(hidden)]
 pub use generations::live_tag_counters;
-pub use query::{Execute, Query};
+pub use query::{Execute, NotShared, Query};
+#[cfg(feature = "redis")]
+pub use query::{Shared, SharedRow};
 pub use settings::{PoolSettings, SqlDb, SqlLogin, SqlProvider, SqlState};
 pub use value::SqlValue;
+
+/// Makes every cached query tagged `tag` stale, in every scope — and, with feature `redis`, on
+/// every instance (broadcast in the background; [`Execute::invalidates`] waits for it instead).
+pub fn invalidate(tag: &str) {
+    generations::invalidate(tag);
+    shared::invalidate_tag_in_background(tag);
+}
 
 /// The sqlx crate connscope's SQL providers are built on (for `sqlx::FromRow`, pools…).
 pub use sqlx;

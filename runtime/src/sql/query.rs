@@ -3,6 +3,7 @@
 //! running a statement with one retry on a fresh connection when the connection dropped.
 
 use std::future::IntoFuture;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -10,11 +11,12 @@ use std::time::Duration;
 use sqlx::{Connection as _, FromRow, SqlSafeStr, SqlStr};
 
 use super::backend::Backend;
-use super::cache::{Cached, Entry, QueryKey, Shape, identity, query_cache};
+use super::cache::{Cached, Entry, QueryKey, ReadKey, Shape, identity, query_cache};
 use super::client::{SqlStats, connect_direct};
 use super::error::{ConnectError, SqlError, connect_cause, is_connection_lost};
 use super::generations::{clear_connection, generation, pin};
 use super::settings::SqlProvider;
+use super::shared;
 use super::value::SqlValue;
 use crate::cache::BoxFuture;
 use crate::conn::{Conn, ConnRef};
@@ -61,6 +63,7 @@ impl<P: SqlProvider> Conn<P> {
             cached: true,
             per_session: false,
             tags: Vec::new(),
+            sharing: PhantomData,
         }
     }
 
@@ -80,12 +83,14 @@ impl<P: SqlProvider> Conn<P> {
     /// Makes every cached query of this connection (same settings) stale, in every scope.
     pub fn clear_query_cache(&self) {
         clear_connection(identity(self.provider()));
+        shared::clear_connection_in_background(self);
     }
 }
 
-/// A read being built: see [`Conn::query`].
+/// A read being built: see [`Conn::query`]. `S` says whether its result may go to the shared
+/// tier ([`Query::shared`], feature `redis`).
 #[must_use = "a query does nothing until `fetch_all`, `fetch_one` or `fetch_optional` is awaited"]
-pub struct Query<'c, P: SqlProvider> {
+pub struct Query<'c, P: SqlProvider, S = NotShared> {
     conn: &'c Conn<P>,
     sql: SqlStr,
     binds: Vec<SqlValue>,
@@ -93,9 +98,49 @@ pub struct Query<'c, P: SqlProvider> {
     cached: bool,
     per_session: bool,
     tags: Vec<Arc<str>>,
+    sharing: PhantomData<S>,
 }
 
-impl<P: SqlProvider> Query<'_, P> {
+/// A [`Query`] cached in this process only (the default).
+pub enum NotShared {}
+
+/// A [`Query`] whose result also goes to the shared tier: see [`Query::shared`].
+#[cfg(feature = "redis")]
+pub enum Shared {}
+
+#[cfg(feature = "redis")]
+impl<'c, P: SqlProvider> Query<'c, P, NotShared> {
+    /// Shares the result with the app's other instances through Redis (feature `redis`, with
+    /// `[redis]` or `REDIS_URL` configured; otherwise this changes nothing): a local miss reads
+    /// it from Redis, or runs the query once across instances while the others wait for it; a
+    /// tag invalidation or [`Conn::clear_query_cache`] on any instance reaches every one within
+    /// the invalidation bound. The rows must be serde types (encoded with postcard); the key
+    /// holds the SQL, the binds, the row type's name and the tags' generations, so a changed row
+    /// type or query never reads old bytes.
+    ///
+    /// Never shared, whatever this says: reads of a session connection or `per_session` (one
+    /// user's results), and in-memory SQLite (each process has its own database).
+    ///
+    /// ```no_run
+    /// # async fn f(conn: connscope::Conn<connscope::sql::SqliteDb>) -> Result<(), connscope::sql::SqlError> {
+    /// #[derive(sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+    /// struct Total { region: String, amount: f64 }
+    ///
+    /// let totals = conn
+    ///     .query("select region, sum(amount) as amount from orders group by region")
+    ///     .tag("orders")
+    ///     .shared()
+    ///     .fetch_all::<Total>()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn shared(self) -> Query<'c, P, Shared> {
+        let Query { conn, sql, binds, ttl, cached, per_session, tags, sharing: _ } = self;
+        Query { conn, sql, binds, ttl, cached, per_session, tags, sharing: PhantomData }
+    }
+}
+
+impl<P: SqlProvider, S> Query<'_, P, S> {
     /// Caches the result in the current session, even on a connection every user shares: each
     /// user then has results of their own (read through the same pool), released when their
     /// session ends. Without a current session the query fails with
@@ -134,39 +179,7 @@ impl<P: SqlProvider> Query<'_, P> {
         self
     }
 
-    /// Every row.
-    pub async fn fetch_all<T>(self) -> Result<Arc<Vec<T>>, SqlError>
-    where
-        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
-    {
-        let value = self.load::<T>(Shape::All).await?;
-        Ok(value
-            .downcast::<Vec<T>>()
-            .unwrap_or_else(|_| unreachable!("connscope: cached result of another type")))
-    }
-
-    /// Exactly one row (the first); no row is [`SqlError::Database`] with `RowNotFound`.
-    pub async fn fetch_one<T>(self) -> Result<Arc<T>, SqlError>
-    where
-        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
-    {
-        let value = self.load::<T>(Shape::One).await?;
-        Ok(value.downcast::<T>().unwrap_or_else(|_| unreachable!("connscope: cached result of another type")))
-    }
-
-    /// The first row, if any.
-    pub async fn fetch_optional<T>(self) -> Result<Option<Arc<T>>, SqlError>
-    where
-        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
-    {
-        let value = self.load::<T>(Shape::Optional).await?;
-        let value = value
-            .downcast::<Option<Arc<T>>>()
-            .unwrap_or_else(|_| unreachable!("connscope: cached result of another type"));
-        Ok(Option::clone(&value))
-    }
-
-    async fn load<T>(self, shape: Shape) -> Result<Cached, SqlError>
+    async fn load<T>(self, shape: Shape, codec: Option<shared::RowCodec>) -> Result<Cached, SqlError>
     where
         T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
     {
@@ -180,28 +193,39 @@ impl<P: SqlProvider> Query<'_, P> {
             return run(conn, &st, op, true).await;
         }
         let counters = &provider.state().counters;
-        let cache = match query_cache(conn, ttl, settings.query_cache_entries, self.per_session) {
-            Ok(cache) => cache,
+        let (cache, runtime) = match query_cache(conn, ttl, settings.query_cache_entries, self.per_session) {
+            Ok(found) => found,
             Err(e) => {
                 counters.errors.fetch_add(1, Relaxed);
                 return Err(e.into());
             }
         };
+        let target = codec.and_then(|codec| Some((shared::Target::of(conn, runtime.as_ref())?, codec)));
+        let local_tags = shared::local_tags(&self.tags, target.is_some());
         let id = identity(provider);
         let key = QueryKey {
             identity: id,
-            generation: generation(id, &self.tags),
+            generation: generation(id, &local_tags),
             sql: st.sql.clone(),
             binds: Arc::clone(&st.binds),
             shape,
             row: std::any::TypeId::of::<T>(),
         };
-        let (tags, st, ran_flag) = (&self.tags, &st, std::sync::atomic::AtomicBool::new(false));
+        let (tags, local_tags, st, target) = (&self.tags, &local_tags, &st, &target);
+        let ran_flag = std::sync::atomic::AtomicBool::new(false);
         let ran = &ran_flag;
         let loader = move || async move {
             ran.store(true, Relaxed);
-            let pins = pin(id, tags);
-            run(conn, st, op, true).await.map(|value| Entry::new(value, ttl, pins))
+            let pins = pin(id, local_tags);
+            let value = match target {
+                Some((target, codec)) => {
+                    let row = (std::any::type_name::<T>(), size_of::<T>());
+                    let read = ReadKey { sql: st.sql.as_str(), binds: &st.binds, shape, tags, row };
+                    target.load(read, ttl, *codec, run(conn, st, op, true)).await
+                }
+                None => run(conn, st, op, true).await,
+            };
+            value.map(|value| Entry::new(value, ttl, pins))
         };
         let mut entry = cache.try_get_with_own_error(key.clone(), loader()).await;
         if let Ok(found) = &entry
@@ -221,6 +245,81 @@ impl<P: SqlProvider> Query<'_, P> {
         }
         entry.map(|e| e.value)
     }
+}
+
+impl<P: SqlProvider> Query<'_, P, NotShared> {
+    /// Every row.
+    pub async fn fetch_all<T>(self) -> Result<Arc<Vec<T>>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
+    {
+        self.load::<T>(Shape::All, None).await.map(all)
+    }
+
+    /// Exactly one row (the first); no row is [`SqlError::Database`] with `RowNotFound`.
+    pub async fn fetch_one<T>(self) -> Result<Arc<T>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
+    {
+        self.load::<T>(Shape::One, None).await.map(one)
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_optional<T>(self) -> Result<Option<Arc<T>>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + Send + Sync + Unpin + 'static,
+    {
+        self.load::<T>(Shape::Optional, None).await.map(optional)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<P: SqlProvider> Query<'_, P, Shared> {
+    /// Every row (serde rows: they may come from another instance).
+    pub async fn fetch_all<T>(self) -> Result<Arc<Vec<T>>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + SharedRow,
+    {
+        self.load::<T>(Shape::All, Some(shared::codec::<T>(Shape::All))).await.map(all)
+    }
+
+    /// Exactly one row (the first); no row is [`SqlError::Database`] with `RowNotFound`.
+    pub async fn fetch_one<T>(self) -> Result<Arc<T>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + SharedRow,
+    {
+        self.load::<T>(Shape::One, Some(shared::codec::<T>(Shape::One))).await.map(one)
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_optional<T>(self) -> Result<Option<Arc<T>>, SqlError>
+    where
+        T: for<'r> FromRow<'r, <P::Db as sqlx::Database>::Row> + SharedRow,
+    {
+        self.load::<T>(Shape::Optional, Some(shared::codec::<T>(Shape::Optional))).await.map(optional)
+    }
+}
+
+/// A row type a shared read can return: serde (it crosses instances) as well as `FromRow`.
+#[cfg(feature = "redis")]
+pub trait SharedRow: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + Unpin + 'static {}
+
+#[cfg(feature = "redis")]
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + Unpin + 'static> SharedRow for T {}
+
+fn all<T: Send + Sync + 'static>(value: Cached) -> Arc<Vec<T>> {
+    value.downcast::<Vec<T>>().unwrap_or_else(|_| unreachable!("connscope: cached result of another type"))
+}
+
+fn one<T: Send + Sync + 'static>(value: Cached) -> Arc<T> {
+    value.downcast::<T>().unwrap_or_else(|_| unreachable!("connscope: cached result of another type"))
+}
+
+fn optional<T: Send + Sync + 'static>(value: Cached) -> Option<Arc<T>> {
+    let value = value
+        .downcast::<Option<Arc<T>>>()
+        .unwrap_or_else(|_| unreachable!("connscope: cached result of another type"));
+    Option::clone(&value)
 }
 
 fn read<'c, DB: Backend, T>(
@@ -285,8 +384,9 @@ impl<'c, P: SqlProvider> IntoFuture for Execute<'c, P> {
             let result = run(self.conn, &st, write::<P::Db>, false).await;
             // Also after a failure: a dropped connection may have applied it.
             for tag in &self.invalidates {
-                super::invalidate(tag);
+                super::generations::invalidate(tag);
             }
+            shared::invalidate_tags_of(self.conn, &self.invalidates).await;
             result
         })
     }
