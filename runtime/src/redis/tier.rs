@@ -466,10 +466,19 @@ impl Tier {
 
     /// Bumps the generation `key` of the SQL query cache (`INCR`) and publishes it, in one step.
     async fn bump_generation_now(&self, keys: &Keys, key: &[u8]) -> bool {
-        let message = Message::Invalidate { origin: self.instance, resource: GENERATIONS.to_owned(), key: key.to_vec() };
+        let message = Message::Invalidate {
+            origin: self.instance,
+            resource: GENERATIONS.to_owned(),
+            key: key.to_vec(),
+        };
         let (counter, channel, payload) = (keys.generation(key), self.channel.clone(), message.encode());
         self.command(move |mut conn| async move {
-            redis::Script::new(BUMP).key(counter).key(channel).arg(payload).invoke_async::<i64>(&mut conn).await
+            redis::Script::new(BUMP)
+                .key(counter)
+                .key(channel)
+                .arg(payload)
+                .invoke_async::<i64>(&mut conn)
+                .await
         })
         .await
         .is_some()

@@ -125,11 +125,10 @@ impl Target {
             return body.await;
         }
         let keys = Keys::new(&tier.settings.prefix, RESOURCE);
-        let generation_keys: Vec<Vec<u8>> =
-            std::iter::once(connection_key(&self.connection))
-                .chain(read.tags.iter().map(|t| tag_key(t)))
-                .map(|k| keys.generation(&k))
-                .collect();
+        let generation_keys: Vec<Vec<u8>> = std::iter::once(connection_key(&self.connection))
+            .chain(read.tags.iter().map(|t| tag_key(t)))
+            .map(|k| keys.generation(&k))
+            .collect();
         let generations = tier
             .command(move |mut conn| async move {
                 redis::cmd("MGET").arg(generation_keys).query_async::<Vec<Option<u64>>>(&mut conn).await
@@ -388,7 +387,11 @@ mod tests {
         let a = stable_identity(&Db::new("postgres://u:secret-one@h/db"));
         assert_eq!(a.len(), 64);
         assert!(!a.contains("secret"));
-        assert_eq!(a, stable_identity(&Db::new("postgres://u:secret-two@h/db")), "a rotated password: same data");
+        assert_eq!(
+            a,
+            stable_identity(&Db::new("postgres://u:secret-two@h/db")),
+            "a rotated password: same data"
+        );
         assert_ne!(a, stable_identity(&Db::new("postgres://u:secret-one@h/other")));
         assert_ne!(a, stable_identity(&Db::new("postgres://v:secret-one@h/db")));
     }

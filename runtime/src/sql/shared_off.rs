@@ -22,7 +22,13 @@ impl Target {
         None
     }
 
-    pub(crate) async fn load<F>(&self, _: ReadKey<'_>, _: Duration, _: RowCodec, _: F) -> Result<Cached, SqlError>
+    pub(crate) async fn load<F>(
+        &self,
+        _: ReadKey<'_>,
+        _: Duration,
+        _: RowCodec,
+        _: F,
+    ) -> Result<Cached, SqlError>
     where
         F: Future<Output = Result<Cached, SqlError>>,
     {
