@@ -16,10 +16,10 @@ mod instances_support;
 
 #[cfg(all(feature = "redis", feature = "axum", feature = "sqlite"))]
 mod instances {
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use super::instances_support::{Cluster, redis_url};
+    use super::instances_support::{Cluster, OwnRedis, redis_url};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_miss_seen_by_three_instances_at_once_is_computed_once() {
@@ -114,64 +114,6 @@ mod instances {
         assert_eq!((s["takeovers"].as_u64(), s["body_runs"].as_u64()), (Some(1), Some(1)), "{s}");
         eprintln!("a dead holder's load was taken over after {waited:?} (lock ttl 1 s)");
         assert!(waited < Duration::from_secs(3), "took {waited:?}");
-    }
-
-    /// A Redis of this test's own (on a free port), so stopping it disturbs no other test.
-    struct OwnRedis {
-        port: u16,
-        child: Option<Child>,
-    }
-
-    impl OwnRedis {
-        fn start(port: u16) -> Option<OwnRedis> {
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    // `DEBUG SLEEP` (a hung server) from this machine only.
-                    "--enable-debug-command",
-                    "local",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok()?;
-            let mut r = OwnRedis { port, child: Some(child) };
-            let start = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if start.elapsed() > Duration::from_secs(5) {
-                    r.stop();
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(r)
-        }
-
-        /// `SHUTDOWN NOSAVE`, as an operator would; waits until the process is gone.
-        fn stop(&mut self) {
-            let _ = Command::new("redis-cli")
-                .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for OwnRedis {
-        fn drop(&mut self) {
-            self.stop();
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

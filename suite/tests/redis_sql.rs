@@ -20,7 +20,7 @@ mod shared_sql {
     use connscope::Runtime;
     use connscope::sql::SqliteDb;
 
-    use super::instances_support::{Cluster, redis_url};
+    use super::instances_support::{Cluster, OwnRedis, redis_url};
 
     /// Creates `items` (k = 1..=3, v = "a") in the cluster's SQLite file, from this process.
     async fn create_items(c: &Cluster) {
@@ -127,6 +127,55 @@ mod shared_sql {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_redis_stopped_no_read_fails_and_a_write_elsewhere_is_seen_within_the_bound() {
+        if redis_url().is_none() {
+            return;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let Some(mut redis) = OwnRedis::start(port) else {
+            eprintln!("\n*** SKIPPED redis_sql outage: no `redis-server` on PATH to stop and restart ***");
+            return;
+        };
+        let bound = Duration::from_secs(1);
+        let url = format!("redis://127.0.0.1:{port}");
+        let c =
+            Cluster::start("sql-down", 3, &url, "invalidation_bound = \"1s\"\ncommand_timeout = \"200ms\"");
+        create_items(&c).await;
+        for i in 0..3 {
+            assert_eq!(item(&c, i, 3, 0).await, "a");
+        }
+        redis.stop();
+        // A write on instance 0 while Redis is away: its message cannot reach the others, which
+        // must stop serving their shared copies within the bound all the same.
+        c.post(0, "/sql/set/3/b").await;
+        let from = Instant::now();
+        let mut reads = 0;
+        for i in 1..3 {
+            while item(&c, i, 3, 0).await != "b" {
+                reads += 1;
+                // The bus is checked four times per bound: at most a quarter more (and some slack).
+                assert!(from.elapsed() < bound * 3 / 2, "instance {i} served its old copy past the bound");
+            }
+        }
+        let stale_for = from.elapsed();
+        assert_eq!(item(&c, 0, 3, 0).await, "b", "the writer never serves the old value");
+        let redis = OwnRedis::start(port).expect("restart redis-server");
+        for i in 0..3 {
+            c.until(i, "Redis back", Duration::from_secs(10), |s| s["state"] == "Some(Up)").await;
+        }
+        // Shared again: a new read missed by all three runs once.
+        let before = statements(&c).await;
+        let (a, b, d) =
+            tokio::join!(item(&c, 0, 1, 100_000), item(&c, 1, 1, 100_000), item(&c, 2, 1, 100_000));
+        assert_eq!([a, b, d], ["a", "a", "a"]);
+        assert_eq!(statements(&c).await - before, 1);
+        eprintln!(
+            "Redis stopped: the others served the write made meanwhile after {stale_for:?} ({reads} old reads; bound {bound:?})"
+        );
+        drop(redis);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_redis_a_shared_read_is_an_ordinary_cached_read() {
         let dir = std::env::temp_dir().join(format!("connscope-sql-noredis-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -149,6 +198,56 @@ mod shared_sql {
         assert!(rt.redis_stats().is_none(), "no tier started");
         rt.shutdown().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Two runtimes as two instances (one process) on a real PostgreSQL: rows of the server's
+    /// types cross through Redis, and the second instance runs no statement.
+    #[cfg(feature = "postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_rows_cross_instances() {
+        use connscope::redis::RedisSettings;
+        use connscope::sql::PostgresDb;
+        let Some(url) = redis_url() else { return };
+        let Some(db) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            eprintln!("\n*** SKIPPED postgres_rows_cross_instances: set DATABASE_URL to run it ***");
+            return;
+        };
+        let prefix = format!("connscope-test:sql-pg-{}-{:?}", std::process::id(), Instant::now());
+        let instance = || {
+            Runtime::builder()
+                .secrets_file("/nonexistent/connscope-redis-sql.toml")
+                .env_vars(Vec::<(String, String)>::new())
+                .redis(RedisSettings::new(url.as_str()).prefix(prefix.as_str()))
+                .connection_setting("pg", "url", db.as_str())
+                .build()
+        };
+        let (one, two) = (instance(), instance());
+        let table = format!("shared_rows_{}", std::process::id());
+        let a = one.connection::<PostgresDb>("pg").await.unwrap();
+        a.execute(sqlx::AssertSqlSafe(format!("create table {table} (id bigint, name text, score float8)")))
+            .await
+            .unwrap();
+        a.execute(sqlx::AssertSqlSafe(format!("insert into {table} values (1, 'ada', 9.5), (2, null, -1)")))
+            .await
+            .unwrap();
+        #[derive(Debug, PartialEq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+        struct Row {
+            id: i64,
+            name: Option<String>,
+            score: f64,
+        }
+        let sql = format!("select id, name, score from {table} order by id");
+        let first = a.query(sqlx::AssertSqlSafe(sql.clone())).shared().fetch_all::<Row>().await.unwrap();
+        let b = two.connection::<PostgresDb>("pg").await.unwrap();
+        let before = b.sql_stats().statements;
+        let second = b.query(sqlx::AssertSqlSafe(sql)).shared().fetch_all::<Row>().await.unwrap();
+        assert_eq!(first, second);
+        assert_eq!(second[1], Row { id: 2, name: None, score: -1.0 });
+        assert_eq!(b.sql_stats().statements, before, "read from Redis, not from the database");
+        assert_eq!(two.redis_stats().unwrap().remote_hits, 1);
+        a.execute(sqlx::AssertSqlSafe(format!("drop table {table}"))).await.unwrap();
+        one.shutdown().await;
+        two.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,4 +20,6 @@ pub(crate) use codec::{Keys, resource_id};
 pub(crate) use flight::{Codec, load};
 #[cfg(feature = "axum")]
 pub(crate) use sessions::{Fetched, Record, SharedSessions, digest, unix_ms};
-pub(crate) use tier::{GENERATIONS, Local, Tier};
+pub(crate) use tier::Tier;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) use tier::{GENERATIONS, Local};
