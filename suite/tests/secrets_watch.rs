@@ -336,9 +336,18 @@ where
     })
     .await;
     let per_handle: Vec<_> = handles.iter().map(|c| (c.counters().connects, c.counters().closes)).collect();
+    // Per pool: connections opened, found lost, reopened, failed calls.
+    let pools: Vec<_> = handles
+        .iter()
+        .map(|c| {
+            let s = c.sql_stats();
+            (s.connections_opened, s.connections_lost, s.reconnects, s.errors)
+        })
+        .collect();
     let note = format!(
         "secrets file watch, {label}, {secs} s: {ok} queries ok, {} failed; {rotations} rotations; {} \
-         connections used (connects, closes each: {per_handle:?}); shutdown {report:?}",
+         connections used (connects, closes each: {per_handle:?}; pool connections opened, lost, reopened, \
+         errors each: {pools:?}); shutdown {report:?}",
         failed.len(),
         handles.len(),
     );
