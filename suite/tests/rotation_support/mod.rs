@@ -218,8 +218,12 @@ impl Phases {
         let mean = |f: &dyn Fn(&Swap) -> Duration| {
             swaps.iter().map(f).sum::<Duration>() / (swaps.len().max(1) as u32)
         };
+        // Slowed queries whatever the window's length: slower than 4x the p99 outside, per swap.
+        let slow = 4 * pct(&self.outside, 99);
+        let slowed = self.during().iter().filter(|&&d| d > slow).count() as f64 / swaps.len().max(1) as f64;
         format!(
-            "p99 during a swap / outside = {:.2} (target <= 1.5); during a swap (replacement's connect start \
+            "p99 during a swap / outside = {:.2} (target <= 1.5); {slowed:.1} queries per swap slower than \
+             {slow:?} (4x p99 outside); during a swap (replacement's connect start \
              to old client's close): {}; of which connecting: {}; draining and closing the old: {}; outside: {}; \
              {} swaps, connecting {:?} and draining/closing {:?} on average",
             self.ratio(),
