@@ -302,9 +302,9 @@ enum Pace {
     AllAtOnce,
     /// One after the other: a pool opened while another one serves the app (a rebuild, a
     /// replacement for changed settings) must not take the CPU from the queries in flight.
-    /// Measured on PostgreSQL (`suite/tests/credentials.rs`, 8 connections): opened at once,
-    /// the queries running meanwhile had a p90 of 3.4 ms against 0.5 ms outside a rebuild;
-    /// one at a time, 0.5 ms.
+    /// Measured on PostgreSQL (`suite/tests/credentials.rs`, 8 connections, 2 cores): opened
+    /// at once, the queries running meanwhile had a p90 of 1.1-1.6 ms against 0.3 ms outside a
+    /// rebuild; one at a time, 0.35 ms.
     OneAtATime,
 }
 
@@ -386,7 +386,7 @@ async fn close<DB: Backend>(client: &SqlClient<DB>, s: &super::PoolSettings) {
     // The idle connections one at a time, a few milliseconds apart: a server ending all of a
     // pool's sessions at once (process exits, for PostgreSQL) holds up the queries of the pool
     // that replaced it. Measured (`suite/tests/credentials.rs`, 8 connections): queries between
-    // a swap and the old pool's close had a p99 of 10-12 ms closed at once, 3-3.5 ms paced.
+    // a swap and the old pool's close had a p99 of 2-11 ms closed at once, 1.8-2.8 ms paced.
     // Taken out of the pool before it is marked closed (so it opens no more to keep up
     // `min_connections`), then closed in turn. SQLite has no server sessions: closed at once.
     let idle: Vec<_> = if DB::KIND == "sqlite" {
