@@ -1,9 +1,11 @@
 //! The runtime: owns the global caches, the session registry, the configuration, and the
 //! maintenance task that expires values, ends idle sessions and applies evictions.
 
-use std::collections::HashMap;
+use std::any::Any;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -12,7 +14,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cache::{CacheConfig, CacheSet, Outcome, ReleaseTracker, ResourceCache, Timers, spawn_background};
+use crate::cache::{
+    CacheConfig, CacheSet, Outcome, ReleaseTracker, Releaser, ResourceCache, Timers, spawn_background,
+};
 use crate::error::{Error, ReleaseReport};
 use crate::secrets::Config;
 use crate::session::{Session, SessionId};
@@ -59,6 +63,9 @@ pub(crate) struct Shared {
     /// Deadlines of caches and sessions: what maintenance visits.
     pub(crate) timers: Arc<Timers>,
     sessions: Mutex<Registry>,
+    /// The releasers of resources another runtime used first, by resource id, shared by their
+    /// caches in this runtime's sessions (each a `Releaser<V>`).
+    releasers: Mutex<HashMap<u64, Arc<dyn Any + Send + Sync>>>,
     pub(crate) tracker: Arc<ReleaseTracker>,
     pub(crate) config: Config,
     /// The named connections handed out so far, by provider type and name: what a change of
@@ -81,8 +88,33 @@ pub(crate) struct Shared {
 /// shutdown takes its snapshot is either in the snapshot or born ended.
 #[derive(Default)]
 struct Registry {
-    sessions: HashMap<SessionId, Session>,
+    /// The sessions by id: a set of the handles themselves, found through the id each carries
+    /// (8 bytes a bucket, where a map from id to handle takes 16).
+    sessions: HashSet<Registered>,
     closed: bool,
+}
+
+/// A session in the registry: hashed and compared by its id.
+struct Registered(Session);
+
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for Registered {}
+
+impl Hash for Registered {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id().hash(state);
+    }
+}
+
+impl Borrow<SessionId> for Registered {
+    fn borrow(&self) -> &SessionId {
+        &self.0.inner.id
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +289,7 @@ impl RuntimeBuilder {
                 global: CacheSet::new(Arc::clone(&timers)),
                 timers,
                 sessions: Mutex::new(Registry::default()),
+                releasers: Mutex::default(),
                 tracker: Arc::new(ReleaseTracker::default()),
                 config: self.config.build(),
                 named: Default::default(),
@@ -309,7 +342,7 @@ impl Runtime {
                 session.mark_ended(Error::RuntimeShutDown);
                 return session;
             }
-            registry.sessions.insert(id, session.clone());
+            registry.sessions.insert(Registered(session.clone()));
         }
         session.schedule_expiry(Instant::now());
         self.ensure_maintainer();
@@ -319,7 +352,7 @@ impl Runtime {
 
     /// The live session with this id, if any.
     pub fn find_session(&self, id: SessionId) -> Option<Session> {
-        self.registry().sessions.get(&id).filter(|s| !s.is_ended()).cloned()
+        self.registry().sessions.get(&id).map(|r| &r.0).filter(|s| !s.is_ended()).cloned()
     }
 
     /// How many sessions are live (an ending session counts until its end finished).
@@ -331,12 +364,27 @@ impl Runtime {
         self.registry().sessions.remove(&id);
     }
 
+    /// The releaser of resource `id` in this runtime, made by `make` on first use.
+    pub(crate) fn releaser<V: Send + Sync + 'static>(
+        &self,
+        id: u64,
+        make: impl FnOnce() -> Releaser<V>,
+    ) -> Arc<Releaser<V>> {
+        let mut releasers = self.shared.releasers.lock().unwrap_or_else(|p| p.into_inner());
+        let any = releasers.entry(id).or_insert_with(|| Arc::new(make()));
+        match Arc::clone(any).downcast::<Releaser<V>>() {
+            Ok(releaser) => releaser,
+            // Resource ids are unique per resource, and so its value type.
+            Err(_) => unreachable!("connscope: releaser registered with another value type"),
+        }
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.shared.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn sessions(&self) -> Vec<Session> {
-        self.registry().sessions.values().cloned().collect()
+        self.registry().sessions.iter().map(|r| r.0.clone()).collect()
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
