@@ -11,6 +11,8 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use cached::proc_macro::cached;
@@ -38,10 +40,22 @@ async fn cached_crate_fn(key: u64) -> Value {
 const HITS: u64 = 2_000_000;
 
 /// Times `HITS` calls of `hit(key)` spread over `threads` tasks on a multi-thread Tokio runtime
-/// with as many workers (each task held on its own worker until all have started, so they run
-/// side by side); task `t` uses `key_of(t)`. The time is from the first task's start to the
-/// last task's end.
+/// with as many workers, one task on each; task `t` uses `key_of(t)`. The time is from the first
+/// task's start to the last task's end.
 fn time_hits<F, Fut>(threads: u64, key_of: fn(u64) -> u64, hit: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = Value> + Send,
+{
+    loop {
+        if let Some(took) = try_time_hits(threads, key_of, hit) {
+            return took;
+        }
+    }
+}
+
+/// One try of [`time_hits`]; `None` if two tasks ended up on the same worker.
+fn try_time_hits<F, Fut>(threads: u64, key_of: fn(u64) -> u64, hit: F) -> Option<Duration>
 where
     F: Fn(u64) -> Fut + Send + Sync + Copy + 'static,
     Fut: Future<Output = Value> + Send,
@@ -51,33 +65,51 @@ where
         .enable_all()
         .build()
         .unwrap();
-    let barrier = Arc::new(std::sync::Barrier::new(threads as usize));
-    let spans: Vec<(Instant, Instant)> = tokio.block_on(async {
-        let tasks: Vec<_> = (0..threads)
-            .map(|t| {
-                let barrier = Arc::clone(&barrier);
-                tokio::spawn(async move {
-                    let key = key_of(t);
-                    black_box(hit(key).await);
-                    // Blocks this worker until every task has one: they run side by side.
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..HITS / threads {
-                        black_box(hit(key).await);
+    let started = Arc::new(AtomicU64::new(0));
+    let spans: Vec<_> = tokio.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..threads {
+            let mine = Arc::clone(&started);
+            tasks.push(tokio::spawn(async move {
+                let started = mine;
+                let key = key_of(t);
+                black_box(hit(key).await);
+                // Holds this worker (without yielding) until every task runs: the next task is
+                // spawned only now, so an idle worker takes it.
+                started.fetch_add(1, SeqCst);
+                let wait = Instant::now();
+                while started.load(SeqCst) < threads {
+                    if wait.elapsed() > Duration::from_secs(1) {
+                        tokio::task::yield_now().await;
                     }
-                    (start, Instant::now())
-                })
-            })
-            .collect();
+                    std::hint::spin_loop();
+                }
+                let worker = std::thread::current().id();
+                let start = Instant::now();
+                for _ in 0..HITS / threads {
+                    black_box(hit(key).await);
+                }
+                (worker, start, Instant::now())
+            }));
+            while started.load(SeqCst) <= t {
+                std::thread::yield_now();
+            }
+        }
         let mut spans = Vec::new();
         for task in tasks {
             spans.push(task.await.unwrap());
         }
         spans
     });
-    let start = spans.iter().map(|s| s.0).min().unwrap();
-    let end = spans.iter().map(|s| s.1).max().unwrap();
-    end - start
+    let mut workers: Vec<_> = spans.iter().map(|s| s.0).collect();
+    workers.sort_unstable_by_key(|w| format!("{w:?}"));
+    workers.dedup();
+    if workers.len() != spans.len() {
+        return None;
+    }
+    let start = spans.iter().map(|s| s.1).min()?;
+    let end = spans.iter().map(|s| s.2).max()?;
+    Some(end - start)
 }
 
 fn row<F, Fut>(name: &str, hit: F)

@@ -54,18 +54,24 @@ impl Hits {
     }
 }
 
-/// A ready value as hits see it. On cache lines of its own: a hit on one key writes its stamp
-/// without slowing down hits on others (values loaded one after the other would otherwise share
-/// lines).
-#[repr(align(64))]
+/// A ready value as hits see it. Its stamp, which hits write, is on a cache line of its own,
+/// apart from what hits read (the value, its deadline, the key): a hit on one key neither slows
+/// down hits on others (values loaded one after the other would otherwise share lines) nor
+/// makes another thread's hit on the same key wait for the line it reads (a stamp store does
+/// not stall the thread that makes it).
+#[repr(C)]
 struct Hot<V> {
     value: V,
     /// From this instant on the value is not served from the index: it expired, or it is in
     /// its refresh window (the locked path decides what to do).
     fresh_until: Tick,
     /// When the value was last used (bounded caches).
-    stamp: AtomicU64,
+    stamp: Stamp,
 }
+
+/// A stamp alone on its cache line.
+#[repr(align(64))]
+struct Stamp(AtomicU64);
 
 /// One hit counter, alone on its cache lines.
 #[repr(align(128))]
@@ -127,7 +133,7 @@ impl<K: Hash + Eq, V: Clone> Index<K, V> {
                 return None;
             }
             if self.bounded {
-                hot.stamp.store(stamp_at(now), Relaxed);
+                hot.stamp.0.store(stamp_at(now), Relaxed);
             }
         }
         Some(hot.value.clone())
@@ -135,7 +141,7 @@ impl<K: Hash + Eq, V: Clone> Index<K, V> {
 
     /// Mirrors a value stored under `key` (replacing what the index held for it).
     pub(super) fn insert(&self, key: K, value: V, fresh_until: Tick, stamp: u64) {
-        let hot = Hot { value, fresh_until, stamp: AtomicU64::new(stamp) };
+        let hot = Hot { value, fresh_until, stamp: Stamp(AtomicU64::new(stamp)) };
         self.map.insert(key, hot, &self.map.guard());
     }
 
@@ -155,13 +161,13 @@ impl<K: Hash + Eq, V: Clone> Index<K, V> {
 
     /// The stamp of `key`'s value.
     pub(super) fn stamp(&self, key: &K) -> Option<u64> {
-        self.map.get(key, &self.map.guard()).map(|hot| hot.stamp.load(Relaxed))
+        self.map.get(key, &self.map.guard()).map(|hot| hot.stamp.0.load(Relaxed))
     }
 
     /// Renews the stamp of `key`'s value (a use found by the locked path).
     pub(super) fn restamp(&self, key: &K, stamp: u64) {
         if let Some(hot) = self.map.get(key, &self.map.guard()) {
-            hot.stamp.store(stamp, Relaxed);
+            hot.stamp.0.store(stamp, Relaxed);
         }
     }
 

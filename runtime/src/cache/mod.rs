@@ -644,8 +644,13 @@ where
         if let Some((v, tally)) = self.shards.hit_unlocked(key) {
             return (Peek::Hit(v), tally);
         }
-        let (mut state, tally) = self.shards.lock(key);
+        let (mut state, mut tally) = self.shards.lock(key);
         let found = state.lookup(key, Instant::now);
+        if matches!(found, Found::Hit(_)) {
+            // Counted while the lock is held: a plain add, no atomic.
+            state.count_hit();
+            tally = Tally::Counted;
+        }
         drop(state);
         let peek = match found {
             Found::Hit(v) => Peek::Hit(v),

@@ -67,9 +67,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
         }
     }
 
-    /// The cache's statistics: `stats` plus the hits the index answered.
+    /// The cache's statistics: `stats` plus the hits the store counted under its lock and the
+    /// hits the index answered.
     pub(super) fn snapshot(&self, stats: &CacheStats) -> StatsSnapshot {
         let mut snapshot = stats.snapshot();
+        snapshot.hits += lock(self.state()).hits();
         if let Shards::Indexed { index, .. } = self {
             snapshot.hits += index.hits.sum();
         }
@@ -84,6 +86,8 @@ pub(super) enum Tally<'a> {
     Stats,
     /// A hit answered by the read index: in its per-thread counters.
     Index(&'a Hits),
+    /// A hit already counted in the store, under its lock.
+    Counted,
 }
 
 impl Tally<'_> {
@@ -91,6 +95,7 @@ impl Tally<'_> {
         match self {
             Tally::Stats => stats.hit(),
             Tally::Index(hits) => hits.count(),
+            Tally::Counted => {}
         }
     }
 
