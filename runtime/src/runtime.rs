@@ -2,10 +2,9 @@
 //! maintenance task that expires values, ends idle sessions and applies evictions.
 
 use std::any::Any;
-use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -88,33 +87,11 @@ pub(crate) struct Shared {
 /// shutdown takes its snapshot is either in the snapshot or born ended.
 #[derive(Default)]
 struct Registry {
-    /// The sessions by id: a set of the handles themselves, found through the id each carries
-    /// (8 bytes a bucket, where a map from id to handle takes 16).
-    sessions: HashSet<Registered>,
+    /// The sessions by id. (A set of the handles, found through the id each carries, would take
+    /// 8 bytes a bucket instead of 16, about 10 bytes a session, but a rehash would then read
+    /// every session to hash it.)
+    sessions: HashMap<SessionId, Session>,
     closed: bool,
-}
-
-/// A session in the registry: hashed and compared by its id.
-struct Registered(Session);
-
-impl PartialEq for Registered {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.id() == other.0.id()
-    }
-}
-
-impl Eq for Registered {}
-
-impl Hash for Registered {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.id().hash(state);
-    }
-}
-
-impl Borrow<SessionId> for Registered {
-    fn borrow(&self) -> &SessionId {
-        &self.0.inner.id
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -342,7 +319,7 @@ impl Runtime {
                 session.mark_ended(Error::RuntimeShutDown);
                 return session;
             }
-            registry.sessions.insert(Registered(session.clone()));
+            registry.sessions.insert(id, session.clone());
         }
         session.schedule_expiry(Instant::now());
         self.ensure_maintainer();
@@ -352,7 +329,7 @@ impl Runtime {
 
     /// The live session with this id, if any.
     pub fn find_session(&self, id: SessionId) -> Option<Session> {
-        self.registry().sessions.get(&id).map(|r| &r.0).filter(|s| !s.is_ended()).cloned()
+        self.registry().sessions.get(&id).filter(|s| !s.is_ended()).cloned()
     }
 
     /// How many sessions are live (an ending session counts until its end finished).
@@ -384,7 +361,7 @@ impl Runtime {
     }
 
     pub(crate) fn sessions(&self) -> Vec<Session> {
-        self.registry().sessions.iter().map(|r| r.0.clone()).collect()
+        self.registry().sessions.values().cloned().collect()
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.

@@ -58,7 +58,7 @@ pub struct Session {
 }
 
 pub(crate) struct SessionInner {
-    pub(crate) id: SessionId,
+    id: SessionId,
     runtime: Runtime,
     pub(crate) caches: CacheSet,
     /// Phase bits (`ENDING`, `ENDED`) and the count of running `Session::run`s.
