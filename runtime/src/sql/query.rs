@@ -221,7 +221,7 @@ impl<P: SqlProvider, S> Query<'_, P, S> {
                 Some((target, codec)) => {
                     let row = (std::any::type_name::<T>(), size_of::<T>());
                     let read = ReadKey { sql: st.sql.as_str(), binds: &st.binds, shape, tags, row };
-                    target.load(read, ttl, *codec, run(conn, st, op, true)).await
+                    target.load(conn, read, ttl, *codec, run(conn, st, op, true)).await
                 }
                 None => run(conn, st, op, true).await,
             };

@@ -22,8 +22,9 @@ impl Target {
         None
     }
 
-    pub(crate) async fn load<F>(
+    pub(crate) async fn load<P: SqlProvider, F>(
         &self,
+        _: &Conn<P>,
         _: ReadKey<'_>,
         _: Duration,
         _: RowCodec,
