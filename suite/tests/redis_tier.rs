@@ -76,6 +76,52 @@ mod tier {
         rt.shutdown().await;
     }
 
+    static REFRESH_BODY_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    /// A shared value refreshed in the background: the refresh goes through the tier too.
+    #[connscope::cached_resource(scope = "global", ttl = "2s", refresh = "background", shared = true)]
+    async fn refreshed(k: u64) -> u64 {
+        k * 100 + REFRESH_BODY_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_background_refresh_is_shared_too() {
+        let Some(url) = redis_url() else { return };
+        let rts = instances(2, RedisSettings::new(url).prefix(prefix("refresh")));
+        let (a, b) = (&rts[0], &rts[1]);
+        assert_eq!(on(a, refreshed(1)).await, 101);
+        assert_eq!(on(b, refreshed(1)).await, 101, "read from Redis");
+        assert_eq!(REFRESH_BODY_RUNS.load(Ordering::SeqCst), 1);
+        // Both copies go stale (ttl 2 s; Redis's copy expires with them).
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(on(a, refreshed(1)).await, 101, "stale, served at once while it refreshes");
+        let mut fresh = 0;
+        for _ in 0..500 {
+            fresh = on(a, refreshed(1)).await;
+            if fresh != 101 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(fresh, 102, "refreshed by a body run on instance a");
+        // Instance b's copy is stale too: its refresh reads a's value from Redis.
+        assert_eq!(on(b, refreshed(1)).await, 101, "stale on b, served at once");
+        let mut seen = 0;
+        for _ in 0..500 {
+            seen = on(b, refreshed(1)).await;
+            if seen != 101 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(seen, 102, "b took a's refresh");
+        assert_eq!(REFRESH_BODY_RUNS.load(Ordering::SeqCst), 2, "one body run per refresh across instances");
+        assert_eq!(b.redis_stats().unwrap().remote_hits, 2);
+        for rt in rts {
+            rt.shutdown().await;
+        }
+    }
+
     static RACED: Resource<u64, u64> =
         Resource::new("raced", Scope::Global, TTL, None, None).shared(SharedSpec::new("1"));
 
