@@ -302,6 +302,11 @@ impl<P: SqlProvider> Query<'_, P, Shared> {
 
 /// A row type a shared read can return: serde (it crosses instances) as well as `FromRow`.
 #[cfg(feature = "redis")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a row of a shared read: rows of `.shared()` cross app instances through Redis",
+    label = "derive `serde::Serialize` and `serde::Deserialize` for it (besides `sqlx::FromRow`)",
+    note = "or leave `.shared()` out to cache this read in this process only"
+)]
 pub trait SharedRow: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + Unpin + 'static {}
 
 #[cfg(feature = "redis")]
