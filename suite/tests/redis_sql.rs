@@ -250,6 +250,62 @@ mod shared_sql {
         two.shutdown().await;
     }
 
+    /// A read that started before a tagged write elsewhere stores its result under the old
+    /// generation: no instance reads it after the write.
+    #[cfg(feature = "postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_racing_a_tagged_write_is_never_served_after_it() {
+        use connscope::redis::RedisSettings;
+        use connscope::sql::PostgresDb;
+        let Some(url) = redis_url() else { return };
+        let Some(db) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            eprintln!("\n*** SKIPPED a_read_racing_a_tagged_write: set DATABASE_URL to run it ***");
+            return;
+        };
+        let prefix = format!("connscope-test:sql-race-{}-{:?}", std::process::id(), Instant::now());
+        let instance = || {
+            Runtime::builder()
+                .secrets_file("/nonexistent/connscope-redis-sql.toml")
+                .env_vars(Vec::<(String, String)>::new())
+                .redis(RedisSettings::new(url.as_str()).prefix(prefix.as_str()))
+                .connection_setting("pg", "url", db.as_str())
+                .build()
+        };
+        let (one, two, three) = (instance(), instance(), instance());
+        let table = format!("shared_race_{}", std::process::id());
+        let a = one.connection::<PostgresDb>("pg").await.unwrap();
+        a.execute(sqlx::AssertSqlSafe(format!("create table {table} (v text)"))).await.unwrap();
+        a.execute(sqlx::AssertSqlSafe(format!("insert into {table} values ('old')"))).await.unwrap();
+        // A slow read: it reads the row, then sleeps half a second before returning it.
+        let sql = format!("select v from {table}, pg_sleep(0.5)");
+        const TAG: &str = "race-table";
+        let read = |conn: connscope::Conn<PostgresDb>, sql: String| async move {
+            conn.query(sqlx::AssertSqlSafe(sql)).tag(TAG).shared().fetch_one::<(String,)>().await
+        };
+        let slow = tokio::spawn(read(a.clone(), sql.clone()));
+        // The write comes while instance one holds the read's lock.
+        let start = Instant::now();
+        while one.redis_stats().unwrap_or_default().computed == 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "the read never started");
+            tokio::task::yield_now().await;
+        }
+        let b = two.connection::<PostgresDb>("pg").await.unwrap();
+        b.execute(sqlx::AssertSqlSafe(format!("update {table} set v = 'new'")))
+            .invalidates(TAG)
+            .await
+            .unwrap();
+        assert_eq!(slow.await.unwrap().unwrap().0, "old", "it started before the write");
+        // Instance three has never read it: it must not find the old result in Redis.
+        let c = three.connection::<PostgresDb>("pg").await.unwrap();
+        assert_eq!(read(c, sql.clone()).await.unwrap().0, "new");
+        assert_eq!(three.redis_stats().unwrap().remote_hits, 0);
+        assert_eq!(read(a.clone(), sql).await.unwrap().0, "new");
+        a.execute(sqlx::AssertSqlSafe(format!("drop table {table}"))).await.unwrap();
+        for rt in [one, two, three] {
+            rt.shutdown().await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_memory_sqlite_is_never_shared() {
         let Some(url) = redis_url() else { return };
