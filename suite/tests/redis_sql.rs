@@ -310,6 +310,52 @@ mod shared_sql {
         }
     }
 
+    /// A result read from Redis near the end of its ttl is kept locally only as long as Redis
+    /// keeps it: never served past its ttl counted from when it was computed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_read_from_redis_is_kept_only_as_long_as_redis_keeps_it() {
+        use connscope::redis::RedisSettings;
+        let Some(url) = redis_url() else { return };
+        let dir = std::env::temp_dir().join(format!("connscope-sql-age-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = format!("sqlite://{}?mode=rwc", dir.join("age.db").display());
+        let prefix = format!("connscope-test:sql-age-{}-{:?}", std::process::id(), Instant::now());
+        let instance = || {
+            Runtime::builder()
+                .secrets_file("/nonexistent/connscope-redis-sql.toml")
+                .env_vars(Vec::<(String, String)>::new())
+                .redis(RedisSettings::new(url.as_str()).prefix(prefix.as_str()))
+                .connection_setting("db", "url", db.as_str())
+                .build()
+        };
+        let (one, two) = (instance(), instance());
+        let (a, b) = (
+            one.connection::<SqliteDb>("db").await.unwrap(),
+            two.connection::<SqliteDb>("db").await.unwrap(),
+        );
+        a.execute("create table if not exists t (n integer)").await.unwrap();
+        async fn read(conn: &connscope::Conn<SqliteDb>) {
+            let q = conn.query("select count(*) from t").ttl(Duration::from_secs(2));
+            q.shared().fetch_one::<(i64,)>().await.unwrap();
+        }
+        read(&a).await;
+        let computed = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let before = b.sql_stats().statements;
+        read(&b).await;
+        assert_eq!(b.sql_stats().statements, before, "read from Redis, 0.8 s of its ttl left");
+        read(&b).await;
+        assert_eq!(b.sql_stats().statements, before, "then from b's own copy");
+        // Past 2 s since it was computed: b's copy is gone with Redis's (it was not kept 2 s
+        // from when b read it).
+        tokio::time::sleep(Duration::from_millis(2100).saturating_sub(computed.elapsed())).await;
+        read(&b).await;
+        assert_eq!(b.sql_stats().statements, before + 1, "computed again");
+        one.shutdown().await;
+        two.shutdown().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_memory_sqlite_is_never_shared() {
         let Some(url) = redis_url() else { return };

@@ -105,7 +105,8 @@ impl Target {
     }
 
     /// The result from Redis, or from `body` run once across instances (here when Redis is
-    /// away or fails).
+    /// away or fails), with how long Redis still keeps it when it came from there (a local copy
+    /// is kept no longer: a result is never served past its ttl from when it was computed).
     pub(crate) async fn load<P, F>(
         &self,
         conn: &Conn<P>,
@@ -113,7 +114,7 @@ impl Target {
         ttl: Duration,
         codec: RowCodec,
         body: F,
-    ) -> Result<Cached, SqlError>
+    ) -> Result<(Cached, Option<Duration>), SqlError>
     where
         P: SqlProvider,
         F: Future<Output = Result<Cached, SqlError>>,
@@ -123,7 +124,7 @@ impl Target {
         let tier = &self.tier;
         tier.connected().await;
         if tier.is_down() {
-            return body.await;
+            return body.await.map(|v| (v, None));
         }
         let keys = Keys::new(&tier.settings.prefix, RESOURCE);
         let generation_keys: Vec<Vec<u8>> = std::iter::once(connection_key(&connection))
@@ -135,9 +136,9 @@ impl Target {
                 redis::cmd("MGET").arg(generation_keys).query_async::<Vec<Option<u64>>>(&mut conn).await
             })
             .await;
-        let Some(generations) = generations else { return body.await };
+        let Some(generations) = generations else { return body.await.map(|v| (v, None)) };
         let key = digest(&connection, &read, &generations);
-        crate::redis::load(Arc::clone(tier), keys, key, Some(ttl), codec, body).await
+        crate::redis::load_with_age(Arc::clone(tier), keys, key, Some(ttl), codec, body).await
     }
 }
 

@@ -29,7 +29,7 @@ impl Target {
         _: Duration,
         _: RowCodec,
         _: F,
-    ) -> Result<Cached, SqlError>
+    ) -> Result<(Cached, Option<Duration>), SqlError>
     where
         F: Future<Output = Result<Cached, SqlError>>,
     {
