@@ -126,6 +126,11 @@ mod shared_sql {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sql_invalidate_on_one_instance_reaches_every_instance_within_the_bound() {
+        writes_are_seen_everywhere("sql-invalidate", "set-then-invalidate").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn clear_query_cache_on_one_instance_reaches_every_instance_within_the_bound() {
         writes_are_seen_everywhere("sql-clear", "set-and-clear").await;
     }

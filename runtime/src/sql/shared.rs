@@ -296,11 +296,16 @@ async fn invalidate_tags(runtime: Option<&Runtime>, tags: &[Arc<str>]) {
     }
 }
 
-/// [`invalidate_tags`] from synchronous code: runs on connscope's own thread.
+/// [`invalidate_tags`] from synchronous code: runs on connscope's own thread. Reaches the tiers
+/// that served shared reads, and the current session's runtime's (never builds the default
+/// runtime just for this).
 pub(crate) fn invalidate_tag_in_background(tag: &str) {
     let tag: Arc<str> = Arc::from(tag);
-    let runtime = Runtime::current();
-    drop(crate::cache::own_runtime().spawn(async move { invalidate_tags(Some(&runtime), &[tag]).await }));
+    let runtime = Session::with_current(|s| s.map(|s| s.runtime().clone()));
+    if runtime.is_none() && known().tiers.is_empty() {
+        return;
+    }
+    drop(crate::cache::own_runtime().spawn(async move { invalidate_tags(runtime.as_ref(), &[tag]).await }));
 }
 
 /// Tells every instance to drop the cached reads of `conn`'s connection (in the background).
