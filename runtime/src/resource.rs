@@ -447,7 +447,10 @@ where
             if let Some(cache) = self.fast_cache() {
                 return match cache.fresh(&key) {
                     Some(v) => Ok(v),
-                    None => cache.stale_or_load_own_error(key, loader).await,
+                    None => {
+                        let loader = self.refresh_loader(cache, &key, loader);
+                        cache.stale_or_load_own_error(key, loader).await
+                    }
                 };
             }
             if let Some(v) = self.session_hit(&key) {
@@ -456,7 +459,10 @@ where
             let cache = self.cache()?;
             match cache.fresh(&key) {
                 Some(v) => Ok(v),
-                None => cache.stale_or_load_own_error(key, loader).await,
+                None => {
+                    let loader = self.refresh_loader(&cache, &key, loader);
+                    cache.stale_or_load_own_error(key, loader).await
+                }
             }
         }
     }
@@ -479,7 +485,10 @@ where
             if let Some(cache) = self.fast_cache() {
                 return match cache.fresh(&key) {
                     Some(v) => Ok(v),
-                    None => cache.stale_or_try(key, loader).await,
+                    None => {
+                        let loader = self.refresh_loader(cache, &key, loader);
+                        cache.stale_or_try(key, loader).await
+                    }
                 };
             }
             if let Some(v) = self.session_hit(&key) {
@@ -488,7 +497,10 @@ where
             match self.cache() {
                 Ok(cache) => match cache.fresh(&key) {
                     Some(v) => Ok(v),
-                    None => cache.stale_or_try(key, loader).await,
+                    None => {
+                        let loader = self.refresh_loader(&cache, &key, loader);
+                        cache.stale_or_try(key, loader).await
+                    }
                 },
                 Err(_) => Box::pin(loader).await,
             }
@@ -515,6 +527,14 @@ where
             };
             match cache.fresh(&key) {
                 Some(v) => v,
+                None if self.is_shared() => {
+                    let loader =
+                        self.refresh_loader(&cache, &key, async { Ok::<V, Infallible>(loader.await) });
+                    match cache.stale_or_try(key, loader).await {
+                        Ok(v) => v,
+                        Err(never) => match never {},
+                    }
+                }
                 None => cache.stale_or_run(key, loader).await,
             }
         }
@@ -629,6 +649,22 @@ where
             let _ = ttl;
             loader.await
         })
+    }
+
+    /// The loader of a background refresh (or of the first load): through the shared tier for
+    /// a shared resource (a refresh another instance stored meanwhile is read, not recomputed),
+    /// else the plain one.
+    fn refresh_loader<E, F>(
+        &'static self,
+        cache: &ResourceCache<K, V>,
+        key: &K,
+        loader: F,
+    ) -> Pin<Box<dyn Future<Output = Result<V, E>> + Send>>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        if self.is_shared() { self.shared_loader(cache, key, loader) } else { Box::pin(loader) }
     }
 
     /// The current runtime's shared tier, with this resource's spec and wire name.

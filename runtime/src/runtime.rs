@@ -473,6 +473,12 @@ impl Runtime {
         self.shared.tier.get().and_then(|t| t.as_ref()).map(|t| t.stats())
     }
 
+    /// The key prefix of the started shared tier.
+    #[cfg(all(feature = "metrics", feature = "redis"))]
+    pub(crate) fn redis_prefix(&self) -> Option<String> {
+        self.shared.tier.get().and_then(|t| t.as_ref()).map(|t| t.settings.prefix.clone())
+    }
+
     /// Runs one maintenance pass now (expiry, LRU evictions, idle sessions). The background
     /// task does this every maintenance interval; tests and embedders may call it directly.
     pub async fn run_maintenance(&self) {

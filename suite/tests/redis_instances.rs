@@ -3,162 +3,25 @@
 //! everywhere within the bound (worst case over 100 tries), a dead instance's load taken over,
 //! Redis stopped mid-run with zero failed calls.
 
-#[cfg(not(all(feature = "redis", feature = "axum")))]
+#[cfg(not(all(feature = "redis", feature = "axum", feature = "sqlite")))]
 #[test]
 fn redis_instances_need_the_redis_and_axum_features() {
-    eprintln!("\n*** SKIPPED redis_instances: build with `--features redis,axum` (or --all-features) ***");
+    eprintln!(
+        "\n*** SKIPPED redis_instances: build with `--features redis,axum,sqlite` (or --all-features) ***"
+    );
 }
 
-#[cfg(all(feature = "redis", feature = "axum"))]
+#[cfg(all(feature = "redis", feature = "axum", feature = "sqlite"))]
+mod instances_support;
+#[cfg(all(feature = "redis", feature = "axum", feature = "sqlite"))]
+mod own_redis;
+
+#[cfg(all(feature = "redis", feature = "axum", feature = "sqlite"))]
 mod instances {
-    use std::io::{BufRead, BufReader};
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use serde_json::Value;
-
-    const BIN: &str = env!("CARGO_BIN_EXE_results-instance");
-
-    fn redis_url() -> Option<String> {
-        let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
-        if url.is_none() {
-            eprintln!(
-                "\n*** SKIPPED redis_instances: set REDIS_URL=redis://127.0.0.1:6379 to run the multi-instance tests ***"
-            );
-        }
-        url
-    }
-
-    /// A fresh directory and key prefix per test.
-    fn scratch(name: &str) -> (PathBuf, String) {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let id = format!("{name}-{}-{stamp}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("connscope-{id}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        (dir, format!("connscope-test:{id}"))
-    }
-
-    struct Instance {
-        name: String,
-        child: Child,
-        base: String,
-        log: PathBuf,
-    }
-
-    impl Drop for Instance {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    impl Instance {
-        fn log_text(&self) -> String {
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        }
-    }
-
-    struct Cluster {
-        dir: PathBuf,
-        instances: Vec<Instance>,
-        http: reqwest::Client,
-    }
-
-    impl Cluster {
-        /// `n` instances on `url`, with the `[redis]` settings given (`url` and `prefix` added).
-        fn start(name: &str, n: usize, url: &str, extra: &str) -> Cluster {
-            let (dir, prefix) = scratch(name);
-            let secrets = dir.join("secrets.toml");
-            std::fs::write(&secrets, format!("[redis]\nurl = \"{url}\"\nprefix = \"{prefix}\"\n{extra}\n"))
-                .unwrap();
-            std::fs::write(dir.join("source"), "0").unwrap();
-            let instances = (0..n).map(|i| spawn(&dir, &format!("i{i}"))).collect();
-            Cluster { dir, instances, http: reqwest::Client::new() }
-        }
-
-        fn set_source(&self, generation: u64) {
-            let tmp = self.dir.join("source.tmp");
-            std::fs::write(&tmp, generation.to_string()).unwrap();
-            std::fs::rename(tmp, self.dir.join("source")).unwrap();
-        }
-
-        async fn report(&self, i: usize, k: u64, delay_ms: u64) -> Result<Value, String> {
-            let url = format!("{}/report/{k}?delay_ms={delay_ms}", self.instances[i].base);
-            let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("{}: {}", resp.status(), resp.text().await.unwrap_or_default()));
-            }
-            serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())
-        }
-
-        async fn invalidate(&self, i: usize, k: u64) {
-            let url = format!("{}/invalidate/{k}", self.instances[i].base);
-            assert!(self.http.post(url).send().await.unwrap().status().is_success());
-        }
-
-        async fn stats(&self, i: usize) -> Value {
-            let url = format!("{}/stats", self.instances[i].base);
-            serde_json::from_str(&self.http.get(url).send().await.unwrap().text().await.unwrap()).unwrap()
-        }
-
-        async fn sum(&self, field: &str) -> u64 {
-            let mut total = 0;
-            for i in 0..self.instances.len() {
-                total += self.stats(i).await[field].as_u64().unwrap();
-            }
-            total
-        }
-
-        /// Waits until `cond` holds for instance `i`'s stats.
-        async fn until(
-            &self,
-            i: usize,
-            what: &str,
-            limit: Duration,
-            cond: impl Fn(&Value) -> bool,
-        ) -> Duration {
-            let start = Instant::now();
-            loop {
-                let stats = self.stats(i).await;
-                if cond(&stats) {
-                    return start.elapsed();
-                }
-                assert!(start.elapsed() < limit, "instance {i}: {what} not within {limit:?}: {stats}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            self.instances.clear();
-            if std::env::var_os("KEEP_LOGS").is_none() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-            } else {
-                eprintln!("logs kept in {}", self.dir.display());
-            }
-        }
-    }
-
-    fn spawn(dir: &Path, name: &str) -> Instance {
-        let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(BIN)
-            .env("CONNSCOPE_SECRETS", dir.join("secrets.toml"))
-            .env("SOURCE", dir.join("source"))
-            .env("NAME", name)
-            .env_remove("REDIS_URL")
-            .env("RUST_LOG", std::env::var("INSTANCE_LOG").unwrap_or_else(|_| "connscope=info".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the instance binary");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port: u16 = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT <n>");
-        Instance { name: name.to_owned(), child, base: format!("http://127.0.0.1:{port}"), log }
-    }
+    use super::instances_support::{Cluster, OwnRedis, redis_url};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_miss_seen_by_three_instances_at_once_is_computed_once() {
@@ -253,64 +116,6 @@ mod instances {
         assert_eq!((s["takeovers"].as_u64(), s["body_runs"].as_u64()), (Some(1), Some(1)), "{s}");
         eprintln!("a dead holder's load was taken over after {waited:?} (lock ttl 1 s)");
         assert!(waited < Duration::from_secs(3), "took {waited:?}");
-    }
-
-    /// A Redis of this test's own (on a free port), so stopping it disturbs no other test.
-    struct OwnRedis {
-        port: u16,
-        child: Option<Child>,
-    }
-
-    impl OwnRedis {
-        fn start(port: u16) -> Option<OwnRedis> {
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    // `DEBUG SLEEP` (a hung server) from this machine only.
-                    "--enable-debug-command",
-                    "local",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok()?;
-            let mut r = OwnRedis { port, child: Some(child) };
-            let start = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if start.elapsed() > Duration::from_secs(5) {
-                    r.stop();
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(r)
-        }
-
-        /// `SHUTDOWN NOSAVE`, as an operator would; waits until the process is gone.
-        fn stop(&mut self) {
-            let _ = Command::new("redis-cli")
-                .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for OwnRedis {
-        fn drop(&mut self) {
-            self.stop();
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,7 +60,8 @@ pub struct SqlStats {
     pub statements: u64,
     /// Query calls answered from the query cache, without reaching the database.
     pub cache_hits: u64,
-    /// Cached query calls that found no live result and ran the query.
+    /// Cached query calls that found no live result here: they ran the query (or, for a
+    /// shared read, found the result in Redis).
     pub cache_misses: u64,
     /// Database connections opened (the pool's, the connect check's, and retries').
     pub connections_opened: u64,

@@ -37,6 +37,9 @@
 //!   connection, the session for a session connection — keyed by the connection's settings
 //!   (not its name), the SQL text, the binds and the row type, for the call's `ttl` (default:
 //!   the connection's `query_ttl`). `uncached()` skips the cache; writes never use it.
+//! * **Several instances** (feature `redis`): `.shared()` keeps a read's result in Redis too,
+//!   computed once across instances; tag invalidations and `clear_query_cache` reach every
+//!   instance within the invalidation bound.
 
 mod backend;
 mod cache;
