@@ -23,6 +23,8 @@
 //! | `connscope_connection_rebuilds_total` | `connection`, `provider`, `scope` | clients rebuilt while in use (credentials' expiry, `refresh`, credentials file changed) and swapped in |
 //! | `connscope_connection_rebuild_failures_total` | `connection`, `provider`, `scope` | rebuilds whose connect failed (the old client was kept) |
 //! | `connscope_sessions_live` (gauge) | | live sessions |
+//! | `connscope_redis_<counter>_total` | `prefix` | with feature `redis`, once the runtime's shared tier started: each counter of [`RedisStats`](crate::redis::RedisStats) (`remote_hits`, `computed`, `waited`, `takeovers`, `stored`, `store_refused`, `failures`, `invalidations_sent`, `invalidations_received`, `outages`, `decode_failures`) |
+//! | `connscope_redis_up` (gauge) | `prefix` | 1 while the bus is confirmed within the invalidation bound, else 0 |
 //!
 //! `cache` is the cached function's (or `Resource`'s) name, with a `module` label for a cached
 //! function (its module path); `scope` is `global` or `session`, a session-scoped cache being
@@ -277,6 +279,46 @@ impl Runtime {
             counter!("connscope_connection_rebuild_failures_total", labels()).absolute(c.rebuild_failures);
         }
         gauge!("connscope_sessions_live").set(self.session_count() as f64);
+        #[cfg(feature = "redis")]
+        self.export_redis_metrics();
+    }
+
+    /// The shared tier's counters and state (nothing before the tier started).
+    #[cfg(feature = "redis")]
+    fn export_redis_metrics(&self) {
+        let (Some(stats), Some(prefix)) = (self.redis_stats(), self.redis_prefix()) else { return };
+        let labels = || vec![Label::new("prefix", prefix.clone())];
+        for (name, help, n) in [
+            ("remote_hits", "Local misses answered from Redis.", stats.remote_hits),
+            ("computed", "Local misses computed here (nothing in Redis).", stats.computed),
+            ("waited", "Local misses that waited for another instance.", stats.waited),
+            ("takeovers", "Loads taken over from an instance whose lock expired.", stats.takeovers),
+            ("stored", "Values computed here and stored in Redis.", stats.stored),
+            ("store_refused", "Values not stored: an invalidation came first.", stats.store_refused),
+            ("failures", "Redis commands that failed or timed out.", stats.failures),
+            ("invalidations_sent", "Invalidations and clears broadcast.", stats.invalidations_sent),
+            (
+                "invalidations_received",
+                "Invalidations and clears from other instances.",
+                stats.invalidations_received,
+            ),
+            ("outages", "Times Redis went away.", stats.outages),
+            (
+                "decode_failures",
+                "Stored values of another encoding, treated as missing.",
+                stats.decode_failures,
+            ),
+        ] {
+            let name = format!("connscope_redis_{name}_total");
+            describe_counter!(name.clone(), help);
+            counter!(name, labels()).absolute(n);
+        }
+        describe_gauge!(
+            "connscope_redis_up",
+            "1 while the Redis bus is confirmed within the invalidation bound."
+        );
+        let up = stats.state == Some(crate::redis::RedisState::Up);
+        gauge!("connscope_redis_up", labels()).set(if up { 1.0 } else { 0.0 });
     }
 }
 

@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::cache::{
-    BoxFuture, CacheConfig, HookError, LoadError, Refresh, ReleaseTracker, Releaser, ResourceCache,
-};
+use crate::cache::{BoxFuture, CacheConfig, HookError, LoadError, Refresh, Releaser, ResourceCache};
 use crate::error::{Error, ReleaseReport};
 use crate::runtime::Runtime;
 use crate::scope::Scope;
@@ -66,8 +64,8 @@ where
     /// how to tell that a refresh returned the same instance.
     refresh: Option<RefreshSpec<V>>,
     id: OnceLock<u64>,
-    /// The name and hook every cache of this resource shares.
-    /// (Its releaser: name and hook, for the first runtime that used it.)
+    /// The releaser (name and hook) every cache of this resource shares in the first runtime
+    /// that used it (other runtimes keep theirs, see `Runtime::releaser`).
     shared: OnceLock<Arc<Releaser<V>>>,
     /// The global cache of the first runtime that used this resource: a hit on it needs no
     /// map lookup and no reference-count traffic.
@@ -201,22 +199,28 @@ where
         *self.id.get_or_init(next_resource_id)
     }
 
-    fn config(&self, tracker: &Arc<ReleaseTracker>) -> CacheConfig<V> {
-        // Made once and shared by this resource's caches in every session of the first runtime
-        // that uses it (a cache of another runtime makes its own).
+    fn config(&self, rt: &Runtime) -> CacheConfig<V> {
+        let tracker = &rt.shared.tracker;
+        // Made once per runtime and shared by this resource's caches in every session: the
+        // first runtime that uses it keeps it here, any other in the runtime itself.
         let make = || Releaser {
             resource: Arc::from(self.name),
             hook: self.on_release.map(|f| Arc::new(f) as crate::cache::ReleaseHook<V>),
             same_instance: self.refresh.map(|(_, same)| same),
             tracker: Arc::clone(tracker),
         };
-        let shared = self.shared.get_or_init(|| Arc::new(make()));
+        let first = self.shared.get_or_init(|| Arc::new(make()));
+        let shared = if Arc::ptr_eq(&first.tracker, tracker) {
+            Arc::clone(first)
+        } else {
+            rt.releaser(self.id(), make)
+        };
         CacheConfig {
             name: Arc::clone(&shared.resource),
             ttl: self.ttl,
             max_entries: self.max_entries,
             on_release: shared.hook.clone(),
-            releaser: Some(Arc::clone(shared)),
+            releaser: Some(shared),
             concurrent: false,
             refresh: self.refresh.and_then(|(max_stale, same_instance)| {
                 Some(Refresh { max_stale: max_stale.or(self.ttl)?, same_instance })
@@ -239,7 +243,7 @@ where
                 let rt = s.runtime();
                 let config = || {
                     rt.ensure_maintainer();
-                    self.config(&rt.shared.tracker)
+                    self.config(rt)
                 };
                 Ok(f(&s.inner.caches.get_or_create(key, &rt.shared.tracker, config)))
             }
@@ -256,7 +260,7 @@ where
                 if rt.is_shut_down() {
                     return Err(Error::RuntimeShutDown);
                 }
-                let cache = rt.global_cache(key, || self.config(&rt.shared.tracker));
+                let cache = rt.global_cache(key, || self.config(rt));
                 let _ = self.fast.set((rt.id(), cache.clone()));
                 Ok(f(&cache))
             }
@@ -443,7 +447,10 @@ where
             if let Some(cache) = self.fast_cache() {
                 return match cache.fresh(&key) {
                     Some(v) => Ok(v),
-                    None => cache.stale_or_load_own_error(key, loader).await,
+                    None => {
+                        let loader = self.refresh_loader(cache, &key, loader);
+                        cache.stale_or_load_own_error(key, loader).await
+                    }
                 };
             }
             if let Some(v) = self.session_hit(&key) {
@@ -452,7 +459,10 @@ where
             let cache = self.cache()?;
             match cache.fresh(&key) {
                 Some(v) => Ok(v),
-                None => cache.stale_or_load_own_error(key, loader).await,
+                None => {
+                    let loader = self.refresh_loader(&cache, &key, loader);
+                    cache.stale_or_load_own_error(key, loader).await
+                }
             }
         }
     }
@@ -475,7 +485,10 @@ where
             if let Some(cache) = self.fast_cache() {
                 return match cache.fresh(&key) {
                     Some(v) => Ok(v),
-                    None => cache.stale_or_try(key, loader).await,
+                    None => {
+                        let loader = self.refresh_loader(cache, &key, loader);
+                        cache.stale_or_try(key, loader).await
+                    }
                 };
             }
             if let Some(v) = self.session_hit(&key) {
@@ -484,7 +497,10 @@ where
             match self.cache() {
                 Ok(cache) => match cache.fresh(&key) {
                     Some(v) => Ok(v),
-                    None => cache.stale_or_try(key, loader).await,
+                    None => {
+                        let loader = self.refresh_loader(&cache, &key, loader);
+                        cache.stale_or_try(key, loader).await
+                    }
                 },
                 Err(_) => Box::pin(loader).await,
             }
@@ -511,6 +527,14 @@ where
             };
             match cache.fresh(&key) {
                 Some(v) => v,
+                None if self.is_shared() => {
+                    let loader =
+                        self.refresh_loader(&cache, &key, async { Ok::<V, Infallible>(loader.await) });
+                    match cache.stale_or_try(key, loader).await {
+                        Ok(v) => v,
+                        Err(never) => match never {},
+                    }
+                }
                 None => cache.stale_or_run(key, loader).await,
             }
         }
@@ -625,6 +649,22 @@ where
             let _ = ttl;
             loader.await
         })
+    }
+
+    /// The loader of a background refresh (or of the first load): through the shared tier for
+    /// a shared resource (a refresh another instance stored meanwhile is read, not recomputed),
+    /// else the plain one.
+    fn refresh_loader<E, F>(
+        &'static self,
+        cache: &ResourceCache<K, V>,
+        key: &K,
+        loader: F,
+    ) -> Pin<Box<dyn Future<Output = Result<V, E>> + Send>>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        if self.is_shared() { self.shared_loader(cache, key, loader) } else { Box::pin(loader) }
     }
 
     /// The current runtime's shared tier, with this resource's spec and wire name.

@@ -2,7 +2,8 @@
 //! least not take it away (one hot key)? connscope's global resource beside raw moka and the
 //! `cached` crate, in one run.
 //!
-//! Each row times the same total of hits done by 1 or 2 OS threads; the printed scaling is
+//! Each row times the same total of hits done by 1 or 2 tasks on a multi-thread Tokio runtime with
+//! 1 or 2 workers (one task a worker); the printed scaling is
 //! (time for one thread) / (time for two threads): 2.0 is perfect, 1.0 is no gain, below 1.0 is
 //! negative scaling.
 //!
@@ -10,6 +11,8 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use cached::proc_macro::cached;
@@ -36,41 +39,83 @@ async fn cached_crate_fn(key: u64) -> Value {
 
 const HITS: u64 = 2_000_000;
 
-/// Times `HITS` calls of `hit(key)` spread over `threads` OS threads (each with a current-thread
-/// Tokio runtime of its own, so the two really run side by side); thread `t` uses `key_of(t)`.
+/// Times `HITS` calls of `hit(key)` spread over `threads` tasks on a multi-thread Tokio runtime
+/// with as many workers, one task on each; task `t` uses `key_of(t)`. The time is from the first
+/// task's start to the last task's end.
 fn time_hits<F, Fut>(threads: u64, key_of: fn(u64) -> u64, hit: F) -> Duration
 where
     F: Fn(u64) -> Fut + Send + Sync + Copy + 'static,
-    Fut: Future<Output = Value>,
+    Fut: Future<Output = Value> + Send,
 {
-    let barrier = std::sync::Barrier::new(threads as usize + 1);
-    std::thread::scope(|scope| {
-        for t in 0..threads {
-            let barrier = &barrier;
-            scope.spawn(move || {
-                let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                let key = key_of(t);
-                tokio.block_on(hit(key));
-                barrier.wait();
-                tokio.block_on(async {
-                    for _ in 0..HITS / threads {
-                        black_box(hit(key).await);
-                    }
-                });
-                barrier.wait();
-            });
+    loop {
+        if let Some(took) = try_time_hits(threads, key_of, hit) {
+            return took;
         }
-        barrier.wait();
-        let start = Instant::now();
-        barrier.wait();
-        start.elapsed()
-    })
+    }
+}
+
+/// One try of [`time_hits`]; `None` if two tasks ended up on the same worker.
+fn try_time_hits<F, Fut>(threads: u64, key_of: fn(u64) -> u64, hit: F) -> Option<Duration>
+where
+    F: Fn(u64) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = Value> + Send,
+{
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads as usize)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Arc::new(AtomicU64::new(0));
+    let spans: Vec<_> = tokio.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..threads {
+            let mine = Arc::clone(&started);
+            tasks.push(tokio::spawn(async move {
+                let started = mine;
+                let key = key_of(t);
+                black_box(hit(key).await);
+                // Holds this worker (without yielding) until every task runs: the next task is
+                // spawned only now, so an idle worker takes it.
+                started.fetch_add(1, SeqCst);
+                let wait = Instant::now();
+                while started.load(SeqCst) < threads {
+                    if wait.elapsed() > Duration::from_secs(1) {
+                        tokio::task::yield_now().await;
+                    }
+                    std::hint::spin_loop();
+                }
+                let worker = std::thread::current().id();
+                let start = Instant::now();
+                for _ in 0..HITS / threads {
+                    black_box(hit(key).await);
+                }
+                (worker, start, Instant::now())
+            }));
+            while started.load(SeqCst) <= t {
+                std::thread::yield_now();
+            }
+        }
+        let mut spans = Vec::new();
+        for task in tasks {
+            spans.push(task.await.unwrap());
+        }
+        spans
+    });
+    let mut workers: Vec<_> = spans.iter().map(|s| s.0).collect();
+    workers.sort_unstable_by_key(|w| format!("{w:?}"));
+    workers.dedup();
+    if workers.len() != spans.len() {
+        return None;
+    }
+    let start = spans.iter().map(|s| s.1).min()?;
+    let end = spans.iter().map(|s| s.2).max()?;
+    Some(end - start)
 }
 
 fn row<F, Fut>(name: &str, hit: F)
 where
     F: Fn(u64) -> Fut + Send + Sync + Copy + 'static,
-    Fut: Future<Output = Value>,
+    Fut: Future<Output = Value> + Send,
 {
     let best = |threads, key_of| (0..5).map(|_| time_hits(threads, key_of, hit)).min().unwrap();
     let one = best(1, |_| 0);
@@ -92,6 +137,14 @@ fn main() {
     println!("wall time per hit (total hits / elapsed); scaling = one thread / two threads");
     println!("{:<24} | {:>10} | {:>20} | {:>20}", "", "one thread", "two, distinct keys", "two, same key");
 
+    // The machine's ceiling in the same run: each thread hits a map of its own (nothing shared,
+    // so two threads should do twice the work unless the machine is busy elsewhere).
+    row("per-thread HashMap", |k| async move {
+        thread_local! {
+            static OWN: std::cell::RefCell<std::collections::HashMap<u64, Value>> = Default::default();
+        }
+        OWN.with(|own| Arc::clone(own.borrow_mut().entry(k).or_insert_with(value)))
+    });
     row("connscope global, bound", |k| async move { GLOBAL.get_with(k, async { value() }).await.unwrap() });
     row("connscope global", |k| async move { UNBOUNDED.get_with(k, async { value() }).await.unwrap() });
 

@@ -2,7 +2,8 @@
 //! - a local-tier hit of a `shared` resource beside the same hit of an unshared one (the hit
 //!   must not touch the network: target within 1.1x);
 //! - a cross-instance hit (a local miss whose value another instance stored in Redis: GET,
-//!   decode, store locally) beside a direct redis-rs `GET` of the same bytes.
+//!   decode, store locally) beside a direct redis-rs `GET` of the same bytes;
+//! - a local hit of a shared SQL read (`Query::shared`) beside the same read unshared.
 //!
 //! `REDIS_URL=redis://127.0.0.1:6379 cargo bench -p connscope-suite --features redis --bench shared_tier`
 
@@ -10,6 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use connscope::redis::RedisSettings;
+use connscope::sql::SqliteDb;
 use connscope::{Resource, Runtime, Scope, SharedSpec};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -32,8 +34,13 @@ fn bench(c: &mut Criterion) {
     };
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let prefix = format!("connscope-bench:{}", std::process::id());
-    let rt =
-        Runtime::builder().no_idle_timeout().redis(RedisSettings::new(url.clone()).prefix(prefix)).build();
+    let file = std::env::temp_dir().join(format!("connscope-bench-shared-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let rt = Runtime::builder()
+        .no_idle_timeout()
+        .redis(RedisSettings::new(url.clone()).prefix(prefix))
+        .connection_setting("bench", "url", format!("sqlite://{}?mode=rwc", file.display()))
+        .build();
     let session = rt.session();
     tokio.block_on(session.run(async {
         UNSHARED.get_or_run(1, async { value() }).await;
@@ -111,7 +118,44 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    sql_hits(c, &tokio, &rt);
     tokio.block_on(rt.shutdown());
+    let _ = std::fs::remove_file(file);
+}
+
+/// A local hit of a shared SQL read beside the same read unshared (a SQLite file: an in-memory
+/// database is never shared).
+fn sql_hits(c: &mut Criterion, tokio: &tokio::runtime::Runtime, rt: &Runtime) {
+    let conn = tokio.block_on(async {
+        let conn = rt.connection::<SqliteDb>("bench").await.unwrap();
+        conn.execute("create table t (id integer, name text)").await.unwrap();
+        conn.execute("insert into t values (1, 'a'), (2, 'b')").await.unwrap();
+        conn
+    });
+    let sql = "select id, name from t where id > ?";
+    let mut group = c.benchmark_group("shared_sql_hit");
+    for shared in [false, true] {
+        let name = if shared { "shared SQL read, local hit" } else { "unshared SQL read, hit" };
+        group.bench_function(name, |b| {
+            b.to_async(tokio).iter_custom(|iters| {
+                let conn = conn.clone();
+                async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let q = conn.query(sql).bind(0i64).tag("t");
+                        let rows = if shared {
+                            q.shared().fetch_all::<(i64, String)>().await
+                        } else {
+                            q.fetch_all::<(i64, String)>().await
+                        };
+                        black_box(rows.unwrap());
+                    }
+                    start.elapsed()
+                }
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -138,6 +138,19 @@ async fn set_item_and_clear(Path((k, v)): Path<(i64, String)>) -> Result<Json<u6
     Ok(Json(n))
 }
 
+/// A write with no tag, then `sql::invalidate("items")` (the free function, from sync code).
+async fn set_item_then_invalidate(Path((k, v)): Path<(i64, String)>) -> Result<Json<u64>, String> {
+    let conn = items().await?;
+    let n = conn
+        .execute("update items set v = ? where k = ?")
+        .bind(v)
+        .bind(k)
+        .await
+        .map_err(|e| e.to_string())?;
+    connscope::sql::invalidate("items");
+    Ok(Json(n))
+}
+
 async fn sql_stats() -> Result<Json<serde_json::Value>, String> {
     let s = items().await?.sql_stats();
     Ok(Json(
@@ -160,6 +173,7 @@ async fn main() {
         .route("/sql/item/{k}", get(get_item))
         .route("/sql/set/{k}/{v}", post(set_item))
         .route("/sql/set-and-clear/{k}/{v}", post(set_item_and_clear))
+        .route("/sql/set-then-invalidate/{k}/{v}", post(set_item_then_invalidate))
         .route("/sql/stats", get(sql_stats));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     println!("PORT {}", listener.local_addr().expect("addr").port());

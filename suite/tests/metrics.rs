@@ -222,3 +222,30 @@ async fn rebuild_counters_are_exported_per_connection() {
     assert_eq!(c.connects, 4, "{c:?}");
     rt.shutdown().await;
 }
+
+/// The shared tier's counters and state, per key prefix (feature `redis`, needs `REDIS_URL`).
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_tier_is_exported_per_prefix() {
+    use connscope::redis::RedisSettings;
+    use connscope::{Resource, Scope, SharedSpec};
+    static SHARED: Resource<u64, u64> =
+        Resource::new("metrics_shared", Scope::Global, None, None, None).shared(SharedSpec::new("1"));
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("\n*** SKIPPED the_shared_tier_is_exported_per_prefix: set REDIS_URL to run it ***");
+        return;
+    };
+    let _turn = TURN.lock().await;
+    let prefix = format!("connscope-test:metrics-{}", std::process::id());
+    let rt = Runtime::builder().redis(RedisSettings::new(url).prefix(prefix.as_str())).build();
+    assert!(!scrape(&rt).contains(&format!("prefix=\"{prefix}\"")), "nothing before the tier started");
+    let session = rt.session();
+    session.run(SHARED.get_or_run(1, async { 7 })).await;
+    let labels = format!("{{prefix=\"{prefix}\"}}");
+    let s = scrape(&rt);
+    assert_eq!(sample(&s, &format!("connscope_redis_computed_total{labels}")), Some(1), "{s}");
+    assert_eq!(sample(&s, &format!("connscope_redis_stored_total{labels}")), Some(1));
+    assert_eq!(sample(&s, &format!("connscope_redis_failures_total{labels}")), Some(0));
+    assert_eq!(sample(&s, &format!("connscope_redis_up{labels}")), Some(1));
+    rt.shutdown().await;
+}

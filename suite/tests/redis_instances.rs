@@ -13,6 +13,8 @@ fn redis_instances_need_the_redis_and_axum_features() {
 
 #[cfg(all(feature = "redis", feature = "axum", feature = "sqlite"))]
 mod instances_support;
+#[cfg(all(feature = "redis", feature = "axum", feature = "sqlite"))]
+mod own_redis;
 
 #[cfg(all(feature = "redis", feature = "axum", feature = "sqlite"))]
 mod instances {

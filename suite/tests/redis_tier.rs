@@ -10,6 +10,9 @@ fn redis_tier_needs_the_redis_feature() {
 }
 
 #[cfg(feature = "redis")]
+mod own_redis;
+
+#[cfg(feature = "redis")]
 mod tier {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +77,107 @@ mod tier {
         let stats = rt.redis_stats().unwrap();
         assert_eq!((stats.computed, stats.remote_hits, stats.stored), (2, 1, 2));
         rt.shutdown().await;
+    }
+
+    static REFRESH_BODY_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    /// A shared value refreshed in the background: the refresh goes through the tier too.
+    #[connscope::cached_resource(scope = "global", ttl = "2s", refresh = "background", shared = true)]
+    async fn refreshed(k: u64) -> u64 {
+        k * 100 + REFRESH_BODY_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_background_refresh_is_shared_too() {
+        let Some(url) = redis_url() else { return };
+        let rts = instances(2, RedisSettings::new(url).prefix(prefix("refresh")));
+        let (a, b) = (&rts[0], &rts[1]);
+        assert_eq!(on(a, refreshed(1)).await, 101);
+        assert_eq!(on(b, refreshed(1)).await, 101, "read from Redis");
+        assert_eq!(REFRESH_BODY_RUNS.load(Ordering::SeqCst), 1);
+        // Both copies go stale (ttl 2 s; Redis's copy expires with them).
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(on(a, refreshed(1)).await, 101, "stale, served at once while it refreshes");
+        let mut fresh = 0;
+        for _ in 0..500 {
+            fresh = on(a, refreshed(1)).await;
+            if fresh != 101 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(fresh, 102, "refreshed by a body run on instance a");
+        // Instance b's copy is stale too: its refresh reads a's value from Redis.
+        assert_eq!(on(b, refreshed(1)).await, 101, "stale on b, served at once");
+        let mut seen = 0;
+        for _ in 0..500 {
+            seen = on(b, refreshed(1)).await;
+            if seen != 101 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(seen, 102, "b took a's refresh");
+        assert_eq!(REFRESH_BODY_RUNS.load(Ordering::SeqCst), 2, "one body run per refresh across instances");
+        assert_eq!(b.redis_stats().unwrap().remote_hits, 2);
+        for rt in rts {
+            rt.shutdown().await;
+        }
+    }
+
+    static BLIPPED: Resource<u64, u64> =
+        Resource::new("blipped", Scope::Global, TTL, None, None).shared(SharedSpec::new("1"));
+
+    /// An invalidation whose command times out while Redis stays up (a hiccup shorter than the
+    /// bound, so no outage is declared) is sent again within a heartbeat, not at the next
+    /// outage's end: the other instance stops serving the value.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invalidation_that_timed_out_while_redis_stayed_up_is_sent_again() {
+        if redis_url().is_none() {
+            return;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let Some(redis) = super::own_redis::OwnRedis::start(port) else {
+            eprintln!("\n*** SKIPPED redis_tier hiccup: no `redis-server` on PATH ***");
+            return;
+        };
+        let settings = RedisSettings::new(format!("redis://127.0.0.1:{port}"))
+            .prefix(prefix("hiccup"))
+            .invalidation_bound(Duration::from_secs(4))
+            .command_timeout(Duration::from_millis(100));
+        let rts = instances(2, settings);
+        let (a, b) = (&rts[0], &rts[1]);
+        assert_eq!(on(a, BLIPPED.get_or_run(1, async { 1 })).await, 1);
+        assert_eq!(on(b, BLIPPED.get_or_run(1, async { unreachable!("read from Redis") })).await, 1);
+        // Redis stops answering for 0.6 s; the invalidation's command times out meanwhile.
+        let mut sleeper = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "debug", "sleep", "0.6"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while super::own_redis::answers(port) {
+            assert!(start.elapsed() < Duration::from_secs(2), "the server never went to sleep");
+        }
+        let failures = a.redis_stats().unwrap().failures;
+        assert!(on(a, BLIPPED.invalidate(&1)).await, "removed here at once");
+        assert!(a.redis_stats().unwrap().failures > failures, "its command timed out");
+        sleeper.wait().unwrap();
+        assert_ne!(a.redis_stats().unwrap().state, Some(RedisState::Down), "a hiccup, not an outage");
+        let start = std::time::Instant::now();
+        loop {
+            let seen = on(b, BLIPPED.get_or_run(1, async { 2 })).await;
+            if seen == 2 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(3), "b still serves the invalidated value");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!("after the hiccup, b dropped the invalidated value within {:?}", start.elapsed());
+        for rt in rts {
+            rt.shutdown().await;
+        }
+        drop(redis);
     }
 
     static RACED: Resource<u64, u64> =

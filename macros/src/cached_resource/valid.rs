@@ -268,7 +268,7 @@ fn check_refresh(args: &Args, sig: &syn::Signature, errors: &mut Accumulator) {
 }
 
 /// `shared = true` is for global values whose key crosses processes: no session scope, no
-/// connection in the key, not (yet) with a background refresh; `version` only with `shared`.
+/// connection in the key; `version` only with `shared`.
 fn check_shared(args: &Args, scope: Scope, inputs: &[Arg<'_>], errors: &mut Accumulator) {
     if let Some(version) = &args.version
         && args.shared.is_none()
@@ -285,12 +285,6 @@ fn check_shared(args: &Args, scope: Scope, inputs: &[Arg<'_>], errors: &mut Accu
             "`shared = true` shares values between app instances through Redis, but a `scope = \"session\"` \
              value belongs to one user's session: share global values only (`scope = \"global\"`), or \
              leave `shared` out",
-        )));
-    }
-    if args.refresh.is_some() {
-        errors.push(Error::from(syn::Error::new(
-            span,
-            "`shared = true` does not combine with `refresh = \"background\"` yet: choose one",
         )));
     }
     for input in inputs {

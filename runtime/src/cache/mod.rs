@@ -18,12 +18,14 @@
 
 mod background;
 mod flight;
+mod index;
 mod outcome;
 mod own_error;
 mod refresh;
 mod release;
 mod set;
 mod shards;
+mod slots;
 mod state;
 mod timers;
 
@@ -71,7 +73,7 @@ pub struct CacheConfig<V> {
     /// tracker is the cache's.
     pub(crate) releaser: Option<Arc<Releaser<V>>>,
     /// Whether many threads may hit it at once (a global cache): without `max_entries` its
-    /// store is then split by key.
+    /// store then has a read index that hits use without its lock.
     pub(crate) concurrent: bool,
 }
 
@@ -180,10 +182,8 @@ where
         };
         ResourceCache {
             inner: Arc::new(Inner {
-                // Split by key for a global cache without a bound (see `shards`).
-                shards: Shards::new(config.concurrent && config.max_entries.is_none(), || {
-                    State::new(config.max_entries, window)
-                }),
+                // A read index for a global cache (see `shards`).
+                shards: Shards::new(config.concurrent, || State::new(config.max_entries, window)),
                 ttl_nanos: config.ttl.map_or(u64::MAX, |ttl| {
                     let kept = ttl.saturating_add(window.unwrap_or_default());
                     u64::try_from(kept.as_nanos()).unwrap_or(u64::MAX - 1).min(u64::MAX - 1)
@@ -641,8 +641,16 @@ where
     /// Looks `key` up, counting nothing (the tally says where to count); an expired value met
     /// here is removed and released in the background.
     fn peek(&self, key: &K) -> (Peek<V>, Tally<'_>) {
-        let (mut state, tally) = self.shards.lock(key);
+        if let Some((v, tally)) = self.shards.hit_unlocked(key) {
+            return (Peek::Hit(v), tally);
+        }
+        let (mut state, mut tally) = self.shards.lock(key);
         let found = state.lookup(key, Instant::now);
+        if matches!(found, Found::Hit(_)) {
+            // Counted while the lock is held: a plain add, no atomic.
+            state.count_hit();
+            tally = Tally::Counted;
+        }
         drop(state);
         let peek = match found {
             Found::Hit(v) => Peek::Hit(v),

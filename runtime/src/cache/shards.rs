@@ -1,85 +1,79 @@
-//! Where a cache's store lives: one [`State`] under one lock, or, for a global cache without
-//! `max_entries`, several by key hash, each on its own cache line with its own hit and miss
-//! counters, so that threads hitting different keys share nothing (no lock, no counter).
+//! Where a cache's store lives: one [`State`] under one lock; for a global cache, with a read
+//! index beside it (see `index`) that hits use without the lock, counting themselves per thread,
+//! so that threads hitting the cache share no lock and no counter, whatever the keys and
+//! whether or not it has `max_entries` (exact LRU: stamps on the values, the order corrected
+//! under the lock when something must be evicted).
 //!
-//! A bounded cache keeps one store: its `max_entries` is exact LRU over all its values, which
-//! needs one order. A session's caches keep one too: one user rarely hits from two threads at
-//! once, and one store costs no more than a plain lock.
+//! A session's caches keep the plain store: one user rarely hits from two threads at once, and
+//! a lock costs less memory than an index.
 
-use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::state::{KeyHasher, State};
+use super::index::{Hits, Index};
+use super::state::State;
 use crate::stats::{CacheStats, StatsSnapshot};
 
-/// How many stores a concurrent cache splits into.
-const SHARDS: usize = 16;
-
-/// A cache's store or stores.
+/// A cache's store.
 pub(super) enum Shards<K, V> {
+    /// A session's cache: hits take the lock and count in the cache's statistics.
     One(Mutex<State<K, V>>),
-    Many { hasher: KeyHasher, shards: Box<[Shard<K, V>]> },
-}
-
-/// One of several stores, alone on its cache lines.
-#[repr(align(128))]
-pub(super) struct Shard<K, V> {
-    state: Mutex<State<K, V>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    /// A global cache: changes take the lock, hits read the index.
+    Indexed { state: Mutex<State<K, V>>, index: Arc<Index<K, V>> },
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
-    /// One store, or (`concurrent`) [`SHARDS`] of them. `make` builds each.
+    /// The store `make` builds, with a read index if `concurrent` (many threads may hit it).
     pub(super) fn new(concurrent: bool, make: impl Fn() -> State<K, V>) -> Self {
         if !concurrent {
             return Shards::One(Mutex::new(make()));
         }
-        let shards = (0..SHARDS)
-            .map(|_| Shard { state: Mutex::new(make()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) })
-            .collect();
-        Shards::Many { hasher: KeyHasher::default(), shards }
+        let state = make().indexed();
+        let index = state.index().map(Arc::clone).unwrap_or_else(|| unreachable!("an indexed store"));
+        Shards::Indexed { state: Mutex::new(state), index }
     }
 
-    /// The store of `key`, locked, and where its hits and misses count.
-    pub(super) fn lock(&self, key: &K) -> (MutexGuard<'_, State<K, V>>, Tally<'_>) {
+    /// The store, locked, and where hits and misses found under the lock count.
+    pub(super) fn lock(&self, _key: &K) -> (MutexGuard<'_, State<K, V>>, Tally<'_>) {
+        (lock(self.state()), Tally::Stats)
+    }
+
+    fn state(&self) -> &Mutex<State<K, V>> {
         match self {
-            Shards::One(state) => (lock(state), Tally::Stats),
-            Shards::Many { hasher, shards } => {
-                let shard = &shards[(hasher.hash_one(key) >> 32) as usize % shards.len()];
-                (lock(&shard.state), Tally::Shard(&shard.hits, &shard.misses))
-            }
+            Shards::One(state) | Shards::Indexed { state, .. } => state,
         }
     }
 
-    /// Every store, in order (locked one at a time by the caller).
+    /// The fresh value of `key` from the read index, without the lock (global caches); `None`
+    /// sends the caller to the locked path. Counts nothing (the tally says where to count).
+    pub(super) fn hit_unlocked(&self, key: &K) -> Option<(V, Tally<'_>)> {
+        match self {
+            Shards::One(_) => None,
+            Shards::Indexed { index, .. } => index.hit(key).map(|v| (v, Tally::Index(&index.hits))),
+        }
+    }
+
+    /// Every store (locked one at a time by the caller).
     pub(super) fn all(&self) -> impl Iterator<Item = &Mutex<State<K, V>>> {
-        let (one, many) = match self {
-            Shards::One(state) => (Some(state), None),
-            Shards::Many { shards, .. } => (None, Some(shards.iter().map(|s| &s.state))),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
+        std::iter::once(self.state())
     }
 
     /// Every store, without locking (the cache is being dropped).
     pub(super) fn all_mut(&mut self) -> Vec<&mut State<K, V>> {
         match self {
-            Shards::One(state) => vec![state.get_mut().unwrap_or_else(|p| p.into_inner())],
-            Shards::Many { shards, .. } => {
-                shards.iter_mut().map(|s| s.state.get_mut().unwrap_or_else(|p| p.into_inner())).collect()
+            Shards::One(state) | Shards::Indexed { state, .. } => {
+                vec![state.get_mut().unwrap_or_else(|p| p.into_inner())]
             }
         }
     }
 
-    /// The cache's statistics: `stats` plus the stores' own hit and miss counts.
+    /// The cache's statistics: `stats` plus the hits the store counted under its lock and the
+    /// hits the index answered.
     pub(super) fn snapshot(&self, stats: &CacheStats) -> StatsSnapshot {
         let mut snapshot = stats.snapshot();
-        if let Shards::Many { shards, .. } = self {
-            for s in shards.iter() {
-                snapshot.hits += s.hits.load(Relaxed);
-                snapshot.misses += s.misses.load(Relaxed);
-            }
+        snapshot.hits += lock(self.state()).hits();
+        if let Shards::Indexed { index, .. } = self {
+            snapshot.hits += index.hits.sum();
         }
         snapshot
     }
@@ -88,29 +82,25 @@ impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
 /// Where a lookup counts its hit or miss.
 #[derive(Clone, Copy)]
 pub(super) enum Tally<'a> {
-    /// In the cache's statistics (a single store).
+    /// In the cache's statistics (found under the lock).
     Stats,
-    /// In the key's store: (hits, misses).
-    Shard(&'a AtomicU64, &'a AtomicU64),
+    /// A hit answered by the read index: in its per-thread counters.
+    Index(&'a Hits),
+    /// A hit already counted in the store, under its lock.
+    Counted,
 }
 
 impl Tally<'_> {
     pub(super) fn hit(self, stats: &CacheStats) {
         match self {
             Tally::Stats => stats.hit(),
-            Tally::Shard(hits, _) => {
-                hits.fetch_add(1, Relaxed);
-            }
+            Tally::Index(hits) => hits.count(),
+            Tally::Counted => {}
         }
     }
 
     pub(super) fn miss(self, stats: &CacheStats) {
-        match self {
-            Tally::Stats => stats.miss(),
-            Tally::Shard(_, misses) => {
-                misses.fetch_add(1, Relaxed);
-            }
-        }
+        stats.miss();
     }
 }
 

@@ -26,6 +26,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::flight::Flight;
+use super::index::{Index, stamp_at};
+use super::slots::Slots;
 use crate::error::Error;
 use crate::stats::RemovalCause;
 
@@ -36,10 +38,10 @@ pub(super) type KeyHasher = foldhash::fast::RandomState;
 /// instants (paused test time included) map onto it exactly and in order, so a value and its
 /// deadline record each pay 8 bytes for their deadline instead of 16.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Tick(u64);
+pub(super) struct Tick(pub(super) u64);
 
 impl Tick {
-    const NEVER: Tick = Tick(u64::MAX);
+    pub(super) const NEVER: Tick = Tick(u64::MAX);
     /// The scale's zero sits this far above `0`, so instants before its base map too.
     const ORIGIN: u64 = 1 << 62;
 
@@ -48,7 +50,7 @@ impl Tick {
         Instant::from_std(*BASE.get_or_init(std::time::Instant::now))
     }
 
-    fn of(at: Instant) -> Tick {
+    pub(super) fn of(at: Instant) -> Tick {
         let base = Tick::base();
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Tick(if at >= base {
@@ -156,7 +158,7 @@ fn push<O: Ord, K>(heap: &mut Records<O, K>, record: Record<O, K>) {
 }
 
 pub(super) struct State<K, V> {
-    map: HashMap<K, Slot<V>, KeyHasher>,
+    map: Slots<K, V>,
     /// Ready values by the stamp they were filed with. Only for a cache with `max_entries`.
     lru: Records<u64, K>,
     /// The bound on ready values (`usize::MAX`: none).
@@ -173,6 +175,11 @@ pub(super) struct State<K, V> {
     pub(super) closed: Option<Arc<Closed>>,
     /// Background refresh (boxed: a cache without it pays a pointer).
     refresh: Option<Box<Refreshing<K>>>,
+    /// The read index hits use without the lock (global caches): a mirror of the ready values,
+    /// which also holds their stamps.
+    index: Option<Arc<Index<K, V>>>,
+    /// Hits counted under the lock (see `count_hit`).
+    hits: u64,
 }
 
 /// The background refresh of a cache: values are kept `window` past their ttl, served stale
@@ -193,7 +200,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
                 let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
                 Box::new(Refreshing { window_nanos, running: HashMap::with_hasher(KeyHasher::default()) })
             }),
-            map: HashMap::with_hasher(KeyHasher::default()),
+            map: Slots::default(),
             lru: BinaryHeap::new(),
             // A bound of zero would evict every value at birth: at least one is kept.
             max_entries: max_entries.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX).max(1)),
@@ -202,20 +209,37 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             next_wake: None,
             next_seq: 1,
             closed: None,
+            index: None,
+            hits: 0,
         }
     }
 
+    /// This store with a read index (see `index`): its ready values mirrored where hits read
+    /// them without the lock, recency stamps on the clock.
+    pub(super) fn indexed(mut self) -> Self {
+        self.index = Some(Arc::new(Index::new(self.max_entries != usize::MAX)));
+        self
+    }
+
+    /// The read index, if the store has one.
+    pub(super) fn index(&self) -> Option<&Arc<Index<K, V>>> {
+        self.index.as_ref()
+    }
+
     /// Looks `key` up at `now`: a hit refreshes its recency; an expired value is removed.
-    pub(super) fn lookup(&mut self, key: &K, now: impl FnOnce() -> Instant) -> Found<V> {
+    pub(super) fn lookup(&mut self, key: &K, now: impl Fn() -> Instant) -> Found<V> {
         let ready = match self.map.get_mut(key) {
             None => return Found::Missing { expired: None },
             Some(Slot::Loading(flight)) => return Found::Loading(Arc::clone(flight)),
             Some(Slot::Ready(ready)) => ready,
         };
+        // The clock, read at most once.
+        let mut read: Option<Tick> = None;
+        let mut tick = || *read.get_or_insert_with(|| Tick::of(now()));
         let stale = match ready.expires_at {
             Tick::NEVER => false,
             t => {
-                let now = Tick::of(now());
+                let now = tick();
                 if now >= t {
                     return Found::Missing { expired: self.remove(key) };
                 }
@@ -224,9 +248,16 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
                 self.refresh.as_ref().is_some_and(|r| now.0.saturating_add(r.window_nanos) >= t.0)
             }
         };
-        // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily).
-        ready.stamp = self.next_seq;
-        self.next_seq += 1;
+        // The hit's only bookkeeping: a new stamp (its LRU record catches up lazily). An
+        // indexed store keeps stamps in its index, on the clock.
+        match &self.index {
+            None => {
+                ready.stamp = self.next_seq;
+                self.next_seq += 1;
+            }
+            Some(index) if index.bounded() => index.restamp(key, stamp_at(tick())),
+            Some(_) => {}
+        }
         let value = ready.value.clone();
         if stale { Found::Stale { value, id: ready.id.get() } } else { Found::Hit(value) }
     }
@@ -318,7 +349,10 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     pub(super) fn store(&mut self, key: K, value: V, expires_at: Option<Instant>) -> Displaced<V> {
         let mut displaced = Displaced { replaced: self.remove(&key), evicted: Vec::new(), wake: None };
         let id = self.next_id();
-        let stamp = id;
+        let stamp = match &self.index {
+            Some(index) if index.bounded() => stamp_at(Tick::of(Instant::now())),
+            _ => id,
+        };
         if let Some(at) = expires_at {
             push(&mut self.deadlines, Record { order: Tick::of(at), id, key: key.clone() });
             if self.next_wake.is_none_or(|w| at < w) {
@@ -329,10 +363,20 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         if self.max_entries != usize::MAX {
             push(&mut self.lru, Record { order: stamp, id, key: key.clone() });
         }
+        let expires_at = Tick::of_option(expires_at);
+        if let Some(index) = &self.index {
+            // Served from the index until the deadline, or the refresh window before it.
+            let window = self.refresh.as_ref().map_or(0, |r| r.window_nanos);
+            let fresh_until = match expires_at {
+                Tick::NEVER => Tick::NEVER,
+                t => Tick(t.0.saturating_sub(window)),
+            };
+            index.insert(key.clone(), value.clone(), fresh_until, stamp);
+        }
         let ready = Ready {
             value,
             id: std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN),
-            expires_at: Tick::of_option(expires_at),
+            expires_at,
             stamp,
         };
         self.map.insert(key, Slot::Ready(ready));
@@ -341,6 +385,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
             let Some(victim) = self.pop_least_recent() else { break };
             if let Some(Slot::Ready(r)) = self.map.remove(&victim) {
                 self.forget();
+                self.unindex(&victim);
                 displaced.evicted.push(r.value);
             }
         }
@@ -353,12 +398,15 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         while let Some(Reverse(record)) = self.lru.pop() {
             match self.map.get(&record.key) {
                 Some(Slot::Ready(r)) if r.id.get() == record.id => {
-                    if r.stamp == record.order {
+                    let stamp = match &self.index {
+                        Some(index) => index.stamp(&record.key).unwrap_or(r.stamp),
+                        None => r.stamp,
+                    };
+                    if stamp == record.order {
                         return Some(record.key);
                     }
                     // Used since it was filed: file it again with its current stamp.
-                    let order = r.stamp;
-                    self.lru.push(Reverse(Record { order, ..record }));
+                    self.lru.push(Reverse(Record { order: stamp, ..record }));
                 }
                 _ => {} // stale: the value left
             }
@@ -367,7 +415,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     }
 
     /// Whether `record` still describes the ready value it was filed for.
-    fn is_live<O>(map: &HashMap<K, Slot<V>, KeyHasher>, record: &Record<O, K>) -> bool {
+    fn is_live<O>(map: &Slots<K, V>, record: &Record<O, K>) -> bool {
         matches!(map.get(&record.key), Some(Slot::Ready(r)) if r.id.get() == record.id)
     }
 
@@ -389,6 +437,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         match self.map.remove(key)? {
             Slot::Ready(r) => {
                 self.forget();
+                self.unindex(key);
                 Some(r.value)
             }
             Slot::Loading(_) => None,
@@ -407,7 +456,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     pub(super) fn take_all(&mut self) -> (Vec<V>, Vec<Arc<Flight<V>>>) {
         let mut values = Vec::with_capacity(self.ready);
         let mut flights = Vec::new();
-        for (_, slot) in self.map.drain() {
+        for slot in self.map.take() {
             match slot {
                 Slot::Ready(r) => values.push(r.value),
                 Slot::Loading(f) => flights.push(f),
@@ -415,6 +464,9 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         }
         self.lru.clear();
         self.deadlines.clear();
+        if let Some(index) = &self.index {
+            index.clear();
+        }
         if let Some(refresh) = self.refresh.as_deref_mut() {
             refresh.running.clear();
         }
@@ -437,6 +489,7 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
                 && let Some(Slot::Ready(r)) = self.map.remove(&record.key)
             {
                 self.forget();
+                self.unindex(&record.key);
                 due.push(r.value);
             }
         }
@@ -455,6 +508,16 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         self.next_wake
     }
 
+    /// Counts a hit found under the lock (cheaper than the cache's atomic counter).
+    pub(super) fn count_hit(&mut self) {
+        self.hits += 1;
+    }
+
+    /// The hits counted under the lock.
+    pub(super) fn hits(&self) -> u64 {
+        self.hits
+    }
+
     /// How many ready values are held (expired ones included until they are removed).
     pub(super) fn ready_len(&self) -> usize {
         self.ready
@@ -462,7 +525,8 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
 
     /// How many ready values are live at `now`.
     pub(super) fn live_len(&self, now: Instant) -> usize {
-        self.map.values().filter(|s| matches!(s, Slot::Ready(r) if Tick::of(now) < r.expires_at)).count()
+        let now = Tick::of(now);
+        self.map.count(|s| matches!(s, Slot::Ready(r) if now < r.expires_at))
     }
 
     /// Deadline and LRU records held, stale ones included.
@@ -480,6 +544,13 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
     /// Counts a ready value that left the map (its records are now stale).
     fn forget(&mut self) {
         self.ready -= 1;
+    }
+
+    /// Removes `key`'s value from the index, if any.
+    fn unindex(&self, key: &K) {
+        if let Some(index) = &self.index {
+            index.remove(key);
+        }
     }
 }
 

@@ -211,9 +211,8 @@ impl Health {
                 tier.warned.store(false, std::sync::atomic::Ordering::Relaxed);
                 // Messages may have been missed while away.
                 tier.clear_locals();
-                let t = std::sync::Arc::clone(tier);
-                drop(tokio::spawn(async move { t.flush_pending().await }));
             }
+            tier.retry_pending();
             self.last_clear = None;
             return;
         }

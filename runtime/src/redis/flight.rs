@@ -66,9 +66,27 @@ where
     V: Send + 'static,
     F: Future<Output = Result<V, E>>,
 {
+    load_with_age(tier, keys, key, ttl, codec, body).await.map(|(v, _)| v)
+}
+
+/// [`load`], with how long Redis still keeps a value it read from there (`None`: computed
+/// here, or kept without expiry): a local copy should not outlive the stored one.
+pub(crate) async fn load_with_age<V, E, F>(
+    tier: Arc<Tier>,
+    keys: Keys,
+    key: Vec<u8>,
+    ttl: Option<Duration>,
+    codec: Codec<V>,
+    body: F,
+) -> Result<(V, Option<Duration>), E>
+where
+    V: Send + 'static,
+    F: Future<Output = Result<V, E>>,
+{
+    let computed = |r: Result<V, E>| r.map(|v| (v, None));
     tier.connected().await;
     if tier.is_down() {
-        return body.await;
+        return computed(body.await);
     }
     let value_key = keys.value(&key);
     let lock_key = keys.lock(&key);
@@ -79,21 +97,28 @@ where
         let found = {
             let value_key = value_key.clone();
             tier.command(move |mut conn| async move {
-                redis::cmd("GET").arg(value_key).query_async::<Option<Vec<u8>>>(&mut conn).await
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(&value_key)
+                    .cmd("PTTL")
+                    .arg(&value_key)
+                    .query_async::<(Option<Vec<u8>>, i64)>(&mut conn)
+                    .await
             })
             .await
         };
         match found {
-            None => return body.await,
-            Some(Some(bytes)) => match unframe(&bytes).and_then(codec.decode) {
+            None => return computed(body.await),
+            Some((Some(bytes), pttl)) => match unframe(&bytes).and_then(codec.decode) {
                 Some(v) => {
                     bump(&tier.counters.remote_hits);
-                    return Ok(v);
+                    let remaining = u64::try_from(pttl).ok().filter(|ms| *ms > 0).map(Duration::from_millis);
+                    return Ok((v, remaining));
                 }
                 // Written by another encoding: computed again and overwritten.
                 None => bump(&tier.counters.decode_failures),
             },
-            Some(None) => {}
+            Some((None, _)) => {}
         }
         let token = token();
         let taken = {
@@ -111,12 +136,12 @@ where
             .await
         };
         match taken {
-            None => return body.await,
+            None => return computed(body.await),
             Some(Some(_)) => {
                 if waited {
                     bump(&tier.counters.takeovers);
                 }
-                return hold(&tier, value_key, lock_key, token, ttl, &codec, body).await;
+                return computed(hold(&tier, value_key, lock_key, token, ttl, &codec, body).await);
             }
             Some(None) => {
                 if !waited {
@@ -125,7 +150,7 @@ where
                 waited = true;
                 let _ = tokio::time::timeout(POLL, notified).await;
                 if tier.is_down() {
-                    return body.await;
+                    return computed(body.await);
                 }
             }
         }

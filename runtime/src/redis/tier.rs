@@ -144,6 +144,15 @@ struct Pending {
     session_ends: Vec<String>,
 }
 
+impl Pending {
+    fn is_empty(&self) -> bool {
+        !self.overflow
+            && self.invalidations.is_empty()
+            && self.clears.is_empty()
+            && self.session_ends.is_empty()
+    }
+}
+
 /// What a session end broadcast by another instance does here (gets the digest of the cookie id).
 pub(crate) type SessionEndFn = dyn Fn(String) + Send + Sync;
 pub(crate) type SessionEndHook = Arc<SessionEndFn>;
@@ -164,6 +173,8 @@ pub(crate) struct Tier {
     locals: Mutex<HashMap<String, Arc<dyn Local>>>,
     waiters: Mutex<HashMap<Vec<u8>, Weak<Notify>>>,
     pending: Mutex<Pending>,
+    /// A flush of `pending` is running.
+    flushing: AtomicBool,
     pub(crate) counters: Counters,
     /// What a session end broadcast by another instance does here: one hook per live
     /// `WebSessions` (dropped ones are pruned).
@@ -200,6 +211,7 @@ impl Tier {
             locals: Mutex::default(),
             waiters: Mutex::default(),
             pending: Mutex::default(),
+            flushing: AtomicBool::new(false),
             counters: Counters::default(),
             session_end: Mutex::default(),
             task: Mutex::default(),
@@ -287,8 +299,15 @@ impl Tier {
         let task = own_runtime().spawn(async move { tokio::time::timeout(timeout, f(conn)).await });
         match task.await {
             Ok(Ok(Ok(v))) => Some(v),
-            _ => {
+            outcome => {
                 bump(&self.counters.failures);
+                match outcome {
+                    Ok(Ok(Err(e))) => {
+                        tracing::debug!(kind = e.kind_name_quiet(), "connscope: a Redis command failed")
+                    }
+                    Ok(Err(_)) => tracing::debug!(?timeout, "connscope: a Redis command timed out"),
+                    _ => tracing::debug!("connscope: a Redis command's task ended early"),
+                }
                 None
             }
         }
@@ -540,8 +559,22 @@ impl Tier {
         self.publish(message).await
     }
 
+    /// Publishes what was kept, unless Redis is away or a flush is running. Called on every
+    /// heartbeat, not only when an outage ends: a command that failed while Redis stayed up (a
+    /// timeout) is retried within a quarter of the invalidation bound.
+    pub(crate) fn retry_pending(self: &Arc<Self>) {
+        if self.is_down() || lock(&self.pending).is_empty() || self.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let tier = Arc::clone(self);
+        drop(own_runtime().spawn(async move {
+            tier.flush_pending().await;
+            tier.flushing.store(false, Ordering::Release);
+        }));
+    }
+
     /// Redis is back: publish what was kept. Returns false if it failed (kept for next time).
-    pub(crate) async fn flush_pending(&self) -> bool {
+    async fn flush_pending(&self) -> bool {
         let pending = std::mem::take(&mut *lock(&self.pending));
         // Logouts first: they revoke access.
         for id in &pending.session_ends {

@@ -217,15 +217,16 @@ impl<P: SqlProvider, S> Query<'_, P, S> {
         let loader = move || async move {
             ran.store(true, Relaxed);
             let pins = pin(id, local_tags);
-            let value = match target {
+            let loaded = match target {
                 Some((target, codec)) => {
                     let row = (std::any::type_name::<T>(), size_of::<T>());
                     let read = ReadKey { sql: st.sql.as_str(), binds: &st.binds, shape, tags, row };
-                    target.load(read, ttl, *codec, run(conn, st, op, true)).await
+                    target.load(conn, read, ttl, *codec, run(conn, st, op, true)).await
                 }
-                None => run(conn, st, op, true).await,
+                None => run(conn, st, op, true).await.map(|value| (value, None)),
             };
-            value.map(|value| Entry::new(value, ttl, pins))
+            // A result read from Redis is kept here only as long as Redis keeps it.
+            loaded.map(|(value, remaining)| Entry::new(value, remaining.map_or(ttl, |r| r.min(ttl)), pins))
         };
         let mut entry = cache.try_get_with_own_error(key.clone(), loader()).await;
         if let Ok(found) = &entry
@@ -302,6 +303,11 @@ impl<P: SqlProvider> Query<'_, P, Shared> {
 
 /// A row type a shared read can return: serde (it crosses instances) as well as `FromRow`.
 #[cfg(feature = "redis")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a row of a shared read: rows of `.shared()` cross app instances through Redis",
+    label = "derive `serde::Serialize` and `serde::Deserialize` for it (besides `sqlx::FromRow`)",
+    note = "or leave `.shared()` out to cache this read in this process only"
+)]
 pub trait SharedRow: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + Unpin + 'static {}
 
 #[cfg(feature = "redis")]

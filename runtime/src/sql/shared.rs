@@ -50,9 +50,10 @@ const EPOCH_TAG: &str = "\u{0}connscope:shared-sql";
 /// The tags of a read's local generation: a shared read's also carry the epoch, bumped when
 /// the tier may have missed a message.
 pub(crate) fn local_tags(tags: &[Arc<str>], shared: bool) -> Vec<Arc<str>> {
+    static EPOCH: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(EPOCH_TAG));
     let mut out = tags.to_vec();
     if shared {
-        out.push(Arc::from(EPOCH_TAG));
+        out.push(Arc::clone(&EPOCH));
     }
     out
 }
@@ -88,44 +89,45 @@ fn decode_optional<T: DeserializeOwned + Send + Sync + 'static>(bytes: &[u8]) ->
     Some(Arc::new(postcard::from_bytes::<Option<T>>(bytes).ok()?.map(Arc::new)))
 }
 
-/// Where a shared read goes: the tier of the connection's runtime, and the connection's
-/// identity as every instance computes it.
+/// Where a shared read goes: the tier of the connection's runtime.
 pub(crate) struct Target {
     tier: Arc<Tier>,
-    connection: String,
 }
 
 impl Target {
     /// The shared tier of `conn`'s runtime, if this read may be shared and Redis is configured.
+    /// Cheap (the hit path asks it): what a miss needs is computed in [`Target::load`].
     pub(crate) fn of<P: SqlProvider>(conn: &Conn<P>, runtime: Option<&Runtime>) -> Option<Target> {
         if <P::Db as Backend>::is_in_memory(conn.provider().url()) {
             return None;
         }
-        let tier = runtime?.tier()?;
-        let connection = stable_identity(conn.provider());
-        enroll(tier, &connection, super::cache::identity(conn.provider()));
-        Some(Target { tier: Arc::clone(tier), connection })
+        Some(Target { tier: Arc::clone(runtime?.tier()?) })
     }
 
     /// The result from Redis, or from `body` run once across instances (here when Redis is
-    /// away or fails).
-    pub(crate) async fn load<F>(
+    /// away or fails), with how long Redis still keeps it when it came from there (a local copy
+    /// is kept no longer: a result is never served past its ttl from when it was computed).
+    pub(crate) async fn load<P, F>(
         &self,
+        conn: &Conn<P>,
         read: ReadKey<'_>,
         ttl: Duration,
         codec: RowCodec,
         body: F,
-    ) -> Result<Cached, SqlError>
+    ) -> Result<(Cached, Option<Duration>), SqlError>
     where
+        P: SqlProvider,
         F: Future<Output = Result<Cached, SqlError>>,
     {
+        let connection = stable_identity(conn.provider());
+        enroll(&self.tier, &connection, super::cache::identity(conn.provider()));
         let tier = &self.tier;
         tier.connected().await;
         if tier.is_down() {
-            return body.await;
+            return body.await.map(|v| (v, None));
         }
         let keys = Keys::new(&tier.settings.prefix, RESOURCE);
-        let generation_keys: Vec<Vec<u8>> = std::iter::once(connection_key(&self.connection))
+        let generation_keys: Vec<Vec<u8>> = std::iter::once(connection_key(&connection))
             .chain(read.tags.iter().map(|t| tag_key(t)))
             .map(|k| keys.generation(&k))
             .collect();
@@ -134,9 +136,9 @@ impl Target {
                 redis::cmd("MGET").arg(generation_keys).query_async::<Vec<Option<u64>>>(&mut conn).await
             })
             .await;
-        let Some(generations) = generations else { return body.await };
-        let key = digest(&self.connection, &read, &generations);
-        crate::redis::load(Arc::clone(tier), keys, key, Some(ttl), codec, body).await
+        let Some(generations) = generations else { return body.await.map(|v| (v, None)) };
+        let key = digest(&connection, &read, &generations);
+        crate::redis::load_with_age(Arc::clone(tier), keys, key, Some(ttl), codec, body).await
     }
 }
 
@@ -294,11 +296,16 @@ async fn invalidate_tags(runtime: Option<&Runtime>, tags: &[Arc<str>]) {
     }
 }
 
-/// [`invalidate_tags`] from synchronous code: runs on connscope's own thread.
+/// [`invalidate_tags`] from synchronous code: runs on connscope's own thread. Reaches the tiers
+/// that served shared reads, and the current session's runtime's (never builds the default
+/// runtime just for this).
 pub(crate) fn invalidate_tag_in_background(tag: &str) {
     let tag: Arc<str> = Arc::from(tag);
-    let runtime = Runtime::current();
-    drop(crate::cache::own_runtime().spawn(async move { invalidate_tags(Some(&runtime), &[tag]).await }));
+    let runtime = Session::with_current(|s| s.map(|s| s.runtime().clone()));
+    if runtime.is_none() && known().tiers.is_empty() {
+        return;
+    }
+    drop(crate::cache::own_runtime().spawn(async move { invalidate_tags(runtime.as_ref(), &[tag]).await }));
 }
 
 /// Tells every instance to drop the cached reads of `conn`'s connection (in the background).

@@ -22,13 +22,14 @@ impl Target {
         None
     }
 
-    pub(crate) async fn load<F>(
+    pub(crate) async fn load<P: SqlProvider, F>(
         &self,
+        _: &Conn<P>,
         _: ReadKey<'_>,
         _: Duration,
         _: RowCodec,
         _: F,
-    ) -> Result<Cached, SqlError>
+    ) -> Result<(Cached, Option<Duration>), SqlError>
     where
         F: Future<Output = Result<Cached, SqlError>>,
     {

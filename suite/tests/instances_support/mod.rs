@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use crate::own_redis::OwnRedis;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_results-instance");
 
 pub fn redis_url() -> Option<String> {
@@ -178,62 +180,4 @@ pub fn spawn(dir: &Path, name: &str) -> Instance {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port: u16 = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT <n>");
     Instance { name: name.to_owned(), child, base: format!("http://127.0.0.1:{port}"), log }
-}
-
-/// A Redis of this test's own (on a free port), so stopping it disturbs no other test.
-pub struct OwnRedis {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    pub fn start(port: u16) -> Option<OwnRedis> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                // `DEBUG SLEEP` (a hung server) from this machine only.
-                "--enable-debug-command",
-                "local",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let mut r = OwnRedis { port, child: Some(child) };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(5) {
-                r.stop();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(r)
-    }
-
-    /// `SHUTDOWN NOSAVE`, as an operator would; waits until the process is gone.
-    pub fn stop(&mut self) {
-        let _ = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
