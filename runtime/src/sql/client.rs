@@ -272,9 +272,7 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         if let Err(e) = open(&client, s.max_connections.max(1), s.connect_timeout, Pace::OneAtATime).await {
             close(&client, &s).await;
             // The direct attempt names the real cause, if it fails too.
-            if let Err(direct) = connect_direct::<P::Db>(&options, s.connect_timeout).await.map(drop) {
-                return Err(direct);
-            }
+            connect_direct::<P::Db>(&options, s.connect_timeout).await.map(drop)?;
             return Err(ConnectError {
                 backend: <P::Db as Backend>::KIND,
                 target,
