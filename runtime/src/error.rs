@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::session::SessionId;
+use crate::scope::SessionId;
 
 /// A boxed, shareable error from a provider or a release hook.
 pub type SharedError = Arc<dyn StdError + Send + Sync + 'static>;

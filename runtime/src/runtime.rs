@@ -650,3 +650,30 @@ async fn maintain(rt: &Runtime) {
         tokio::task::yield_now().await;
     }
 }
+
+/// Statistics of every cache (the counters live with the caches, in `stats`).
+impl Runtime {
+    /// Every cache of this runtime and its statistics, sorted by scope and name: each global
+    /// cache, and each session-scoped cache summed over the live sessions (read-only; a session
+    /// that ended no longer counts here). A dashboard's or an exporter's view; see
+    /// `Runtime::export_metrics` (feature `metrics`) for counters that never go down.
+    pub fn cache_stats(&self) -> Vec<crate::stats::CacheStatsEntry> {
+        let mut by_name: std::collections::BTreeMap<(u8, String), crate::stats::StatsSnapshot> =
+            Default::default();
+        self.shared.global.each_stats(|name, s| by_name.entry((0, name.to_owned())).or_default().add(&s));
+        for session in self.sessions() {
+            session
+                .inner
+                .caches
+                .each_stats(|name, s| by_name.entry((1, name.to_owned())).or_default().add(&s));
+        }
+        by_name
+            .into_iter()
+            .map(|((scope, name), stats)| crate::stats::CacheStatsEntry {
+                name,
+                scope: if scope == 0 { crate::Scope::Global } else { crate::Scope::Session },
+                stats,
+            })
+            .collect()
+    }
+}

@@ -1,4 +1,6 @@
-//! Scopes: where a cached value lives and who can see it.
+//! Scopes: where a cached value lives and who can see it, and the identifier of a session
+//! scope. A leaf: it imports nothing of the crate (the cache engine and errors name sessions
+//! through [`SessionId`] without depending on sessions or the runtime).
 
 use std::fmt;
 
@@ -54,4 +56,14 @@ impl ScopeKind for GlobalScope {
 
 impl ScopeKind for SessionScope {
     const SCOPE: Scope = Scope::Session;
+}
+
+/// A session's identifier, unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub(crate) u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session-{}", self.0)
+    }
 }

@@ -17,15 +17,7 @@ tokio::task_local! {
     static CURRENT: Session;
 }
 
-/// A session's identifier, unique within the process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub(crate) u64);
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "session-{}", self.0)
-    }
-}
+pub use crate::scope::SessionId;
 
 /// The session's phase, its running requests and a count of requests that entered, in one word,
 /// so that an idle end and a request entering [`Session::run`] cannot both win: an idle end

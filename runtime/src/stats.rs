@@ -167,32 +167,7 @@ pub struct CacheStatsEntry {
     /// `connection<Type>` for a connection type's own cache.
     pub name: String,
     /// The scope: one cache in the runtime (`Global`), or one per session (`Session`), summed.
-    pub scope: crate::Scope,
+    pub scope: crate::scope::Scope,
     /// The counters (for a session scope: summed over the live sessions).
     pub stats: StatsSnapshot,
-}
-
-impl crate::Runtime {
-    /// Every cache of this runtime and its statistics, sorted by scope and name: each global
-    /// cache, and each session-scoped cache summed over the live sessions (read-only; a session
-    /// that ended no longer counts here). A dashboard's or an exporter's view; see
-    /// `Runtime::export_metrics` (feature `metrics`) for counters that never go down.
-    pub fn cache_stats(&self) -> Vec<CacheStatsEntry> {
-        let mut by_name: std::collections::BTreeMap<(u8, String), StatsSnapshot> = Default::default();
-        self.shared.global.each_stats(|name, s| by_name.entry((0, name.to_owned())).or_default().add(&s));
-        for session in self.sessions() {
-            session
-                .inner
-                .caches
-                .each_stats(|name, s| by_name.entry((1, name.to_owned())).or_default().add(&s));
-        }
-        by_name
-            .into_iter()
-            .map(|((scope, name), stats)| CacheStatsEntry {
-                name,
-                scope: if scope == 0 { crate::Scope::Global } else { crate::Scope::Session },
-                stats,
-            })
-            .collect()
-    }
 }
