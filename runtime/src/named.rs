@@ -102,8 +102,22 @@ impl Runtime {
     where
         P: Connection + DeserializeOwned,
     {
-        let resolved = self.shared.config.fingerprinted(name)?;
-        self.connection_resolved(name, resolved).await
+        let mut resolved = self.shared.config.fingerprinted(name)?;
+        let mut tries = 0;
+        loop {
+            let read = resolved.as_ref().map(|(_, fingerprint)| *fingerprint);
+            let conn = self.connection_resolved(name, resolved).await?;
+            // The secrets file may have been reloaded since the settings were read: its
+            // replacement installed and the connection for the old settings retired, so that
+            // this lookup made a new one with settings that no longer hold (a password rotated
+            // away: its first connect fails). Then look the current settings up instead.
+            let now = self.shared.config.fingerprinted(name)?;
+            tries += 1;
+            if now.as_ref().map(|(_, fingerprint)| *fingerprint) == read || tries == 3 {
+                return Ok(conn);
+            }
+            resolved = now;
+        }
     }
 
     /// [`connection`](Self::connection) with the settings already resolved (`None`: nothing

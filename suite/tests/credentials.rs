@@ -5,57 +5,16 @@
 //! paused Tokio time; the PostgreSQL soak (enabled by `DATABASE_URL`) runs in real time while
 //! the role's password is rotated every second.
 
+mod rotation_support;
 mod sql_support;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use connscope::{Conn, Provider};
+use rotation_support::{log_text, logs, no_secret_logged};
 use tokio::time::Instant;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Every log line of this test binary (a global subscriber: the soak runs on many threads).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            // Everything but sqlx's statement log: it quotes the tests' own `ALTER ROLE …
-            // PASSWORD '…'` statements (sent by the tests, not by connscope).
-            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,sqlx::query=off"))
-            .with_ansi(false)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
-}
 
 /// A provider whose clients expire `lifetime` after they connect; records every close.
 struct Expiring {
@@ -429,49 +388,15 @@ mod pg {
     use super::*;
     use connscope::sql::{ConnectCause, PostgresDb};
     use connscope::{CredentialSource, Fetched};
-    use sqlx::{AssertSqlSafe, Connection, PgConnection};
+    use sqlx::{Connection, PgConnection};
+
+    use rotation_support::pg::{exec, url_as as as_role};
 
     /// The role `.ci/run` makes PostgreSQL check the password of.
     const ROLE: &str = "connscope_rotating";
 
-    async fn exec(admin: &mut PgConnection, sql: String) {
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await.unwrap();
-    }
-
-    fn as_role(url: &str, role: &str, app: &str) -> String {
-        let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
-        format!(
-            "postgres://{role}@{}:{}/{}?application_name={app}",
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or("postgres")
-        )
-    }
-
-    /// Creates (or resets) `role` with `password`; says whether the server checks it.
     async fn role_with_password(admin: &mut PgConnection, url: &str, role: &str, password: &str) -> bool {
-        exec(
-            admin,
-            format!(
-                "do $$ begin create role connscope_rotators nologin; \
-                 exception when duplicate_object then null; end $$; \
-                 do $$ begin create role {role} login; exception when duplicate_object then null; end $$; \
-                 grant connscope_rotators to {role}; alter role {role} password '{password}'"
-            ),
-        )
-        .await;
-        let wrong = format!("{}&password=surely-wrong", as_role(url, role, "probe"));
-        let enforced = PgConnection::connect(&wrong).await.is_err();
-        if !enforced {
-            sql_support::loud(&format!(
-                "WARNING credentials: PostgreSQL does not check {role}'s password (pg_hba.conf trusts it): \
-                 the rotation is not enforced; `bash .ci/run` adds the scram-sha-256 line"
-            ));
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true: pg_hba.conf must require a password for {role}");
-            }
-        }
-        enforced
+        rotation_support::pg::role_with_password("credentials", admin, url, role, password).await
     }
 
     #[tokio::test]
@@ -559,13 +484,7 @@ mod pg {
         soak(&label, Conn::new("rotating", db), query, rotate).await;
         // A server ends a connection shortly after its client closed it.
         let none_left = sql_support::eventually(Duration::from_secs(5), async || {
-            let left: (i64,) =
-                sqlx::query_as("select count(*) from pg_stat_activity where application_name = $1")
-                    .bind(&app)
-                    .fetch_one(&mut admin)
-                    .await
-                    .unwrap();
-            left.0 == 0
+            rotation_support::pg::backends_of(&mut admin, &app).await == 0
         })
         .await;
         assert!(none_left, "no backend left open");
@@ -659,13 +578,6 @@ mod pg {
     }
 }
 
-fn no_secret_logged(secrets: &[String]) {
-    let text = log_text();
-    for secret in secrets {
-        assert!(!text.contains(secret.as_str()), "a password was logged");
-    }
-}
-
 /// Runs 8 tasks issuing `query` through `conn` (credentials declared to expire after 2 s) for
 /// `ROTATION_SOAK_SECS` (default 20) seconds while `rotate` runs every second; asserts zero
 /// failed queries and every pool closed exactly once; prints the figures.
@@ -690,22 +602,6 @@ where
         }
         rotations
     });
-    // When each swap was seen.
-    let swaps = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
-    let watcher = {
-        let (conn, swaps) = (conn.clone(), Arc::clone(&swaps));
-        tokio::spawn(async move {
-            let mut seen = 0;
-            while std::time::Instant::now() < deadline {
-                let n = conn.counters().rebuilds;
-                if n != seen {
-                    seen = n;
-                    swaps.lock().unwrap().push(std::time::Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    };
     let mut workers = Vec::new();
     for _ in 0..8 {
         let (conn, query) = (conn.clone(), query.clone());
@@ -732,7 +628,6 @@ where
         samples.extend(s);
     }
     let rotations = rotator.await.unwrap();
-    watcher.await.unwrap();
     conn.close().await;
     // The last old pool finishes closing in its own task.
     let all_closed = sql_support::eventually(Duration::from_secs(10), async || {
@@ -742,38 +637,18 @@ where
     .await;
     let c = conn.counters();
 
-    // A query is "during a swap" when it ran within 150 ms before (the replacement connecting)
-    // or 50 ms after a swap was seen.
-    let swaps = swaps.lock().unwrap().clone();
-    let during = |t0: std::time::Instant, d: Duration| {
-        swaps.iter().any(|&s| t0 < s + Duration::from_millis(50) && t0 + d + Duration::from_millis(150) > s)
-    };
-    let (mut in_swap, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
-    for &(t0, d) in &samples {
-        if during(t0, d) { in_swap.push(d) } else { outside.push(d) }
-    }
-    in_swap.sort_unstable();
-    outside.sort_unstable();
-    let p99 = |v: &[Duration]| {
-        v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
-    let max = |v: &[Duration]| v.last().copied().unwrap_or_default();
+    let swaps = rotation_support::swaps_of(conn.name());
+    let phases = rotation_support::Phases::of(&samples, &swaps);
     let note = format!(
         "{label}, {secs} s: {ok} queries ok, {} failed; {rotations} rotations; {} rebuilds, {} rebuild \
-         failures; connects {}, closes {} (old pools drained and closed: {}); longest query during a \
-         swap {:?} (p99 {:?}, {} queries), outside {:?} (p99 {:?}, {} queries); {c:?}",
+         failures; connects {}, closes {} (old pools drained and closed: {}); {}; {c:?}",
         failed.len(),
         c.rebuilds,
         c.rebuild_failures,
         c.connects,
         c.closes,
         c.closes.saturating_sub(1),
-        max(&in_swap),
-        p99(&in_swap),
-        in_swap.len(),
-        max(&outside),
-        p99(&outside),
-        outside.len(),
+        phases.summary(&swaps),
     );
     sql_support::loud(&note);
     assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
@@ -790,13 +665,10 @@ mod mysql {
     use super::*;
     use connscope::sql::MySqlDb;
     use connscope::{CredentialSource, Fetched};
-    use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
+    use rotation_support::my;
+    use sqlx::{Connection, MySqlConnection};
 
     const USER: &str = "connscope_rotating";
-
-    async fn exec(admin: &mut MySqlConnection, sql: String) {
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await.unwrap();
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn mariadb_queries_never_fail_while_the_password_rotates_every_second() {
@@ -806,23 +678,7 @@ mod mysql {
         let _ = logs();
         let mut admin = MySqlConnection::connect(&url).await.unwrap();
         let first = sql_support::unique("tok-my");
-        exec(&mut admin, format!("create or replace user '{USER}'@'%' identified by '{first}'")).await;
-        let database = url
-            .parse::<sqlx::mysql::MySqlConnectOptions>()
-            .unwrap()
-            .get_database()
-            .unwrap_or("test")
-            .to_owned();
-        exec(&mut admin, format!("grant select on `{database}`.* to '{USER}'@'%'")).await;
-        let opts: sqlx::mysql::MySqlConnectOptions = url.parse().unwrap();
-        let db_url = format!(
-            "mysql://{USER}@{}:{}/{}",
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or("test")
-        );
-        let wrong = format!("mysql://{USER}:surely-wrong@{}:{}/", opts.get_host(), opts.get_port());
-        assert!(MySqlConnection::connect(&wrong).await.is_err(), "MariaDB checks the password");
+        let db_url = my::user_with_password(&mut admin, &url, USER, &first).await;
 
         let current = Arc::new(Mutex::new(first.clone()));
         let source = {
@@ -842,7 +698,7 @@ mod mysql {
                 async move {
                     let mut admin = MySqlConnection::connect(&url).await.unwrap();
                     let next = sql_support::unique("tok-my");
-                    exec(&mut admin, format!("alter user '{USER}'@'%' identified by '{next}'")).await;
+                    my::set_password(&mut admin, USER, &next).await;
                     *current.lock().unwrap() = next.clone();
                     passwords.lock().unwrap().push(next);
                     let _ = admin.close().await;
@@ -852,20 +708,14 @@ mod mysql {
         let query = |conn: Conn<MySqlDb>| async move {
             conn.query("select 1").uncached().fetch_one::<(i64,)>().await.map(drop).map_err(|e| e.to_string())
         };
-        soak("MariaDB password rotation", Conn::new("rotating", db), query, rotate).await;
+        soak("MariaDB password rotation", Conn::new("rotating_mariadb", db), query, rotate).await;
         // A server ends a connection shortly after its client closed it.
         let none_left = sql_support::eventually(Duration::from_secs(5), async || {
-            let left: (i64,) =
-                sqlx::query_as("select count(*) from information_schema.processlist where user = ?")
-                    .bind(USER)
-                    .fetch_one(&mut admin)
-                    .await
-                    .unwrap();
-            left.0 == 0
+            my::connections_of(&mut admin, USER).await == 0
         })
         .await;
         assert!(none_left, "no connection left open");
-        exec(&mut admin, format!("drop user if exists '{USER}'@'%'")).await;
+        my::drop_user(&mut admin, USER).await;
         no_secret_logged(&passwords.lock().unwrap());
     }
 }

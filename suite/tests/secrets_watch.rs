@@ -3,55 +3,15 @@
 //! the new settings, the old connection is drained and closed exactly once); a file that
 //! becomes invalid keeps the last good settings and logs one warning that quotes no value.
 
+mod rotation_support;
 mod sql_support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use connscope::{Connection, Provider, Runtime, Secret};
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Every log line of this test binary (a global subscriber: the PostgreSQL test runs on many threads).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            // Not sqlx's statement log: it quotes the test's own `ALTER ROLE … PASSWORD '…'`.
-            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,sqlx::query=off"))
-            .with_ansi(false)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
-}
+use connscope::{Conn, Connection, Provider, Runtime, Secret};
+use rotation_support::{log_text, logs};
 
 /// What every `Watched` client did, by the settings it was made with (`host`).
 #[derive(Default)]
@@ -281,6 +241,129 @@ async fn a_changed_password_file_rebuilds_the_pool_and_closes_the_old_one_once()
     assert!(!text.contains("pw-file-one") && !text.contains("pw-file-two"), "a password was logged");
 }
 
+/// The secrets file of a server soak: connection `name` at `url` (as the user, without
+/// password) with `password` and a pool of 8 opened up front.
+fn server_config(name: &str, url: &str, password: &str) -> String {
+    format!(
+        "[connections.{name}]\nurl = \"{url}\"\npassword = \"{password}\"\nmax_connections = 8\nmin_connections = 8\n"
+    )
+}
+
+/// 8 tasks look connection `name` up in a runtime reading the secrets file `path` (polled
+/// every 100 ms) and run `sql` (one row: 1) through it for `ROTATION_SOAK_SECS` (default 8) seconds while,
+/// every second, `rotate` changes the password on the server and then in the file: zero failed
+/// queries, a connection per password, and every replaced pool closed exactly once. Returns
+/// the secrets written, for the caller's check of the log.
+async fn watch_soak<P, R, RF>(
+    label: &str,
+    path: &Path,
+    name: &'static str,
+    sql: &'static str,
+    first: String,
+    mut rotate: R,
+) -> Vec<String>
+where
+    P: Connection + connscope::sql::SqlProvider + serde::de::DeserializeOwned,
+    (i64,): for<'r> sqlx::FromRow<'r, <P::Db as sqlx::Database>::Row>,
+    R: FnMut(String) -> RF + Send + 'static,
+    RF: std::future::Future<Output = ()> + Send,
+{
+    let rt = Runtime::builder().secrets_file(path).secrets_poll_interval(Duration::from_millis(100)).build();
+    let first_conn = rt.connection::<P>(name).await.unwrap();
+    first_conn.query(sql).uncached().fetch_one::<(i64,)>().await.unwrap();
+
+    let secs = std::env::var("ROTATION_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8u64);
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let passwords = Arc::new(Mutex::new(vec![first]));
+    let rotator = {
+        let passwords = Arc::clone(&passwords);
+        tokio::spawn(async move {
+            let mut rotations = 0u64;
+            while std::time::Instant::now() + Duration::from_secs(1) < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let next = sql_support::unique("tok-watch");
+                // The server first, then the file: the running pool keeps its open
+                // connections, the replacement connects with the new password.
+                rotate(next.clone()).await;
+                passwords.lock().unwrap().push(next);
+                rotations += 1;
+            }
+            rotations
+        })
+    };
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let rt = rt.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut handles) = (0u64, Vec::new(), Vec::new());
+            while std::time::Instant::now() < deadline {
+                let result = async {
+                    let conn = rt.connection::<P>(name).await?;
+                    let row = conn.query(sql).uncached().fetch_one::<(i64,)>().await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>((conn, row.0))
+                }
+                .await;
+                match result {
+                    Ok((conn, 1)) => {
+                        ok += 1;
+                        if !handles.iter().any(|h: &Conn<P>| h.id() == conn.id()) {
+                            handles.push(conn);
+                        }
+                    }
+                    Ok((_, other)) => failed.push(format!("wrong row {other}")),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (ok, failed, handles)
+        }));
+    }
+    let (mut ok, mut failed, mut handles) = (0, Vec::new(), Vec::new());
+    for w in workers {
+        let (o, f, h) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+        for conn in h {
+            if !handles.iter().any(|c: &Conn<P>| c.id() == conn.id()) {
+                handles.push(conn);
+            }
+        }
+    }
+    let rotations = rotator.await.unwrap();
+    let report = rt.shutdown().await;
+    let all_closed = sql_support::eventually(Duration::from_secs(10), async || {
+        handles.iter().all(|c| c.counters().closes == c.counters().connects)
+    })
+    .await;
+    let per_handle: Vec<_> = handles.iter().map(|c| (c.counters().connects, c.counters().closes)).collect();
+    // Per pool: connections opened, found lost, reopened, failed calls.
+    let pools: Vec<_> = handles
+        .iter()
+        .map(|c| {
+            let s = c.sql_stats();
+            (s.connections_opened, s.connections_lost, s.reconnects, s.errors)
+        })
+        .collect();
+    let note = format!(
+        "secrets file watch, {label}, {secs} s: {ok} queries ok, {} failed; {rotations} rotations; {} \
+         connections used (connects, closes each: {per_handle:?}; pool connections opened, lost, reopened, \
+         errors each: {pools:?}); shutdown {report:?}",
+        failed.len(),
+        handles.len(),
+    );
+    sql_support::loud(&note);
+    assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
+    assert!(rotations >= secs.saturating_sub(2), "{note}");
+    assert!(handles.len() as u64 >= rotations, "a connection per password: {note}");
+    assert!(all_closed, "every pool closed: {note}");
+    for c in &handles {
+        assert_eq!((c.counters().connects, c.counters().closes), (1, 1), "each exactly once: {note}");
+    }
+    let passwords = passwords.lock().unwrap().clone();
+    rotation_support::no_secret_logged(&passwords);
+    passwords
+}
+
 #[cfg(not(feature = "postgres"))]
 #[test]
 fn postgres_secrets_watch_needs_the_postgres_feature() {
@@ -291,27 +374,10 @@ fn postgres_secrets_watch_needs_the_postgres_feature() {
 mod pg {
     use super::*;
     use connscope::sql::PostgresDb;
-    use sqlx::{AssertSqlSafe, Connection, PgConnection};
+    use rotation_support::pg;
+    use sqlx::{Connection, PgConnection};
 
-    async fn exec(admin: &mut PgConnection, sql: String) {
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await.unwrap();
-    }
-
-    /// The secrets file's section: the role's password in the file, a pool of 8 opened up front.
-    fn config(url: &str, role: &str, app: &str, password: &str) -> String {
-        let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
-        format!(
-            "[connections.pg_watched]\nurl = \"postgres://{role}@{}:{}/{}?application_name={app}\"\n\
-             password = \"{password}\"\nmax_connections = 8\nmin_connections = 8\n",
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or("postgres"),
-        )
-    }
-
-    /// 8 tasks look the connection up and query through it for `ROTATION_SOAK_SECS` (default 8)
-    /// seconds while, every second, the role's password changes on the server and then in the
-    /// secrets file: zero failed queries, and every replaced pool closed exactly once.
+    /// The role's password changes every second on the server and then in the secrets file.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn queries_never_fail_while_the_secrets_file_password_changes() {
         let Some(url) = sql_support::server_url("DATABASE_URL", "secrets file watch (PostgreSQL)") else {
@@ -321,136 +387,74 @@ mod pg {
         let mut admin = PgConnection::connect(&url).await.unwrap();
         let role = sql_support::unique("connscope_rot_watch");
         let first = sql_support::unique("tok-watch");
-        // Members of `connscope_rotators` must give their password (`.ci/run` adds the line).
-        exec(
-            &mut admin,
-            format!(
-                "do $$ begin create role connscope_rotators nologin; \
-                 exception when duplicate_object then null; end $$; \
-                 create role {role} login password '{first}'; grant connscope_rotators to {role}"
-            ),
-        )
-        .await;
-        let probe = config(&url, &role, "probe", "surely-wrong");
-        let wrong_url =
-            probe.lines().nth(1).unwrap().trim_start_matches("url = ").trim_matches('"').to_owned();
-        let enforced = PgConnection::connect(&format!("{wrong_url}&password=surely-wrong")).await.is_err();
-        if !enforced {
-            sql_support::loud(&format!(
-                "WARNING secrets watch: PostgreSQL does not check {role}'s password (pg_hba.conf trusts it): \
-                 the rotation is not enforced; `bash .ci/run` adds the scram-sha-256 line"
-            ));
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true: pg_hba.conf must require a password for {role}");
-            }
-        }
+        let enforced = pg::role_with_password("secrets watch", &mut admin, &url, &role, &first).await;
         let app = sql_support::unique("watch");
+        let role_url = pg::url_as(&url, &role, &app);
         let path = secrets_file("watch-pg");
-        write_atomically(&path, &config(&url, &role, &app, &first));
-        let rt =
-            Runtime::builder().secrets_file(&path).secrets_poll_interval(Duration::from_millis(100)).build();
-        let first_conn = rt.connection::<PostgresDb>("pg_watched").await.unwrap();
-        first_conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-
-        let secs = std::env::var("ROTATION_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8u64);
-        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-        let passwords = Arc::new(Mutex::new(vec![first]));
-        let rotator = {
-            let (url, role, app, path, passwords) =
-                (url.clone(), role.clone(), app.clone(), path.clone(), Arc::clone(&passwords));
-            tokio::spawn(async move {
-                let mut admin = PgConnection::connect(&url).await.unwrap();
-                let mut rotations = 0u64;
-                while std::time::Instant::now() + Duration::from_secs(1) < deadline {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let next = sql_support::unique("tok-watch");
-                    // The server first, then the file: the running pool keeps its open
-                    // connections, the replacement connects with the new password.
-                    exec(&mut admin, format!("alter role {role} password '{next}'")).await;
-                    write_atomically(&path, &config(&url, &role, &app, &next));
-                    passwords.lock().unwrap().push(next);
-                    rotations += 1;
-                }
-                rotations
-            })
-        };
-        let mut workers = Vec::new();
-        for _ in 0..8 {
-            let rt = rt.clone();
-            workers.push(tokio::spawn(async move {
-                let (mut ok, mut failed, mut handles) = (0u64, Vec::new(), Vec::new());
-                while std::time::Instant::now() < deadline {
-                    let result = async {
-                        let conn = rt.connection::<PostgresDb>("pg_watched").await?;
-                        let row = conn.query("select 1").uncached().fetch_one::<(i32,)>().await?;
-                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((conn, row.0))
-                    }
-                    .await;
-                    match result {
-                        Ok((conn, 1)) => {
-                            ok += 1;
-                            if !handles.iter().any(|h: &connscope::Conn<PostgresDb>| h.id() == conn.id()) {
-                                handles.push(conn);
-                            }
-                        }
-                        Ok((_, other)) => failed.push(format!("wrong row {other}")),
-                        Err(e) => failed.push(e.to_string()),
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                (ok, failed, handles)
-            }));
-        }
-        let (mut ok, mut failed, mut handles) = (0, Vec::new(), Vec::new());
-        for w in workers {
-            let (o, f, h) = w.await.unwrap();
-            ok += o;
-            failed.extend(f);
-            for conn in h {
-                if !handles.iter().any(|c: &connscope::Conn<PostgresDb>| c.id() == conn.id()) {
-                    handles.push(conn);
+        write_atomically(&path, &server_config("pg_watched", &role_url, &first));
+        let rotate = {
+            let (url, role, path) = (url.clone(), role.clone(), path.clone());
+            move |next: String| {
+                let (url, role, role_url, path) = (url.clone(), role.clone(), role_url.clone(), path.clone());
+                async move {
+                    let mut admin = PgConnection::connect(&url).await.unwrap();
+                    pg::exec(&mut admin, format!("alter role {role} password '{next}'")).await;
+                    let _ = admin.close().await;
+                    write_atomically(&path, &server_config("pg_watched", &role_url, &next));
                 }
             }
-        }
-        let rotations = rotator.await.unwrap();
-        let report = rt.shutdown().await;
-        let all_closed = sql_support::eventually(Duration::from_secs(10), async || {
-            handles.iter().all(|c| c.counters().closes == c.counters().connects)
-        })
-        .await;
-        let per_handle: Vec<_> =
-            handles.iter().map(|c| (c.counters().connects, c.counters().closes)).collect();
-        let note = format!(
-            "secrets file watch, PostgreSQL (password enforced: {enforced}), {secs} s: {ok} queries ok, {} \
-             failed; {rotations} rotations; {} connections used (connects, closes each: {per_handle:?}); \
-             shutdown {report:?}",
-            failed.len(),
-            handles.len(),
-        );
-        sql_support::loud(&note);
-        assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
-        assert!(rotations >= secs.saturating_sub(2), "{note}");
-        assert!(handles.len() as u64 >= rotations, "a connection per password: {note}");
-        assert!(all_closed, "every pool closed: {note}");
-        for c in &handles {
-            assert_eq!((c.counters().connects, c.counters().closes), (1, 1), "each exactly once: {note}");
-        }
+        };
+        let label = format!("PostgreSQL (password enforced: {enforced})");
+        watch_soak::<PostgresDb, _, _>(&label, &path, "pg_watched", "select 1::int8", first, rotate).await;
         let none_left = sql_support::eventually(Duration::from_secs(5), async || {
-            let left: (i64,) =
-                sqlx::query_as("select count(*) from pg_stat_activity where application_name = $1")
-                    .bind(&app)
-                    .fetch_one(&mut admin)
-                    .await
-                    .unwrap();
-            left.0 == 0
+            pg::backends_of(&mut admin, &app).await == 0
         })
         .await;
         assert!(none_left, "no backend left open");
-        exec(&mut admin, format!("drop role if exists {role}")).await;
-        let text = log_text();
-        for secret in passwords.lock().unwrap().iter() {
-            assert!(!text.contains(secret.as_str()), "a password was logged");
-        }
+        pg::exec(&mut admin, format!("drop role if exists {role}")).await;
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mariadb {
+    use super::*;
+    use connscope::sql::MySqlDb;
+    use rotation_support::my;
+    use sqlx::{Connection, MySqlConnection};
+
+    /// The user's password changes every second on the server and then in the secrets file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mariadb_queries_never_fail_while_the_secrets_file_password_changes() {
+        let Some(url) = sql_support::server_url("MYSQL_URL", "secrets file watch (MariaDB)") else {
+            return;
+        };
+        let _ = logs();
+        let mut admin = MySqlConnection::connect(&url).await.unwrap();
+        // MariaDB user names are at most 80 characters (MySQL: 32): short and unique.
+        let user = format!("cs_watch_{}", std::process::id());
+        let first = sql_support::unique("tok-watch");
+        let user_url = my::user_with_password(&mut admin, &url, &user, &first).await;
+        let path = secrets_file("watch-my");
+        write_atomically(&path, &server_config("my_watched", &user_url, &first));
+        let rotate = {
+            let (url, user, path) = (url.clone(), user.clone(), path.clone());
+            move |next: String| {
+                let (url, user, user_url, path) = (url.clone(), user.clone(), user_url.clone(), path.clone());
+                async move {
+                    let mut admin = MySqlConnection::connect(&url).await.unwrap();
+                    my::set_password(&mut admin, &user, &next).await;
+                    let _ = admin.close().await;
+                    write_atomically(&path, &server_config("my_watched", &user_url, &next));
+                }
+            }
+        };
+        watch_soak::<MySqlDb, _, _>("MariaDB", &path, "my_watched", "select 1", first, rotate).await;
+        let none_left = sql_support::eventually(Duration::from_secs(5), async || {
+            my::connections_of(&mut admin, &user).await == 0
+        })
+        .await;
+        assert!(none_left, "no connection left open");
+        my::drop_user(&mut admin, &user).await;
     }
 }
 
