@@ -172,12 +172,14 @@ mod shared_sql {
         for i in 0..3 {
             c.until(i, "Redis back", Duration::from_secs(10), |s| s["state"] == "Some(Up)").await;
         }
-        // Shared again: a new read missed by all three runs once.
-        let before = statements(&c).await;
+        // Shared again: a new read missed by all three runs once (or once more per Redis command
+        // that timed out meanwhile on a loaded machine: that caller reads the database itself).
+        let (before, failed) = (statements(&c).await, c.sum("failures").await);
         let (a, b, d) =
             tokio::join!(item(&c, 0, 1, 100_000), item(&c, 1, 1, 100_000), item(&c, 2, 1, 100_000));
         assert_eq!([a, b, d], ["a", "a", "a"]);
-        assert_eq!(statements(&c).await - before, 1);
+        let (runs, failed) = (statements(&c).await - before, c.sum("failures").await - failed);
+        assert!(runs >= 1 && runs <= 1 + failed, "{runs} statements, {failed} failed commands");
         eprintln!(
             "Redis stopped: the others served the write made meanwhile after {stale_for:?} ({reads} old reads; bound {bound:?})"
         );

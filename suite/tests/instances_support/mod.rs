@@ -132,6 +132,18 @@ impl Cluster {
         total
     }
 
+    /// One body run across the instances since `body_runs` was `before` — or, for each Redis
+    /// command that failed since `failures` was `failed` (a 200 ms command timeout on a loaded
+    /// machine), at most one more: a caller whose command fails runs its own body, by design.
+    pub async fn assert_once(&self, before: u64, failed: u64) {
+        let runs = self.sum("body_runs").await - before;
+        let failed = self.sum("failures").await - failed;
+        assert!(
+            runs >= 1 && runs <= 1 + failed,
+            "{runs} body runs across the instances, {failed} failed commands"
+        );
+    }
+
     /// Waits until `cond` holds for instance `i`'s stats.
     pub async fn until(
         &self,
