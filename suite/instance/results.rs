@@ -125,8 +125,8 @@ async fn set_item(Path((k, v)): Path<(i64, String)>) -> Result<Json<u64>, String
         .map_err(|e| e.to_string())
 }
 
-/// A write with no tag, then `clear_query_cache` (every instance drops this connection's reads).
-async fn set_item_and_clear(Path((k, v)): Path<(i64, String)>) -> Result<Json<u64>, String> {
+/// `update items set v = ? where k = ?` with no tag: the connection and the rows changed.
+async fn update_item(k: i64, v: String) -> Result<(Conn<SqliteDb>, u64), String> {
     let conn = items().await?;
     let n = conn
         .execute("update items set v = ? where k = ?")
@@ -134,19 +134,19 @@ async fn set_item_and_clear(Path((k, v)): Path<(i64, String)>) -> Result<Json<u6
         .bind(k)
         .await
         .map_err(|e| e.to_string())?;
+    Ok((conn, n))
+}
+
+/// A write with no tag, then `clear_query_cache` (every instance drops this connection's reads).
+async fn set_item_and_clear(Path((k, v)): Path<(i64, String)>) -> Result<Json<u64>, String> {
+    let (conn, n) = update_item(k, v).await?;
     conn.clear_query_cache();
     Ok(Json(n))
 }
 
 /// A write with no tag, then `sql::invalidate("items")` (the free function, from sync code).
 async fn set_item_then_invalidate(Path((k, v)): Path<(i64, String)>) -> Result<Json<u64>, String> {
-    let conn = items().await?;
-    let n = conn
-        .execute("update items set v = ? where k = ?")
-        .bind(v)
-        .bind(k)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (_, n) = update_item(k, v).await?;
     connscope::sql::invalidate("items");
     Ok(Json(n))
 }

@@ -24,14 +24,38 @@ mod shared_sql {
 
     use super::instances_support::{Cluster, OwnRedis, redis_url};
 
+    /// A runtime builder that reads no file and no environment, with connection `name` at `db`.
+    fn builder(name: &str, db: &str) -> connscope::RuntimeBuilder {
+        Runtime::builder()
+            .secrets_file("/nonexistent/connscope-redis-sql.toml")
+            .env_vars(Vec::<(String, String)>::new())
+            .connection_setting(name, "url", db)
+    }
+
+    /// `n` runtimes sharing a fresh Redis prefix: `n` instances in this process, each with
+    /// connection `name` at `db`.
+    fn instances(n: usize, redis: &str, test: &str, name: &str, db: &str) -> Vec<Runtime> {
+        use connscope::redis::RedisSettings;
+        let prefix = format!("connscope-test:{test}-{}-{:?}", std::process::id(), Instant::now());
+        (0..n)
+            .map(|_| builder(name, db).redis(RedisSettings::new(redis).prefix(prefix.as_str())).build())
+            .collect()
+    }
+
+    /// `DATABASE_URL`, or `None` after a loud skip naming `test`.
+    #[cfg(feature = "postgres")]
+    fn postgres_url(test: &str) -> Option<String> {
+        let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+        if url.is_none() {
+            eprintln!("\n*** SKIPPED {test}: set DATABASE_URL to run it ***");
+        }
+        url
+    }
+
     /// Creates `items` (k = 1..=3, v = "a") in the cluster's SQLite file, from this process.
     async fn create_items(c: &Cluster) {
         let url = format!("sqlite://{}?mode=rwc", c.dir.join("items.db").display());
-        let rt = Runtime::builder()
-            .secrets_file("/nonexistent/connscope-redis-sql.toml")
-            .env_vars(Vec::<(String, String)>::new())
-            .connection_setting("setup", "url", url.as_str())
-            .build();
+        let rt = builder("setup", &url).build();
         let conn = rt.connection::<SqliteDb>("setup").await.unwrap();
         conn.execute("create table items (k integer primary key, v text not null)").await.unwrap();
         conn.execute("insert into items values (1, 'a'), (2, 'a'), (3, 'a')").await.unwrap();
@@ -191,12 +215,7 @@ mod shared_sql {
         let dir = std::env::temp_dir().join(format!("connscope-sql-noredis-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
-        let rt = Runtime::builder()
-            .secrets_file("/nonexistent/connscope-redis-sql.toml")
-            .env_vars(Vec::<(String, String)>::new())
-            .no_redis()
-            .connection_setting("t", "url", url.as_str())
-            .build();
+        let rt = builder("t", &url).no_redis().build();
         let conn = rt.connection::<SqliteDb>("t").await.unwrap();
         conn.execute("create table if not exists t (n integer)").await.unwrap();
         let read = || conn.query("select count(*) as n from t").tag("t").shared().fetch_one::<(i64,)>();
@@ -216,23 +235,10 @@ mod shared_sql {
     #[cfg(feature = "postgres")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_rows_cross_instances() {
-        use connscope::redis::RedisSettings;
         use connscope::sql::PostgresDb;
         let Some(url) = redis_url() else { return };
-        let Some(db) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-            eprintln!("\n*** SKIPPED postgres_rows_cross_instances: set DATABASE_URL to run it ***");
-            return;
-        };
-        let prefix = format!("connscope-test:sql-pg-{}-{:?}", std::process::id(), Instant::now());
-        let instance = || {
-            Runtime::builder()
-                .secrets_file("/nonexistent/connscope-redis-sql.toml")
-                .env_vars(Vec::<(String, String)>::new())
-                .redis(RedisSettings::new(url.as_str()).prefix(prefix.as_str()))
-                .connection_setting("pg", "url", db.as_str())
-                .build()
-        };
-        let (one, two) = (instance(), instance());
+        let Some(db) = postgres_url("postgres_rows_cross_instances") else { return };
+        let [one, two] = <[Runtime; 2]>::try_from(instances(2, &url, "sql-pg", "pg", &db)).unwrap();
         let table = format!("shared_rows_{}", std::process::id());
         let a = one.connection::<PostgresDb>("pg").await.unwrap();
         a.execute(sqlx::AssertSqlSafe(format!("create table {table} (id bigint, name text, score float8)")))
@@ -266,23 +272,10 @@ mod shared_sql {
     #[cfg(feature = "postgres")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_racing_a_tagged_write_is_never_served_after_it() {
-        use connscope::redis::RedisSettings;
         use connscope::sql::PostgresDb;
         let Some(url) = redis_url() else { return };
-        let Some(db) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-            eprintln!("\n*** SKIPPED a_read_racing_a_tagged_write: set DATABASE_URL to run it ***");
-            return;
-        };
-        let prefix = format!("connscope-test:sql-race-{}-{:?}", std::process::id(), Instant::now());
-        let instance = || {
-            Runtime::builder()
-                .secrets_file("/nonexistent/connscope-redis-sql.toml")
-                .env_vars(Vec::<(String, String)>::new())
-                .redis(RedisSettings::new(url.as_str()).prefix(prefix.as_str()))
-                .connection_setting("pg", "url", db.as_str())
-                .build()
-        };
-        let (one, two, three) = (instance(), instance(), instance());
+        let Some(db) = postgres_url("a_read_racing_a_tagged_write") else { return };
+        let [one, two, three] = <[Runtime; 3]>::try_from(instances(3, &url, "sql-race", "pg", &db)).unwrap();
         let table = format!("shared_race_{}", std::process::id());
         let a = one.connection::<PostgresDb>("pg").await.unwrap();
         a.execute(sqlx::AssertSqlSafe(format!("create table {table} (v text)"))).await.unwrap();
@@ -321,21 +314,11 @@ mod shared_sql {
     /// keeps it: never served past its ttl counted from when it was computed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_result_read_from_redis_is_kept_only_as_long_as_redis_keeps_it() {
-        use connscope::redis::RedisSettings;
         let Some(url) = redis_url() else { return };
         let dir = std::env::temp_dir().join(format!("connscope-sql-age-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = format!("sqlite://{}?mode=rwc", dir.join("age.db").display());
-        let prefix = format!("connscope-test:sql-age-{}-{:?}", std::process::id(), Instant::now());
-        let instance = || {
-            Runtime::builder()
-                .secrets_file("/nonexistent/connscope-redis-sql.toml")
-                .env_vars(Vec::<(String, String)>::new())
-                .redis(RedisSettings::new(url.as_str()).prefix(prefix.as_str()))
-                .connection_setting("db", "url", db.as_str())
-                .build()
-        };
-        let (one, two) = (instance(), instance());
+        let [one, two] = <[Runtime; 2]>::try_from(instances(2, &url, "sql-age", "db", &db)).unwrap();
         let (a, b) = (
             one.connection::<SqliteDb>("db").await.unwrap(),
             two.connection::<SqliteDb>("db").await.unwrap(),
@@ -366,11 +349,7 @@ mod shared_sql {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_memory_sqlite_is_never_shared() {
         let Some(url) = redis_url() else { return };
-        let rt = Runtime::builder()
-            .secrets_file("/nonexistent/connscope-redis-sql.toml")
-            .env_vars([("REDIS_URL", url.as_str())])
-            .connection_setting("mem", "url", "sqlite::memory:")
-            .build();
+        let rt = builder("mem", "sqlite::memory:").env_vars([("REDIS_URL", url.as_str())]).build();
         let conn = rt.connection::<SqliteDb>("mem").await.unwrap();
         let n = conn.query("select 41 + 1").shared().fetch_one::<(i64,)>().await.unwrap();
         assert_eq!(n.0, 42);

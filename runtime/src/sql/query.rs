@@ -201,17 +201,19 @@ impl<P: SqlProvider, S> Query<'_, P, S> {
             }
         };
         let target = codec.and_then(|codec| Some((shared::Target::of(conn, runtime.as_ref())?, codec)));
+        // Borrowed unless the read is shared: an unshared hit allocates nothing for it.
         let local_tags = shared::local_tags(&self.tags, target.is_some());
+        let local_tags: &[Arc<str>] = &local_tags;
         let id = identity(provider);
         let key = QueryKey {
             identity: id,
-            generation: generation(id, &local_tags),
+            generation: generation(id, local_tags),
             sql: st.sql.clone(),
             binds: Arc::clone(&st.binds),
             shape,
             row: std::any::TypeId::of::<T>(),
         };
-        let (tags, local_tags, st, target) = (&self.tags, &local_tags, &st, &target);
+        let (tags, st, target) = (&self.tags, &st, &target);
         let ran_flag = std::sync::atomic::AtomicBool::new(false);
         let ran = &ran_flag;
         let loader = move || async move {

@@ -21,6 +21,7 @@
 //!   `per_session` reads (their results are one user's).
 
 use std::any::type_name;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
@@ -49,13 +50,14 @@ const EPOCH_TAG: &str = "\u{0}connscope:shared-sql";
 
 /// The tags of a read's local generation: a shared read's also carry the epoch, bumped when
 /// the tier may have missed a message.
-pub(crate) fn local_tags(tags: &[Arc<str>], shared: bool) -> Vec<Arc<str>> {
+pub(crate) fn local_tags(tags: &[Arc<str>], shared: bool) -> Cow<'_, [Arc<str>]> {
     static EPOCH: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(EPOCH_TAG));
-    let mut out = tags.to_vec();
-    if shared {
-        out.push(Arc::clone(&EPOCH));
+    if !shared {
+        return Cow::Borrowed(tags);
     }
-    out
+    let mut out = tags.to_vec();
+    out.push(Arc::clone(&EPOCH));
+    Cow::Owned(out)
 }
 
 /// How a shared read's rows are encoded (postcard, as shared functions' values).

@@ -1,6 +1,7 @@
 //! Without feature `redis` there is no shared tier: every read is cached in this process only,
 //! and invalidations stay in it. The same calls as `shared.rs`, doing nothing.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +38,8 @@ impl Target {
     }
 }
 
-pub(crate) fn local_tags(tags: &[Arc<str>], _: bool) -> Vec<Arc<str>> {
-    tags.to_vec()
+pub(crate) fn local_tags(tags: &[Arc<str>], _: bool) -> Cow<'_, [Arc<str>]> {
+    Cow::Borrowed(tags)
 }
 
 pub(crate) async fn invalidate_tags_of<P: SqlProvider>(_: &Conn<P>, _: &[Arc<str>]) {}
