@@ -104,6 +104,7 @@ struct Counters {
     health_checks: AtomicU64,
     retries: AtomicU64,
     rebuilds: AtomicU64,
+    renewals: AtomicU64,
     rebuild_failures: AtomicU64,
 }
 
@@ -124,7 +125,10 @@ pub struct ConnCounters {
     /// Live clients replaced ahead of their credentials' expiry ([`Provider::expires_at`]):
     /// the replacement connected, was swapped in, and the old client was drained and closed.
     pub rebuilds: u64,
-    /// Rebuilds ahead of expiry that failed to connect (the old client was kept and the
+    /// Live clients whose credentials were renewed in place ahead of their expiry
+    /// ([`Provider::renew`]): no connect, no swap, nothing closed.
+    pub renewals: u64,
+    /// Rebuilds (or renewals) ahead of expiry that failed (the old client was kept and the
     /// rebuild retried with backoff).
     pub rebuild_failures: u64,
 }
@@ -137,8 +141,6 @@ struct Live<R> {
     /// Milliseconds after `born` of the last successful health check.
     checked_at: AtomicU64,
     broken: AtomicBool,
-    /// When the client's credentials expire (it is rebuilt ahead of that).
-    expires_at: Option<Instant>,
 }
 
 /// Shared access to a live client; derefs to `P::Raw`. Many may exist at once. A client being
@@ -270,9 +272,7 @@ impl<P: Provider> Conn<P> {
         grace: Duration,
     ) -> Self {
         let conn = Self::with_policy(name, provider, health, false, grace);
-        let expires_at = conn.inner.provider.expires_at(&raw);
-        *conn.inner.live.write().unwrap_or_else(|p| p.into_inner()) =
-            Some(Arc::new(Live::new(raw, expires_at)));
+        *conn.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Live::new(raw)));
         conn.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
         conn
     }
@@ -317,6 +317,7 @@ impl<P: Provider> Conn<P> {
             health_checks: c.health_checks.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             rebuilds: c.rebuilds.load(Ordering::Relaxed),
+            renewals: c.renewals.load(Ordering::Relaxed),
             rebuild_failures: c.rebuild_failures.load(Ordering::Relaxed),
         }
     }
@@ -451,8 +452,7 @@ impl<P: Provider> Conn<P> {
         }
         let raw = self.inner.provider.connect().await.map_err(|e| Error::connect(&*self.inner.name, e))?;
         // Counted as the caller's before anyone else can see it.
-        let expires_at = self.inner.provider.expires_at(&raw);
-        let user = ConnRef::new(Arc::new(Live::new(raw, expires_at)));
+        let user = ConnRef::new(Arc::new(Live::new(raw)));
         *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&user.live));
         self.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
         self.schedule_rebuild(&user.live);
@@ -523,10 +523,9 @@ impl<P: Provider> Conn<P> {
 }
 
 impl<R> Live<R> {
-    fn new(raw: R, expires_at: Option<Instant>) -> Self {
+    fn new(raw: R) -> Self {
         Live {
             raw,
-            expires_at,
             users: AtomicUsize::new(0),
             drained: Notify::new(),
             born: Instant::now(),

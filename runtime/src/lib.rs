@@ -41,7 +41,7 @@ pub use credentials::{CredentialSource, Credentials, CredentialsError, Fetched};
 pub use error::{Error, ReleaseFailure, ReleaseReport, SharedError};
 pub use form::{FieldError, FieldProblem, FormError, FormValue, FormValues};
 pub use named::ConnectSettings;
-pub use provider::{Connection, FieldKind, FormField, HealthCheck, Provider};
+pub use provider::{Connection, FieldKind, FormField, HealthCheck, Provider, Renewal};
 #[cfg(feature = "redis")]
 pub use redis::{RedisSettings, SharedSpec};
 pub use resource::{ReleaseFn, Resource};

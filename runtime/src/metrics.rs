@@ -21,7 +21,8 @@
 //! | `connscope_connection_health_checks_total` | `connection`, `provider`, `scope` | `is_open` calls |
 //! | `connscope_connection_retries_total` | `connection`, `provider`, `scope` | `Conn::run` operations retried on a fresh client |
 //! | `connscope_connection_rebuilds_total` | `connection`, `provider`, `scope` | clients rebuilt while in use (credentials' expiry, `refresh`, credentials file changed) and swapped in |
-//! | `connscope_connection_rebuild_failures_total` | `connection`, `provider`, `scope` | rebuilds whose connect failed (the old client was kept) |
+//! | `connscope_connection_renewals_total` | `connection`, `provider`, `scope` | clients whose credentials were renewed in place ahead of their expiry (no reconnect) |
+//! | `connscope_connection_rebuild_failures_total` | `connection`, `provider`, `scope` | rebuilds or renewals that failed (the old client was kept) |
 //! | `connscope_sessions_live` (gauge) | | live sessions |
 //! | `connscope_redis_<counter>_total` | `prefix` | with feature `redis`, once the runtime's shared tier started: each counter of [`RedisStats`](crate::redis::RedisStats) (`remote_hits`, `computed`, `waited`, `takeovers`, `stored`, `store_refused`, `failures`, `invalidations_sent`, `invalidations_received`, `outages`, `decode_failures`) |
 //! | `connscope_redis_up` (gauge) | `prefix` | 1 while the bus is confirmed within the invalidation bound, else 0 |
@@ -188,6 +189,7 @@ fn add_counters(total: &mut ConnCounters, c: &ConnCounters) {
     total.health_checks += c.health_checks;
     total.retries += c.retries;
     total.rebuilds += c.rebuilds;
+    total.renewals += c.renewals;
     total.rebuild_failures += c.rebuild_failures;
 }
 
@@ -195,7 +197,7 @@ impl Runtime {
     /// Sets the [`metrics`](https://docs.rs/metrics) facade's counters to this runtime's
     /// statistics (feature `metrics`): every cache's hits, misses, loads, load failures,
     /// evictions by cause, releases and release failures; every connection's connects,
-    /// reconnects, closes, health checks, retries, rebuilds and rebuild failures; the live sessions. See [`crate::metrics`] for the
+    /// reconnects, closes, health checks, retries, rebuilds, renewals and rebuild failures; the live sessions. See [`crate::metrics`] for the
     /// names and labels.
     ///
     /// Call it before the exporter renders (or periodically): it reads the counters the caches
@@ -276,6 +278,7 @@ impl Runtime {
             counter!("connscope_connection_health_checks_total", labels()).absolute(c.health_checks);
             counter!("connscope_connection_retries_total", labels()).absolute(c.retries);
             counter!("connscope_connection_rebuilds_total", labels()).absolute(c.rebuilds);
+            counter!("connscope_connection_renewals_total", labels()).absolute(c.renewals);
             counter!("connscope_connection_rebuild_failures_total", labels()).absolute(c.rebuild_failures);
         }
         gauge!("connscope_sessions_live").set(self.session_count() as f64);
@@ -360,8 +363,12 @@ fn describe() {
         "Clients rebuilt while in use (credentials' expiry, refresh period, credentials file changed)."
     );
     describe_counter!(
+        "connscope_connection_renewals_total",
+        "Clients whose credentials were renewed in place ahead of their expiry (no reconnect)."
+    );
+    describe_counter!(
         "connscope_connection_rebuild_failures_total",
-        "Rebuilds whose connect failed (the old client was kept and the rebuild retried)."
+        "Rebuilds or renewals that failed (the old client was kept and the attempt retried)."
     );
     describe_gauge!("connscope_sessions_live", "Live sessions.");
 }

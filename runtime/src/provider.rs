@@ -71,13 +71,55 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// When `raw` stops working because its credentials expire (a token's lifetime, a
-    /// Vault lease). A connection that can reconnect rebuilds such a client ahead of that
-    /// instant (by 10% of its lifetime, at most one minute): the replacement connects first,
-    /// is swapped in, in-flight users finish on the old client, which is then closed once.
+    /// Vault lease). A connection that can reconnect renews such a client ahead of that
+    /// instant (by 10% of its lifetime, at most one minute): in place when
+    /// [`Provider::renew`] can, else by a rebuild (the replacement connects first, is swapped
+    /// in, in-flight users finish on the old client, which is then closed once).
     /// The default: never.
     fn expires_at(&self, raw: &Self::Raw) -> Option<tokio::time::Instant> {
         let _ = raw;
         None
+    }
+
+    /// Gives `raw` fresh credentials in place, ahead of their expiry, when the provider can:
+    /// the client keeps its open connections (a database server checks credentials when a
+    /// connection is opened, not afterwards) and opens later ones with the fresh credentials.
+    /// Returns [`Renewal::InPlace`] with their expiry, or [`Renewal::Rebuild`] when the client
+    /// must be replaced instead (the default; for connscope's SQL providers, when the user name
+    /// changed, as with Vault's dynamic secrets). An error is handled like a failed rebuild:
+    /// the client is kept and the renewal retried with backoff.
+    ///
+    /// ```
+    /// use connscope::{Provider, Renewal};
+    /// use std::sync::Mutex;
+    /// use tokio::time::{Duration, Instant};
+    ///
+    /// /// An HTTP client whose bearer token is swapped in place.
+    /// struct Api;
+    /// struct Client { token: Mutex<String>, expires_at: Mutex<Instant> }
+    ///
+    /// impl Provider for Api {
+    ///     type Raw = Client;
+    ///     type Error = std::io::Error;
+    ///     async fn connect(&self) -> Result<Client, std::io::Error> {
+    ///         let expires_at = Instant::now() + Duration::from_secs(900);
+    ///         Ok(Client { token: Mutex::new("t1".into()), expires_at: Mutex::new(expires_at) })
+    ///     }
+    ///     async fn is_open(&self, _: &Client) -> bool { true }
+    ///     fn expires_at(&self, raw: &Client) -> Option<Instant> {
+    ///         Some(*raw.expires_at.lock().unwrap())
+    ///     }
+    ///     async fn renew(&self, raw: &Client) -> Result<Renewal, std::io::Error> {
+    ///         let expires_at = Instant::now() + Duration::from_secs(900);
+    ///         *raw.token.lock().unwrap() = "t2".into();
+    ///         *raw.expires_at.lock().unwrap() = expires_at;
+    ///         Ok(Renewal::InPlace(Some(expires_at)))
+    ///     }
+    /// }
+    /// ```
+    fn renew(&self, raw: &Self::Raw) -> impl Future<Output = Result<Renewal, Self::Error>> + Send {
+        let _ = raw;
+        async { Ok(Renewal::Rebuild) }
     }
 
     /// The file `raw`'s credentials were read from, as it was then (a
@@ -90,6 +132,16 @@ pub trait Provider: Send + Sync + 'static {
         let _ = raw;
         None
     }
+}
+
+/// What [`Provider::renew`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// The client has fresh credentials, expiring then (`None`: never); it is renewed again
+    /// ahead of that.
+    InPlace(Option<tokio::time::Instant>),
+    /// The client cannot be renewed in place: it is rebuilt (connected anew and swapped in).
+    Rebuild,
 }
 
 /// How often [`Provider::is_open`] runs before a live client is handed out.

@@ -1,9 +1,11 @@
-//! Rotating credentials (issue 13): a client whose credentials expire is rebuilt ahead of the
-//! expiry (replacement first, atomic swap, in-flight users finish on the old one, the old one
+//! Rotating credentials (issue 13): a client whose credentials expire is renewed in place
+//! ahead of the expiry when its provider can (a SQL pool whose user stays: no reconnect), else
+//! rebuilt (replacement first, atomic swap, in-flight users finish on the old one, the old one
 //! closed exactly once after its last user); a failed rebuild keeps the old client and retries;
-//! credential sources are asked on every connect and never printed. Unit-level timing runs on
-//! paused Tokio time; the PostgreSQL soak (enabled by `DATABASE_URL`) runs in real time while
-//! the role's password is rotated every second.
+//! credential sources are asked on every connect and every renewal, and never printed; a pooled
+//! connect refused for authentication fetches fresh credentials once. Unit-level timing runs on
+//! paused Tokio time; the PostgreSQL and MariaDB soaks (enabled by `DATABASE_URL`, `MYSQL_URL`)
+//! run in real time while the password (or the user too) is rotated every second.
 
 mod rotation_support;
 mod sql_support;
@@ -270,7 +272,7 @@ mod sqlite {
     }
 
     #[tokio::test]
-    async fn the_source_is_asked_on_every_connect_and_the_pool_swapped_before_expiry() {
+    async fn the_source_is_asked_ahead_of_each_expiry_and_the_pool_renewed_in_place() {
         let fetches = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&fetches);
         let db = SqliteDb::new(db_file("rotate"))
@@ -287,10 +289,50 @@ mod sqlite {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let c = conn.counters();
-        assert!(c.rebuilds >= 2, "{c:?}");
-        assert_eq!(fetches.load(Ordering::SeqCst), c.connects, "one fetch per connect: {c:?}");
+        assert!(c.renewals >= 2, "{c:?}");
+        assert_eq!((c.connects, c.rebuilds), (1, 0), "the pool kept: {c:?}");
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            c.connects + c.renewals,
+            "one fetch per connect and renewal: {c:?}"
+        );
         conn.close().await;
         assert_eq!(conn.counters().closes, conn.counters().connects);
+    }
+
+    /// Fresh credentials for another user (Vault's dynamic secrets) need a new pool: the
+    /// renewal turns into a rebuild, and each drained pool is closed once.
+    #[tokio::test]
+    async fn credentials_for_another_user_rebuild_the_pool() {
+        let fetches = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&fetches);
+        let db = SqliteDb::new(db_file("users")).with_credentials(CredentialSource::from_fn(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok(Fetched::new(format!("tok-user-{n}"))
+                    .with_user(format!("v-user-{n}"))
+                    .expires_in(Duration::from_millis(300)))
+            }
+        }));
+        let conn = Conn::new("users", db);
+        let until = std::time::Instant::now() + Duration::from_millis(1_000);
+        while std::time::Instant::now() < until {
+            conn.query("select 1").uncached().fetch_one::<(i64,)>().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let c = conn.counters();
+        assert!(c.rebuilds >= 2 && c.renewals == 0, "{c:?}");
+        // Each renewal fetched once and found another user; each rebuild fetched once more.
+        // (A renewal may be between its fetch and its rebuild as the counters are read.)
+        let fetched = fetches.load(Ordering::SeqCst);
+        assert!((1 + 2 * c.rebuilds..=3 + 2 * c.rebuilds).contains(&fetched), "{fetched} fetches: {c:?}");
+        conn.close().await;
+        let closed = sql_support::eventually(Duration::from_secs(5), async || {
+            let c = conn.counters();
+            c.closes == c.connects
+        })
+        .await;
+        assert!(closed, "{:?}", conn.counters());
     }
 
     #[tokio::test]
@@ -330,7 +372,7 @@ mod sqlite {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let c = conn.counters();
-        assert!(c.rebuilds >= 1 && c.connects == c.rebuilds + 1, "{c:?}");
+        assert!(c.renewals >= 1 && c.connects == 1 && c.rebuilds == 0, "{c:?}");
         sql_support::shut_down(&rt, 1).await;
         let c = conn.counters();
         assert_eq!(
@@ -443,6 +485,139 @@ mod pg {
         exec(&mut admin, format!("drop role if exists {role}")).await;
     }
 
+    /// A password source whose current value the test sets; fetches counted.
+    fn password_source(
+        current: &Arc<Mutex<String>>,
+        fetches: &Arc<AtomicU64>,
+        lifetime: Duration,
+    ) -> CredentialSource {
+        let (current, fetches) = (Arc::clone(current), Arc::clone(fetches));
+        CredentialSource::from_fn(move || {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            let password = current.lock().unwrap().clone();
+            async move { Ok(Fetched::new(password).expires_in(lifetime)) }
+        })
+    }
+
+    async fn end_backends(admin: &mut PgConnection, app: &str) {
+        exec(
+            admin,
+            format!(
+                "select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{app}'"
+            ),
+        )
+        .await;
+        let gone = sql_support::eventually(Duration::from_secs(5), async || {
+            rotation_support::pg::backends_of(admin, app).await == 0
+        })
+        .await;
+        assert!(gone, "the pool's backends ended");
+    }
+
+    /// Renewed in place, the pool keeps its connections and opens later ones with the fresh
+    /// password: after a rotation and a renewal, every backend is ended, and the queries that
+    /// follow reconnect with the new password, without a rebuild.
+    #[tokio::test]
+    async fn a_renewed_pool_reconnects_with_the_fresh_password() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "credentials renewal") else { return };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let role = "connscope_rot_renew";
+        if !role_with_password(&mut admin, &url, role, "tok-renew-1").await {
+            return;
+        }
+        let (current, fetches) =
+            (Arc::new(Mutex::new("tok-renew-1".to_owned())), Arc::new(AtomicU64::new(0)));
+        let app = sql_support::unique("renew");
+        let mut db = PostgresDb::new(as_role(&url, role, &app)).with_credentials(password_source(
+            &current,
+            &fetches,
+            Duration::from_millis(600),
+        ));
+        db.max_connections = 2;
+        let conn = Conn::new("renewed", db);
+        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+
+        exec(&mut admin, format!("alter role {role} password 'tok-renew-2'")).await;
+        *current.lock().unwrap() = "tok-renew-2".into();
+        let renewed = conn.counters().renewals;
+        let again =
+            sql_support::eventually(Duration::from_secs(5), async || conn.counters().renewals > renewed)
+                .await;
+        assert!(again, "renewed after the rotation: {:?}", conn.counters());
+        end_backends(&mut admin, &app).await;
+        for _ in 0..4 {
+            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+        }
+        let (c, sql) = (conn.counters(), conn.sql_stats());
+        assert_eq!((c.connects, c.rebuilds, c.rebuild_failures), (1, 0, 0), "{c:?}");
+        assert!(sql.reconnects >= 1, "the queries reconnected: {sql:?}");
+        conn.close().await;
+        exec(&mut admin, format!("drop role if exists {role}")).await;
+        no_secret_logged(&["tok-renew-1".into(), "tok-renew-2".into()]);
+    }
+
+    /// Credentials rotated away before their declared expiry: a connect the pool makes later is
+    /// refused, and connscope fetches fresh credentials once and tries again, for the pool's
+    /// own connects and for a query's retry on a fresh connection alike.
+    #[tokio::test]
+    async fn a_refused_pooled_connect_fetches_fresh_credentials_once_more() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "credentials refusal") else { return };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let role = "connscope_rot_refused";
+        if !role_with_password(&mut admin, &url, role, "tok-refused-1").await {
+            return;
+        }
+        let (current, fetches) =
+            (Arc::new(Mutex::new("tok-refused-1".to_owned())), Arc::new(AtomicU64::new(0)));
+        let app = sql_support::unique("refused");
+        // Declared to last an hour: no renewal comes in this test.
+        let mut db = PostgresDb::new(as_role(&url, role, &app)).with_credentials(password_source(
+            &current,
+            &fetches,
+            Duration::from_secs(3600),
+        ));
+        db.max_connections = 1;
+        let conn = Conn::new("refused", db);
+        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        // The pool's own connect: its one connection taken out and closed, the password
+        // rotated; the next query makes the pool connect with the stale one.
+        conn.get().await.unwrap().pool().acquire().await.unwrap().close().await.unwrap();
+        exec(&mut admin, format!("alter role {role} password 'tok-refused-2'")).await;
+        *current.lock().unwrap() = "tok-refused-2".into();
+        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 2, "fetched once more");
+
+        // A query's retry: its connection ended, the password rotated again; the retry's
+        // direct connect is refused, and tried once more with fresh credentials.
+        exec(&mut admin, format!("alter role {role} password 'tok-refused-3'")).await;
+        *current.lock().unwrap() = "tok-refused-3".into();
+        end_backends(&mut admin, &app).await;
+        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 3, "fetched once more");
+        let (c, sql) = (conn.counters(), conn.sql_stats());
+        assert_eq!((c.connects, c.rebuilds), (1, 0), "{c:?}");
+        assert_eq!((sql.retries, sql.errors), (1, 0), "{sql:?}");
+
+        // Always refused: fetched once more, then the query reports `Auth`.
+        exec(&mut admin, format!("alter role {role} password 'tok-refused-4'")).await;
+        end_backends(&mut admin, &app).await;
+        let err = conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap_err();
+        assert_eq!(err.connect_cause(), Some(ConnectCause::Auth), "{err}");
+        assert_eq!(fetches.load(Ordering::SeqCst), 4);
+        conn.close().await;
+        exec(&mut admin, format!("drop role if exists {role}")).await;
+        no_secret_logged(&[
+            "tok-refused-1".into(),
+            "tok-refused-2".into(),
+            "tok-refused-3".into(),
+            "tok-refused-4".into(),
+        ]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn queries_never_fail_while_the_password_rotates_every_second() {
         let Some(url) = sql_support::server_url("DATABASE_URL", "credentials rotation soak") else { return };
@@ -481,7 +656,7 @@ mod pg {
             conn.query("select 1").uncached().fetch_one::<(i32,)>().await.map(drop).map_err(|e| e.to_string())
         };
         let label = format!("PostgreSQL password rotation (password enforced: {enforced})");
-        soak(&label, Conn::new("rotating", db), query, rotate).await;
+        soak(&label, Conn::new("rotating", db), query, rotate, Expect::Renewals).await;
         // A server ends a connection shortly after its client closed it.
         let none_left = sql_support::eventually(Duration::from_secs(5), async || {
             rotation_support::pg::backends_of(&mut admin, &app).await == 0
@@ -550,7 +725,7 @@ mod pg {
         };
         let label =
             format!("PostgreSQL user and password rotation, Vault-like (password enforced: {enforced})");
-        soak(&label, Conn::new("vault", db), query, rotate).await;
+        soak(&label, Conn::new("vault", db), query, rotate, Expect::Rebuilds).await;
         drop_drained(&mut admin, &retired, &dropped).await;
         let (role, _) = current.lock().unwrap().clone();
         exec(&mut admin, format!("drop role if exists {role}")).await;
@@ -578,10 +753,20 @@ mod pg {
     }
 }
 
+/// What a soak's connection does ahead of each expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// The same user, a new password: the pool is renewed in place (no connect, no close).
+    Renewals,
+    /// A new user each time: the pool is rebuilt, the old one drained and closed.
+    Rebuilds,
+}
+
 /// Runs 8 tasks issuing `query` through `conn` (credentials declared to expire after 2 s) for
 /// `ROTATION_SOAK_SECS` (default 20) seconds while `rotate` runs every second; asserts zero
-/// failed queries and every pool closed exactly once; prints the figures.
-async fn soak<P, Q, QF, R, RF>(label: &str, conn: Conn<P>, query: Q, mut rotate: R)
+/// failed queries, a renewal or rebuild (`expect`) ahead of each expiry, and every pool closed
+/// exactly once; prints the figures.
+async fn soak<P, Q, QF, R, RF>(label: &str, conn: Conn<P>, query: Q, mut rotate: R, expect: Expect)
 where
     P: Provider,
     Q: Fn(Conn<P>) -> QF + Clone + Send + 'static,
@@ -640,9 +825,10 @@ where
     let swaps = rotation_support::swaps_of(conn.name());
     let phases = rotation_support::Phases::of(&samples, &swaps);
     let note = format!(
-        "{label}, {secs} s: {ok} queries ok, {} failed; {rotations} rotations; {} rebuilds, {} rebuild \
-         failures; connects {}, closes {} (old pools drained and closed: {}); {}; {c:?}",
+        "{label}, {secs} s: {ok} queries ok, {} failed; {rotations} rotations; {} renewals in place, {} rebuilds, \
+         {} failures; connects {}, closes {} (old pools drained and closed: {}); {}; {c:?}",
         failed.len(),
+        c.renewals,
         c.rebuilds,
         c.rebuild_failures,
         c.connects,
@@ -652,10 +838,18 @@ where
     );
     sql_support::loud(&note);
     assert!(failed.is_empty(), "{} failed queries, first: {:?}", failed.len(), failed.first());
-    assert!(c.rebuilds >= secs * 4 / 10, "a rebuild about every 1.8 s: {note}");
-    // The first connect and one per rebuild; plus, at most, one replacement that was still
-    // connecting when the handle was closed at the end (it is closed at once, unused).
-    assert!((1..=2).contains(&(c.connects - c.rebuilds)), "{note}");
+    match expect {
+        Expect::Renewals => {
+            assert!(c.renewals >= secs * 4 / 10, "a renewal about every 1.8 s: {note}");
+            assert_eq!((c.connects, c.rebuilds), (1, 0), "renewed in place, never reconnected: {note}");
+        }
+        Expect::Rebuilds => {
+            assert!(c.rebuilds >= secs * 4 / 10, "a rebuild about every 1.8 s: {note}");
+            // The first connect and one per rebuild; plus, at most, one replacement that was
+            // still connecting when the handle was closed at the end (closed at once, unused).
+            assert!((1..=2).contains(&(c.connects - c.rebuilds)), "{note}");
+        }
+    }
     assert!(all_closed, "every pool closed: {note}");
     assert_eq!(c.closes, c.connects, "each exactly once: {note}");
 }
@@ -708,7 +902,8 @@ mod mysql {
         let query = |conn: Conn<MySqlDb>| async move {
             conn.query("select 1").uncached().fetch_one::<(i64,)>().await.map(drop).map_err(|e| e.to_string())
         };
-        soak("MariaDB password rotation", Conn::new("rotating_mariadb", db), query, rotate).await;
+        soak("MariaDB password rotation", Conn::new("rotating_mariadb", db), query, rotate, Expect::Renewals)
+            .await;
         // A server ends a connection shortly after its client closed it.
         let none_left = sql_support::eventually(Duration::from_secs(5), async || {
             my::connections_of(&mut admin, USER).await == 0

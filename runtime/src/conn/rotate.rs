@@ -1,12 +1,15 @@
-//! Rebuilding a live client while it is in use: ahead of its credentials' expiry
-//! ([`Provider::expires_at`]), every `refresh` period ([`Connection::REFRESH`](crate::Connection::REFRESH)),
-//! and when the file its credentials came from changed ([`Provider::watched_file`]). At the due
-//! time (expiry minus 10% of the client's lifetime, at most one minute) the replacement connects
-//! first, under the connect lock, while users keep the current client; it is then swapped into
-//! the slot in one step (no `.await` between the connect's result and the swap), new users get
-//! it, and the old client is closed by the same path as any client taken out of the slot
-//! (`close_taken`): after its last user, or the grace period, exactly once. A rebuild that
-//! fails keeps the current client and is retried with backoff.
+//! Keeping a live client's credentials fresh while it is in use. Ahead of their expiry
+//! ([`Provider::expires_at`]: expiry minus 10% of the client's lifetime, at most one minute) the
+//! provider is first asked to renew them in place ([`Provider::renew`]: the client keeps its
+//! open connections, later ones use the fresh credentials; nothing is connected, swapped or
+//! closed). Where it cannot (the default; a SQL pool whose user name changed), and every
+//! `refresh` period ([`Connection::REFRESH`](crate::Connection::REFRESH)), and when the file its
+//! credentials came from changed ([`Provider::watched_file`]), the client is rebuilt: the
+//! replacement connects first, under the connect lock, while users keep the current client; it
+//! is then swapped into the slot in one step (no `.await` between the connect's result and the
+//! swap), new users get it, and the old client is closed by the same path as any client taken
+//! out of the slot (`close_taken`): after its last user, or the grace period, exactly once. A
+//! renewal or rebuild that fails keeps the current client and is retried with backoff.
 //!
 //! The timer is a task of its own holding only weak references: a handle dropped or released,
 //! or a client retired meanwhile, ends it.
@@ -18,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Conn, ConnInner, Home, Live};
-use crate::provider::Provider;
+use crate::provider::{Provider, Renewal};
 use crate::watch::DEFAULT_SECRETS_POLL_INTERVAL;
 
 /// Never more than this ahead of expiry.
@@ -26,10 +29,14 @@ const MAX_MARGIN: Duration = Duration::from_secs(60);
 /// Longest wait between two failed rebuilds.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-enum Rebuild {
+enum Step {
     /// Replaced (or no longer needed: retired, closed or released meanwhile).
     Done,
-    /// The connect failed: the current client was kept.
+    /// Renewed in place: its credentials now expire then.
+    Renewed(Option<Instant>),
+    /// The provider cannot renew in place: rebuild.
+    Rebuild,
+    /// The renewal or the connect failed: the current client was kept.
     Failed,
 }
 
@@ -51,8 +58,8 @@ impl Why {
     }
 }
 
-/// When a client born at `born` whose credentials expire at `expires` is rebuilt: 10% of its
-/// lifetime before expiry, at most one minute before.
+/// When a client born (or renewed) at `born` whose credentials expire at `expires` is renewed
+/// or rebuilt: 10% of its lifetime before expiry, at most one minute before.
 pub(super) fn rebuild_due(born: Instant, expires: Instant) -> Instant {
     let lifetime = expires.saturating_duration_since(born);
     expires.checked_sub((lifetime / 10).min(MAX_MARGIN)).unwrap_or(expires)
@@ -70,43 +77,38 @@ impl<P: Provider> Conn<P> {
         shared.map_or(DEFAULT_SECRETS_POLL_INTERVAL, |s| s.secrets_poll_interval())
     }
 
-    /// Starts the rebuild timer of `live` if it is to be rebuilt at all (its credentials
-    /// expire, the handle has a refresh period, or its credentials file is watched) and this
-    /// handle can reconnect (and a Tokio runtime is there to run the timer).
+    /// Starts the rebuild timer of `live` if it is to be renewed or rebuilt at all (its
+    /// credentials expire, the handle has a refresh period, or its credentials file is
+    /// watched) and this handle can reconnect (and a Tokio runtime is there to run the timer).
     pub(super) fn schedule_rebuild(&self, live: &Arc<Live<P::Raw>>) {
         if !self.inner.can_reconnect {
             return;
         }
-        let expiry = live.expires_at.map(|expires| (rebuild_due(live.born, expires), expires));
+        let expiry = self
+            .inner
+            .provider
+            .expires_at(&live.raw)
+            .map(|expires| (rebuild_due(live.born, expires), expires));
         let refresh = self.inner.refresh.and_then(|r| live.born.checked_add(r));
         let watched = self.inner.provider.watched_file(&live.raw).is_some();
         if expiry.is_none() && refresh.is_none() && !watched {
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        // The earliest due time, and why.
-        let due = match (expiry, refresh) {
-            (Some((e, _)), Some(r)) if r < e => Some((r, Why::Refresh)),
-            (Some((e, _)), _) => Some((e, Why::Expiry)),
-            (None, Some(r)) => Some((r, Why::Refresh)),
-            (None, None) => None,
-        };
-        let first_backoff = match (expiry, self.inner.refresh) {
-            (Some((due, expires)), _) => expires.saturating_duration_since(due) / 4,
-            (None, Some(period)) => period / 40,
-            (None, None) => Duration::from_secs(1),
-        }
-        .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let period = self.inner.refresh;
         let poll = watched.then(|| self.poll_interval().max(Duration::from_millis(1)));
         let conn: Weak<ConnInner<P>> = Arc::downgrade(&self.inner);
         let target = Arc::downgrade(live);
         handle.spawn(async move {
-            let mut due = due;
+            let mut expiry = expiry;
             let mut next_poll = poll.map(|p| Instant::now() + p);
-            let mut backoff = first_backoff;
-            // A failed rebuild is retried at its backoff: the file is not polled meanwhile.
-            let mut retrying = false;
+            let mut backoff = first_backoff(expiry, period);
+            // A failed attempt is retried at its backoff: the file is not polled meanwhile.
+            let mut retry: Option<(Instant, Why)> = None;
             loop {
+                let due = retry.or_else(|| {
+                    earliest(expiry.map(|(d, _)| (d, Why::Expiry)), refresh.map(|r| (r, Why::Refresh)))
+                });
                 let wake = match (due, next_poll) {
                     (Some((d, _)), Some(p)) => d.min(p),
                     (Some((d, _)), None) => d,
@@ -122,7 +124,7 @@ impl<P: Provider> Conn<P> {
                 let now = Instant::now();
                 let mut why = due.filter(|&(d, _)| d <= now).map(|(_, why)| why);
                 if why.is_none()
-                    && !retrying
+                    && retry.is_none()
                     && let Some(every) = poll
                 {
                     next_poll = Some(now + every);
@@ -131,16 +133,65 @@ impl<P: Provider> Conn<P> {
                     }
                 }
                 let Some(why) = why else { continue };
-                if let Rebuild::Done = this.rebuild(live, why).await {
-                    return;
+                let mut step = if let Why::Expiry = why { this.renew(&live).await } else { Step::Rebuild };
+                if let Step::Rebuild = step {
+                    step = this.rebuild(live, why).await;
                 }
                 drop(this);
-                // Failed: the same reason is tried again after the backoff.
-                due = Some((Instant::now() + backoff, why));
-                retrying = true;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                match step {
+                    Step::Done => return,
+                    Step::Renewed(expires) => {
+                        let renewed = Instant::now();
+                        expiry = expires.map(|e| (rebuild_due(renewed, e), e));
+                        retry = None;
+                        backoff = first_backoff(expiry, period);
+                    }
+                    Step::Rebuild | Step::Failed => {
+                        // Failed: the same reason is tried again after the backoff.
+                        retry = Some((Instant::now() + backoff, why));
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
             }
         });
+    }
+
+    /// Renews `live`'s credentials in place, if it is still the live client and the provider can.
+    async fn renew(&self, live: &Arc<Live<P::Raw>>) -> Step {
+        // Serialized with every connect, as a rebuild is.
+        let _guard = self.inner.connect_lock.lock().await;
+        if self.inner.released.load(Ordering::Acquire) || !self.holds(live) {
+            return Step::Done;
+        }
+        match self.inner.provider.renew(&live.raw).await {
+            Ok(Renewal::InPlace(expires)) => {
+                self.inner.counters.renewals.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    connection = %self.inner.name,
+                    "connscope: credentials renewed in place {}",
+                    Why::Expiry.text()
+                );
+                Step::Renewed(expires)
+            }
+            Ok(Renewal::Rebuild) => Step::Rebuild,
+            Err(e) => {
+                self.inner.counters.rebuild_failures.fetch_add(1, Ordering::Relaxed);
+                let expired = self.expired(live);
+                tracing::warn!(
+                    connection = %self.inner.name,
+                    error = %e,
+                    expired,
+                    "connscope: renewing the credentials {} failed; keeping the current ones and retrying",
+                    Why::Expiry.text()
+                );
+                Step::Failed
+            }
+        }
+    }
+
+    /// Whether `live`'s credentials have expired already.
+    fn expired(&self, live: &Live<P::Raw>) -> bool {
+        self.inner.provider.expires_at(&live.raw).is_some_and(|t| t <= Instant::now())
     }
 
     /// Whether the credentials file `live` was built from changed since (read off the async
@@ -155,11 +206,11 @@ impl<P: Provider> Conn<P> {
     }
 
     /// Replaces `old` by a freshly connected client, if `old` is still the live one.
-    async fn rebuild(&self, old: Arc<Live<P::Raw>>, why: Why) -> Rebuild {
+    async fn rebuild(&self, old: Arc<Live<P::Raw>>, why: Why) -> Step {
         // Serialized with every other connect: one replacement at a time.
         let _guard = self.inner.connect_lock.lock().await;
         if self.inner.released.load(Ordering::Acquire) || !self.holds(&old) {
-            return Rebuild::Done;
+            return Step::Done;
         }
         // Users keep `old` meanwhile. Dropped here, the half-made client was never installed
         // nor counted, and `old` is untouched.
@@ -169,7 +220,7 @@ impl<P: Provider> Conn<P> {
             Ok(raw) => raw,
             Err(e) => {
                 self.inner.counters.rebuild_failures.fetch_add(1, Ordering::Relaxed);
-                let expired = old.expires_at.is_some_and(|t| t <= Instant::now());
+                let expired = self.expired(&old);
                 tracing::warn!(
                     connection = %self.inner.name,
                     error = %e,
@@ -177,11 +228,10 @@ impl<P: Provider> Conn<P> {
                     "connscope: rebuilding the connection {} failed; keeping the current one and retrying",
                     why.text()
                 );
-                return Rebuild::Failed;
+                return Step::Failed;
             }
         };
-        let expires_at = self.inner.provider.expires_at(&raw);
-        let fresh = Arc::new(Live::new(raw, expires_at));
+        let fresh = Arc::new(Live::new(raw));
         self.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
         // The swap: nothing awaited between the connect's result and here.
         let swapped = {
@@ -210,8 +260,27 @@ impl<P: Provider> Conn<P> {
             // fresh client is not wanted either.
             self.close_taken(fresh, false).await;
         }
-        Rebuild::Done
+        Step::Done
     }
+}
+
+/// The earlier of two due times (the first on a tie).
+fn earliest(a: Option<(Instant, Why)>, b: Option<(Instant, Why)>) -> Option<(Instant, Why)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The first wait after a failed attempt: a quarter of the margin before expiry, else a
+/// fortieth of the refresh period, else one second; between 50 ms and 5 s.
+fn first_backoff(expiry: Option<(Instant, Instant)>, refresh: Option<Duration>) -> Duration {
+    match (expiry, refresh) {
+        (Some((due, expires)), _) => expires.saturating_duration_since(due) / 4,
+        (None, Some(period)) => period / 40,
+        (None, None) => Duration::from_secs(1),
+    }
+    .clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 #[cfg(test)]

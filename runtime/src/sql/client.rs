@@ -13,7 +13,7 @@ use super::backend::{Backend, ConnectOptionsOf};
 use super::error::{ConnectCause, ConnectError, connect_cause, is_connection_lost};
 use super::redact::redact_url;
 use super::settings::{SqlDb, SqlLogin, SqlProvider};
-use crate::provider::Provider;
+use crate::provider::{Provider, Renewal};
 
 /// The live client of a SQL connection: a sqlx pool (plus, for an in-memory SQLite database,
 /// one connection that keeps the database alive while the pool opens and closes others).
@@ -23,8 +23,11 @@ use crate::provider::Provider;
 pub struct SqlClient<DB: Backend> {
     pool: Pool<DB>,
     anchor: Option<tokio::sync::Mutex<Option<DB::Connection>>>,
-    /// When the credentials this pool connects with stop working.
-    expires_at: Option<tokio::time::Instant>,
+    /// When the credentials this pool connects with stop working (renewed in place, ahead).
+    expires_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The user name those credentials are for: fresh credentials for another user (Vault's
+    /// dynamic secrets) need a new pool; for the same user, they are renewed in place.
+    user: Option<String>,
     /// The file the credentials were read from (`password_file`): the pool is rebuilt when it changes.
     stamp: Option<crate::FileStamp>,
 }
@@ -35,9 +38,9 @@ impl<DB: Backend> SqlClient<DB> {
         &self.pool
     }
 
-    /// When the credentials this pool connects with stop working (it is rebuilt ahead).
+    /// When the credentials this pool connects with stop working (they are renewed ahead).
     pub fn credentials_expire_at(&self) -> Option<tokio::time::Instant> {
-        self.expires_at
+        *self.expires_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -210,6 +213,7 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
     // An in-memory database lives in its anchor connection: never rebuilt (that would empty it).
     let expires_at = creds.expires_at.filter(|_| !in_memory);
     let stamp = creds.stamp.clone().filter(|_| !in_memory);
+    let user = creds.user.clone();
     drop(creds);
     let counters = Arc::clone(&p.state().counters);
     // Credentials that expire may also be rotated away before then: the whole pool is opened
@@ -266,7 +270,7 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         }
         None => None,
     };
-    let client = SqlClient { pool, anchor, expires_at, stamp };
+    let client = SqlClient { pool, anchor, expires_at: std::sync::Mutex::new(expires_at), stamp, user };
     if fill {
         // A pool that cannot be filled is not handed out (the caller keeps its current one).
         if let Err(e) = open(&client, s.max_connections.max(1), s.connect_timeout, Pace::OneAtATime).await {
@@ -291,6 +295,42 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         }
     }
     Ok(client)
+}
+
+/// Renews a pool's credentials in place: fetches fresh ones and gives them to the pool for
+/// its later connects. Its open connections stay: PostgreSQL and MySQL check credentials when a
+/// connection is opened, and neither a password change nor a token's expiry ends a session.
+/// A pool whose credentials come from a watched file is rebuilt when the file changes instead;
+/// fresh credentials for another user need a new pool (a rebuild), as do changed settings.
+async fn renew<P: SqlProvider>(p: &P, client: &SqlClient<P::Db>) -> Result<Renewal, ConnectError> {
+    if client.stamp.is_some() {
+        return Ok(Renewal::Rebuild);
+    }
+    let creds = credentials(p).await?;
+    if creds.user != client.user || creds.stamp.is_some() {
+        return Ok(Renewal::Rebuild);
+    }
+    let options = options_with(p, &creds)?;
+    client.pool.set_connect_options(options);
+    *client.expires_at.lock().unwrap_or_else(|p| p.into_inner()) = creds.expires_at;
+    Ok(Renewal::InPlace(creds.expires_at))
+}
+
+/// After a connect of `client`'s pool was refused for authentication (the credentials it
+/// holds were rotated away before their declared expiry): fresh ones from the provider's
+/// source are given to the pool in place, if they are for the same user. Whether it got them:
+/// the caller then tries once more.
+pub(crate) async fn renew_after_refusal<P: SqlProvider>(p: &P, client: &SqlClient<P::Db>) -> bool {
+    if p.credentials().is_none() {
+        return false;
+    }
+    let renewed = matches!(renew(p, client).await, Ok(Renewal::InPlace(_)));
+    tracing::info!(
+        target = %redact_url(p.url()),
+        renewed,
+        "connscope: a pooled connect was refused for authentication; fetched fresh credentials"
+    );
+    renewed
 }
 
 /// How [`open`] opens its connections.
@@ -433,7 +473,10 @@ impl<DB: Backend> Provider for SqlDb<DB> {
         lost::<DB>(err)
     }
     fn expires_at(&self, raw: &SqlClient<DB>) -> Option<tokio::time::Instant> {
-        raw.expires_at
+        raw.credentials_expire_at()
+    }
+    async fn renew(&self, raw: &SqlClient<DB>) -> Result<Renewal, ConnectError> {
+        renew(self, raw).await
     }
     fn watched_file<'a>(&self, raw: &'a SqlClient<DB>) -> Option<&'a crate::FileStamp> {
         raw.stamp.as_ref()

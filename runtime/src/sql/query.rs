@@ -12,8 +12,9 @@ use sqlx::{Connection as _, FromRow, SqlSafeStr, SqlStr};
 
 use super::backend::Backend;
 use super::cache::{Cached, Entry, QueryKey, ReadKey, Shape, identity, query_cache};
+use super::client::renew_after_refusal;
 use super::client::{SqlStats, connect_direct};
-use super::error::{ConnectError, SqlError, connect_cause, is_connection_lost};
+use super::error::{ConnectCause, ConnectError, SqlError, connect_cause, is_connection_lost};
 use super::generations::{clear_connection, generation, pin};
 use super::settings::SqlProvider;
 use super::shared;
@@ -427,7 +428,7 @@ async fn run_once_or_twice<P: SqlProvider, R>(
     let limit = conn.provider().pool_settings().statement_timeout;
     let timed_out = |after| SqlError::StatementTimeout { connection: connection(), after };
     let client = conn.get().await?;
-    let error = match client.pool().acquire().await {
+    let error = match acquire(conn, &client).await {
         Ok(mut pooled) => {
             counters.statements.fetch_add(1, Relaxed);
             match within(limit, op(&mut pooled, st)).await {
@@ -462,9 +463,15 @@ async fn run_once_or_twice<P: SqlProvider, R>(
         Err(e) => return Err(acquire_failed(conn, &client, e).await),
     };
     tracing::info!(connection = %conn.name(), %error, "connscope: connection dropped; retrying on a fresh one");
-    let options = client.pool().connect_options();
     let timeout = conn.provider().pool_settings().connect_timeout;
-    let mut fresh = match connect_direct::<P::Db>(&options, timeout).await {
+    let direct = || async { connect_direct::<P::Db>(&client.pool().connect_options(), timeout).await };
+    let attempt = match direct().await {
+        Err(e) if e.cause == ConnectCause::Auth && renew_after_refusal(conn.provider(), &client).await => {
+            direct().await
+        }
+        other => other,
+    };
+    let mut fresh = match attempt {
         Ok(c) => c,
         Err(e) => {
             client.report_broken();
@@ -487,6 +494,24 @@ async fn run_once_or_twice<P: SqlProvider, R>(
             Err(SqlError::ConnectionLost { connection: connection(), retried: true, source: e })
         }
         Err(e) => Err(SqlError::Database { connection: connection(), source: e }),
+    }
+}
+
+/// A pooled connection. A connect the pool made for it that the server refused for
+/// authentication (credentials rotated away before their declared expiry) is tried once more
+/// with fresh credentials from the provider's source.
+async fn acquire<P: SqlProvider>(
+    conn: &Conn<P>,
+    client: &ConnRef<P>,
+) -> Result<sqlx::pool::PoolConnection<P::Db>, sqlx::Error> {
+    match client.pool().acquire().await {
+        Err(e)
+            if connect_cause(&e, <P::Db as Backend>::connect_cause) == ConnectCause::Auth
+                && renew_after_refusal(conn.provider(), client).await =>
+        {
+            client.pool().acquire().await
+        }
+        other => other,
     }
 }
 
