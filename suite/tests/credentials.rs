@@ -618,6 +618,50 @@ mod pg {
         ]);
     }
 
+    /// Many connects refused at once (every backend ended after a rotation, 8 queries in
+    /// flight): one fetch serves them all, and no query fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_refused_connects_fetch_fresh_credentials_once() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "credentials refusals at once") else {
+            return;
+        };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let role = "connscope_rot_herd";
+        if !role_with_password(&mut admin, &url, role, "tok-herd-1").await {
+            return;
+        }
+        let (current, fetches) = (Arc::new(Mutex::new("tok-herd-1".to_owned())), Arc::new(AtomicU64::new(0)));
+        let app = sql_support::unique("herd");
+        let mut db = PostgresDb::new(as_role(&url, role, &app)).with_credentials(password_source(
+            &current,
+            &fetches,
+            Duration::from_secs(3600),
+        ));
+        db.max_connections = 8;
+        let conn = Conn::new("herd", db);
+        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+        exec(&mut admin, format!("alter role {role} password 'tok-herd-2'")).await;
+        *current.lock().unwrap() = "tok-herd-2".into();
+        end_backends(&mut admin, &app).await;
+        let queries: Vec<_> = (0..8)
+            .map(|_| {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    conn.query("select 1").uncached().fetch_one::<(i32,)>().await.map(drop)
+                })
+            })
+            .collect();
+        for q in queries {
+            q.await.unwrap().unwrap();
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 2, "the first connect, then one fetch for all");
+        let c = conn.counters();
+        assert_eq!((c.connects, c.rebuilds), (1, 0), "{c:?}");
+        conn.close().await;
+        exec(&mut admin, format!("drop role if exists {role}")).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn queries_never_fail_while_the_password_rotates_every_second() {
         let Some(url) = sql_support::server_url("DATABASE_URL", "credentials rotation soak") else { return };

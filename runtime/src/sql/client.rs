@@ -28,6 +28,10 @@ pub struct SqlClient<DB: Backend> {
     /// The user name those credentials are for: fresh credentials for another user (Vault's
     /// dynamic secrets) need a new pool; for the same user, they are renewed in place.
     user: Option<String>,
+    /// Held while the credentials are renewed (one fetch at a time).
+    renewing: tokio::sync::Mutex<()>,
+    /// How many times the pool's connect options were renewed.
+    generation: AtomicU64,
     /// The file the credentials were read from (`password_file`): the pool is rebuilt when it changes.
     stamp: Option<crate::FileStamp>,
 }
@@ -36,6 +40,11 @@ impl<DB: Backend> SqlClient<DB> {
     /// The sqlx pool.
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// Which renewal of its credentials the pool connects with now (0: those it was built with).
+    pub(crate) fn credentials_generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// When the credentials this pool connects with stop working (they are renewed ahead).
@@ -270,7 +279,15 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         }
         None => None,
     };
-    let client = SqlClient { pool, anchor, expires_at: std::sync::Mutex::new(expires_at), stamp, user };
+    let client = SqlClient {
+        pool,
+        anchor,
+        expires_at: std::sync::Mutex::new(expires_at),
+        stamp,
+        user,
+        renewing: tokio::sync::Mutex::new(()),
+        generation: AtomicU64::new(0),
+    };
     if fill {
         // A pool that cannot be filled is not handed out (the caller keeps its current one).
         if let Err(e) = open(&client, s.max_connections.max(1), s.connect_timeout, Pace::OneAtATime).await {
@@ -303,6 +320,12 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
 /// A pool whose credentials come from a watched file is rebuilt when the file changes instead;
 /// fresh credentials for another user need a new pool (a rebuild), as do changed settings.
 async fn renew<P: SqlProvider>(p: &P, client: &SqlClient<P::Db>) -> Result<Renewal, ConnectError> {
+    let _renewing = client.renewing.lock().await;
+    renew_locked(p, client).await
+}
+
+/// [`renew`], its lock held.
+async fn renew_locked<P: SqlProvider>(p: &P, client: &SqlClient<P::Db>) -> Result<Renewal, ConnectError> {
     if client.stamp.is_some() {
         return Ok(Renewal::Rebuild);
     }
@@ -313,18 +336,29 @@ async fn renew<P: SqlProvider>(p: &P, client: &SqlClient<P::Db>) -> Result<Renew
     let options = options_with(p, &creds)?;
     client.pool.set_connect_options(options);
     *client.expires_at.lock().unwrap_or_else(|p| p.into_inner()) = creds.expires_at;
+    client.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(Renewal::InPlace(creds.expires_at))
 }
 
 /// After a connect of `client`'s pool was refused for authentication (the credentials it
 /// holds were rotated away before their declared expiry): fresh ones from the provider's
 /// source are given to the pool in place, if they are for the same user. Whether it got them:
-/// the caller then tries once more.
-pub(crate) async fn renew_after_refusal<P: SqlProvider>(p: &P, client: &SqlClient<P::Db>) -> bool {
+/// the caller then tries once more. `tried` is the [`SqlClient::credentials_generation`] the
+/// refused connect started with: many connects refused at once fetch once, the others find
+/// the credentials renewed since they started and try again with those.
+pub(crate) async fn renew_after_refusal<P: SqlProvider>(
+    p: &P,
+    client: &SqlClient<P::Db>,
+    tried: u64,
+) -> bool {
     if p.credentials().is_none() {
         return false;
     }
-    let renewed = matches!(renew(p, client).await, Ok(Renewal::InPlace(_)));
+    let _renewing = client.renewing.lock().await;
+    if client.credentials_generation() != tried {
+        return true;
+    }
+    let renewed = matches!(renew_locked(p, client).await, Ok(Renewal::InPlace(_)));
     tracing::info!(
         target = %redact_url(p.url()),
         renewed,

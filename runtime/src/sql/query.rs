@@ -465,8 +465,12 @@ async fn run_once_or_twice<P: SqlProvider, R>(
     tracing::info!(connection = %conn.name(), %error, "connscope: connection dropped; retrying on a fresh one");
     let timeout = conn.provider().pool_settings().connect_timeout;
     let direct = || async { connect_direct::<P::Db>(&client.pool().connect_options(), timeout).await };
+    let tried = client.credentials_generation();
     let attempt = match direct().await {
-        Err(e) if e.cause == ConnectCause::Auth && renew_after_refusal(conn.provider(), &client).await => {
+        Err(e)
+            if e.cause == ConnectCause::Auth
+                && renew_after_refusal(conn.provider(), &client, tried).await =>
+        {
             direct().await
         }
         other => other,
@@ -504,10 +508,11 @@ async fn acquire<P: SqlProvider>(
     conn: &Conn<P>,
     client: &ConnRef<P>,
 ) -> Result<sqlx::pool::PoolConnection<P::Db>, sqlx::Error> {
+    let tried = client.credentials_generation();
     match client.pool().acquire().await {
         Err(e)
             if connect_cause(&e, <P::Db as Backend>::connect_cause) == ConnectCause::Auth
-                && renew_after_refusal(conn.provider(), client).await =>
+                && renew_after_refusal(conn.provider(), client, tried).await =>
         {
             client.pool().acquire().await
         }
