@@ -81,6 +81,15 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// Opens the client that replaces `old` in a rebuild (ahead of its credentials' expiry, at
+    /// the end of a refresh period, or when its credentials file changed), while `old` still
+    /// serves its users. The default: [`Provider::connect`]. connscope's SQL providers open the
+    /// replacement pool to as many connections as `old` has open.
+    fn replace(&self, old: &Self::Raw) -> impl Future<Output = Result<Self::Raw, Self::Error>> + Send {
+        let _ = old;
+        self.connect()
+    }
+
     /// Gives `raw` fresh credentials in place, ahead of their expiry, when the provider can:
     /// the client keeps its open connections (a database server checks credentials when a
     /// connection is opened, not afterwards) and opens later ones with the fresh credentials.

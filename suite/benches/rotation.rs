@@ -68,7 +68,6 @@ fn pool<DB: Backend>(name: &str, target: &Target, lifetime: Duration, rotation: 
     });
     let mut db = SqlDb::<DB>::new(&target.url).with_credentials(source);
     db.max_connections = 8;
-    db.min_connections = 8;
     Conn::new(name, db)
 }
 

@@ -335,6 +335,39 @@ mod sqlite {
         assert!(closed, "{:?}", conn.counters());
     }
 
+    /// A rebuilt pool's replacement opens as many connections as the old pool had open, not
+    /// `max_connections`: the server opens and closes no more connections per rebuild than the
+    /// app uses.
+    #[tokio::test]
+    async fn a_rebuilt_pool_opens_as_many_connections_as_the_old_one_had() {
+        let issued = Arc::new(AtomicU64::new(0));
+        let db = SqliteDb::new(db_file("sized")).with_credentials(CredentialSource::from_fn(move || {
+            let n = issued.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok(Fetched::new("tok-sized")
+                    .with_user(format!("v-{n}"))
+                    .expires_in(Duration::from_millis(400)))
+            }
+        }));
+        let mut db = db;
+        db.max_connections = 8;
+        let conn = Conn::new("sized", db);
+        {
+            // Three connections in use at once: the pool opens three.
+            let client = conn.get().await.unwrap();
+            let held =
+                [client.pool().acquire().await, client.pool().acquire().await, client.pool().acquire().await];
+            assert!(held.iter().all(Result::is_ok));
+            assert_eq!(client.pool().size(), 3);
+        }
+        let rebuilt =
+            sql_support::eventually(Duration::from_secs(5), async || conn.counters().rebuilds >= 1).await;
+        assert!(rebuilt, "{:?}", conn.counters());
+        let size = conn.get().await.unwrap().pool().size();
+        assert_eq!(size, 3, "the replacement opened what the old pool had open, not 8");
+        conn.close().await;
+    }
+
     #[tokio::test]
     async fn a_failing_source_is_a_connect_error_that_quotes_no_output() {
         let db = SqliteDb::new(db_file("failing")).with_credentials(CredentialSource::command(

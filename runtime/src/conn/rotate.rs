@@ -216,7 +216,7 @@ impl<P: Provider> Conn<P> {
         // nor counted, and `old` is untouched.
         let started = Instant::now();
         tracing::debug!(connection = %self.inner.name, "connscope: rebuilding the connection {}", why.text());
-        let raw = match self.inner.provider.connect().await {
+        let raw = match self.inner.provider.replace(&old.raw).await {
             Ok(raw) => raw,
             Err(e) => {
                 self.inner.counters.rebuild_failures.fetch_add(1, Ordering::Relaxed);

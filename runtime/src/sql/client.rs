@@ -200,21 +200,25 @@ fn options_with<P: SqlProvider>(p: &P, c: &Creds) -> Result<ConnectOptionsOf<P::
 
 /// Connects with freshly fetched credentials; credentials from a source that are rejected
 /// (they may have just been rotated) are fetched once more and tried again before `Auth` is
-/// reported.
-async fn connect<P: SqlProvider>(p: &P) -> Result<SqlClient<P::Db>, ConnectError> {
-    match connect_with(p, credentials(p).await?).await {
+/// reported. `replacing`: the number of connections the pool this one replaces has open.
+async fn connect<P: SqlProvider>(p: &P, replacing: Option<u32>) -> Result<SqlClient<P::Db>, ConnectError> {
+    match connect_with(p, credentials(p).await?, replacing).await {
         Err(e) if e.cause == ConnectCause::Auth && p.credentials().is_some() => {
             tracing::info!(
                 target = %e.target,
                 "connscope: credentials rejected; fetching fresh ones and trying once more"
             );
-            connect_with(p, credentials(p).await?).await
+            connect_with(p, credentials(p).await?, replacing).await
         }
         other => other,
     }
 }
 
-async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P::Db>, ConnectError> {
+async fn connect_with<P: SqlProvider>(
+    p: &P,
+    creds: Creds,
+    replacing: Option<u32>,
+) -> Result<SqlClient<P::Db>, ConnectError> {
     let s = p.pool_settings();
     let options = options_with(p, &creds)?;
     let target = <P::Db as Backend>::target(&options);
@@ -225,14 +229,18 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
     let user = creds.user.clone();
     drop(creds);
     let counters = Arc::clone(&p.state().counters);
-    // Credentials that expire may also be rotated away before then: the whole pool is opened
-    // now, with the credentials just fetched, rather than later with stale ones.
-    let fill = expires_at.is_some();
+    // A replacement for a pool in use (a rebuild) opens as many connections as that pool has
+    // open before it is swapped in (at least one, at least `min_connections`): its users do not
+    // wait for connects, and a pool sized to its demand costs the server no more connections
+    // opened and closed per rebuild than it uses.
+    // (An in-memory database is never replaced this way: it lives in its first connection.)
+    let fill = replacing
+        .filter(|_| !in_memory)
+        .map(|open| open.max(s.min_connections).clamp(1, s.max_connections.max(1)));
     // One direct attempt first: it fails fast with the real cause (refused, auth, unknown
-    // database, timeout) where a pool would retry until "pool timed out". A pool filled up
-    // front by a provider that connected before (a rebuild) skips it: one connect less per
-    // rebuild; it is diagnosed the same way only if filling it fails.
-    let first = if fill && counters.connections_opened.load(Relaxed) > 0 {
+    // database, timeout) where a pool would retry until "pool timed out". A replacement skips
+    // it: one connect less per rebuild; it is diagnosed the same way only if filling it fails.
+    let first = if fill.is_some() {
         None
     } else {
         let first = connect_direct::<P::Db>(&options, s.connect_timeout).await?;
@@ -288,9 +296,9 @@ async fn connect_with<P: SqlProvider>(p: &P, creds: Creds) -> Result<SqlClient<P
         renewing: tokio::sync::Mutex::new(()),
         generation: AtomicU64::new(0),
     };
-    if fill {
+    if let Some(n) = fill {
         // A pool that cannot be filled is not handed out (the caller keeps its current one).
-        if let Err(e) = open(&client, s.max_connections.max(1), s.connect_timeout, Pace::OneAtATime).await {
+        if let Err(e) = open(&client, n, s.connect_timeout, Pace::OneAtATime).await {
             close(&client, &s).await;
             // The direct attempt names the real cause, if it fails too.
             connect_direct::<P::Db>(&options, s.connect_timeout).await.map(drop)?;
@@ -495,7 +503,11 @@ impl<DB: Backend> Provider for SqlDb<DB> {
     type Raw = SqlClient<DB>;
     type Error = ConnectError;
     async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
-        connect(self).await
+        connect(self, None).await
+    }
+    /// A pool opened to as many connections as `old` has open (at least `min_connections`).
+    async fn replace(&self, old: &SqlClient<DB>) -> Result<SqlClient<DB>, ConnectError> {
+        connect(self, Some(old.pool.size())).await
     }
     async fn is_open(&self, raw: &SqlClient<DB>) -> bool {
         is_open(raw, &self.pool_settings()).await
@@ -525,7 +537,7 @@ impl<DB: Backend> Provider for SqlLogin<DB> {
     /// lost later cannot be reopened with the user's password (on a server that asks for one),
     /// so the user is sent back to the login form instead of the password living on in memory.
     async fn connect(&self) -> Result<SqlClient<DB>, ConnectError> {
-        let client = connect(self).await?;
+        let client = connect(self, None).await?;
         let s = self.pool_settings();
         let _ = open(&client, s.max_connections.max(1), s.connect_timeout, Pace::AllAtOnce).await;
         if let Ok(options) = DB::options(self.url(), self.user(), None) {
