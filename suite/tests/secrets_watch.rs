@@ -517,6 +517,53 @@ async fn a_session_connection_is_made_again_with_the_new_settings_and_the_old_on
     rt.shutdown().await;
 }
 
+/// Session connections are not connected ahead with the new settings: with many live
+/// sessions that would be a connect storm on the database the moment the file changes. Each
+/// session's old connection is drained and closed at once; a session connects with the new
+/// settings at its next lookup, and a session that never looks its connection up again never
+/// connects.
+#[tokio::test(start_paused = true)]
+async fn session_connections_reconnect_at_their_next_lookup_not_all_at_once() {
+    let _ = logs();
+    let path = secrets_file("watch-sessions");
+    let (one, two) = (sql_support::unique("many-one"), sql_support::unique("many-two"));
+    write_atomically(&path, &format!("[connections.watched_session]\nhost = \"{one}\"\n"));
+    let rt = Runtime::builder()
+        .no_idle_timeout()
+        .no_session_lifetime()
+        .secrets_file(&path)
+        .secrets_poll_interval(Duration::from_millis(100))
+        .maintenance_interval(Duration::from_millis(50))
+        .build();
+    let sessions: Vec<_> = (0..200).map(|_| rt.session()).collect();
+    let lookup = |session: &connscope::Session| {
+        let (rt, session) = (rt.clone(), session.clone());
+        async move {
+            session
+                .run(async move {
+                    rt.connection::<WatchedSession>("watched_session").await?.get().await.map(|c| c.clone())
+                })
+                .await
+                .unwrap()
+        }
+    };
+    for s in &sessions {
+        assert_eq!(lookup(s).await, one);
+    }
+    assert_eq!(connects(&one).len(), 200);
+    write_atomically(&path, &format!("[connections.watched_session]\nhost = \"{two}\"\n"));
+    until("every old connection closes", async || closes(&one).len() == 200).await;
+    settle().await;
+    assert_eq!(closes(&one).len(), 200, "each closed exactly once");
+    assert!(connects(&two).is_empty(), "nothing connected ahead of the sessions' lookups");
+    for s in &sessions[..3] {
+        assert_eq!(lookup(s).await, two);
+    }
+    assert_eq!(connects(&two).len(), 3, "one connect per session that looked its connection up");
+    rt.shutdown().await;
+    assert_eq!(closes(&two).len(), 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_file_invalid_at_start_is_taken_once_it_is_fixed() {
     let _ = logs();
