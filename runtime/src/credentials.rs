@@ -88,12 +88,13 @@ impl CredentialsError {
     }
 }
 
-/// A source of credentials, asked on every new connect (never cached past its own answer).
+/// A source of credentials, asked for every new pool and again ahead of every expiry (an
+/// answer is never used past its own expiry).
 ///
 /// ```
 /// use connscope::{Credentials, CredentialsError, Fetched};
 ///
-/// /// An IAM-like token: a fresh one per connect, valid 15 minutes.
+/// /// An IAM-like token: a fresh one per fetch, valid 15 minutes.
 /// struct Token;
 /// impl Credentials for Token {
 ///     async fn fetch(&self) -> Result<Fetched, CredentialsError> {
@@ -103,8 +104,9 @@ impl CredentialsError {
 /// }
 /// ```
 pub trait Credentials: Send + Sync + 'static {
-    /// Fresh credentials. Called on every new connect, and again once when a connect is
-    /// rejected for authentication.
+    /// Fresh credentials. Called for every new pool (or client), ahead of every expiry (the
+    /// answer is given to the pool in place, or a new pool is opened for another user), and
+    /// again once when a connect is rejected for authentication.
     fn fetch(&self) -> impl Future<Output = Result<Fetched, CredentialsError>> + Send;
 }
 

@@ -79,8 +79,8 @@ pub trait SqlProvider: Connection<Raw = super::SqlClient<Self::Db>, Error = supe
     /// Identity and counters of this instance.
     #[doc(hidden)]
     fn state(&self) -> &SqlState;
-    /// Where fresh credentials come from on every connect, if anywhere (they win over
-    /// `user` and `password`).
+    /// Where fresh credentials come from for every pool and ahead of every expiry, if anywhere
+    /// (they win over `user` and `password`).
     fn credentials(&self) -> Option<CredentialSource> {
         None
     }
@@ -211,23 +211,24 @@ macro_rules! sql_provider {
             #[connection(fixed)]
             #[serde(default, with = "duration")]
             pub statement_timeout: Duration,
-            /// A command run (with `sh -c`) on every connect whose trimmed output is the
+            /// A command run (with `sh -c`) for every pool and renewal whose trimmed output is the
             /// password or token, e.g. `"vault read -field=password database/creds/app"`.
             #[connection(fixed)]
             #[serde(default)]
             pub password_command: Option<String>,
-            /// A file re-read on every connect whose trimmed content is the password (a
-            /// Kubernetes-mounted secret).
+            /// A file whose trimmed content is the password (a Kubernetes-mounted secret),
+            /// re-read for every pool; the pool is rebuilt when the file changes.
             #[connection(fixed)]
             #[serde(default)]
             pub password_file: Option<String>,
-            /// An environment variable read on every connect for the password.
+            /// An environment variable read for every pool and renewal for the password.
             #[connection(fixed)]
             #[serde(default)]
             pub password_env: Option<String>,
             /// How long fetched credentials work when their source says nothing (default 0:
-            /// no expiry). A connection with expiring credentials is rebuilt ahead of expiry
-            /// (by 10% of the lifetime, at most 1 min) and the old pool drained and closed.
+            /// no expiry). A connection with expiring credentials is renewed ahead of expiry
+            /// (by 10% of the lifetime, at most 1 min): in place for the same user, else
+            /// rebuilt (the old pool drained and closed).
             #[connection(fixed)]
             #[serde(default, with = "duration")]
             pub credentials_lifetime: Duration,
@@ -289,7 +290,7 @@ macro_rules! sql_provider {
         }
 
         impl<DB: Backend> $name<DB> {
-            /// Fetches credentials from `source` on every connect, over `user` and `password`
+            /// Fetches credentials from `source` for every pool and ahead of every expiry, over `user` and `password`
             /// (and over `password_command`, `password_file`, `password_env`).
             pub fn with_credentials(mut self, source: impl Into<CredentialSource>) -> Self {
                 self.credentials = Some(source.into());
