@@ -460,20 +460,41 @@ async fn run_once_or_twice<P: SqlProvider, R>(
             counters.connections_lost.fetch_add(1, Relaxed);
             e
         }
-        Err(e) => return Err(acquire_failed(conn, &client, e).await),
+        Err(e) => return Err(Box::pin(acquire_failed(conn, &client, e)).await),
     };
+    // The rare path, boxed: it keeps the common query future small.
+    Box::pin(retry_on_fresh(conn, &client, st, op, error)).await
+}
+
+/// The second run of a read whose connection dropped (`error`), on a connection opened now.
+async fn retry_on_fresh<P: SqlProvider, R>(
+    conn: &Conn<P>,
+    client: &ConnRef<P>,
+    st: &Statement,
+    op: Op<P::Db, R>,
+    error: sqlx::Error,
+) -> Result<R, SqlError> {
+    let counters = &conn.provider().state().counters;
+    let connection = || conn.name().to_owned();
+    let lost = |e: &sqlx::Error| is_connection_lost(e, <P::Db as Backend>::connection_lost);
+    let limit = conn.provider().pool_settings().statement_timeout;
+    let timed_out = |after| SqlError::StatementTimeout { connection: connection(), after };
     tracing::info!(connection = %conn.name(), %error, "connscope: connection dropped; retrying on a fresh one");
     let timeout = conn.provider().pool_settings().connect_timeout;
-    let direct = || async { connect_direct::<P::Db>(&client.pool().connect_options(), timeout).await };
-    let tried = client.credentials_generation();
-    let attempt = match direct().await {
-        Err(e)
-            if e.cause == ConnectCause::Auth
-                && renew_after_refusal(conn.provider(), &client, tried).await =>
-        {
-            direct().await
+    // Refused for authentication: tried once more with fresh credentials (see `acquire`).
+    let mut renewed = false;
+    let attempt = loop {
+        let tried = client.credentials_generation();
+        match connect_direct::<P::Db>(&client.pool().connect_options(), timeout).await {
+            Err(e)
+                if !renewed
+                    && e.cause == ConnectCause::Auth
+                    && Box::pin(renew_after_refusal(conn.provider(), client, tried)).await =>
+            {
+                renewed = true
+            }
+            other => break other,
         }
-        other => other,
     };
     let mut fresh = match attempt {
         Ok(c) => c,
@@ -508,15 +529,19 @@ async fn acquire<P: SqlProvider>(
     conn: &Conn<P>,
     client: &ConnRef<P>,
 ) -> Result<sqlx::pool::PoolConnection<P::Db>, sqlx::Error> {
-    let tried = client.credentials_generation();
-    match client.pool().acquire().await {
-        Err(e)
-            if connect_cause(&e, <P::Db as Backend>::connect_cause) == ConnectCause::Auth
-                && renew_after_refusal(conn.provider(), client, tried).await =>
-        {
-            client.pool().acquire().await
+    let mut renewed = false;
+    loop {
+        let tried = client.credentials_generation();
+        match client.pool().acquire().await {
+            Err(e)
+                if !renewed
+                    && connect_cause(&e, <P::Db as Backend>::connect_cause) == ConnectCause::Auth
+                    && Box::pin(renew_after_refusal(conn.provider(), client, tried)).await =>
+            {
+                renewed = true
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 
