@@ -22,7 +22,10 @@
 //! and `2`, members of `connscope_rotators`: `bash .ci/run` adds their `scram-sha-256` line to
 //! `pg_hba.conf`), so each connect pays for the SCRAM handshake as in production.
 //!
-//! `cargo bench -p connscope-suite --bench rotation [--features postgres]`
+//! MariaDB/MySQL too when `MYSQL_URL` is set (build with `--features mysql`), as two users with
+//! passwords (`connscope_rot_bench1` and `2`).
+//!
+//! `cargo bench -p connscope-suite --bench rotation [--features postgres,mysql]`
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -38,7 +41,10 @@ use tracing_subscriber::layer::SubscriberExt;
 mod phases;
 use phases::{Phases, SwapClock, pct, swaps_of};
 
-const QUERY: &str = "select 1";
+/// `select 1`, as a 64-bit integer on every backend.
+fn statement<DB: Backend>() -> &'static str {
+    if DB::KIND == "postgres" { "select 1::int8" } else { "select 1" }
+}
 
 /// Where the bench connects: a URL, and two users with their passwords.
 struct Target {
@@ -73,17 +79,18 @@ fn pool<DB: Backend>(name: &str, target: &Target, lifetime: Duration, rotation: 
 
 async fn query<DB: Backend>(conn: &Conn<SqlDb<DB>>)
 where
-    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+    for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
 {
-    let row = conn.query(QUERY).uncached().fetch_one::<(i32,)>().await.unwrap();
+    let row = conn.query(statement::<DB>()).uncached().fetch_one::<(i64,)>().await.unwrap();
     black_box(row);
 }
 
 async fn hit<DB: Backend>(conn: &Conn<SqlDb<DB>>)
 where
-    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+    for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
 {
-    let row = conn.query(QUERY).ttl(Duration::from_secs(3600)).fetch_one::<(i32,)>().await.unwrap();
+    let row =
+        conn.query(statement::<DB>()).ttl(Duration::from_secs(3600)).fetch_one::<(i64,)>().await.unwrap();
     black_box(row);
 }
 
@@ -93,7 +100,7 @@ type Sample = (Instant, Duration, bool);
 /// 8 tasks calling through `conn` for `secs` seconds.
 async fn tail<DB: Backend>(conn: &Conn<SqlDb<DB>>, secs: u64) -> Vec<Sample>
 where
-    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+    for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
 {
     query(conn).await;
     hit(conn).await;
@@ -137,7 +144,7 @@ fn durations(samples: &[Sample], cached: bool) -> Vec<Duration> {
 
 fn tails<DB: Backend>(tokio: &tokio::runtime::Runtime, label: &str, target: &Target)
 where
-    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+    for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
 {
     let secs = std::env::var("ROTATION_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let run = |name: &str, rotation| {
@@ -185,7 +192,7 @@ where
 
 fn cases<DB: Backend>(c: &mut Criterion, tokio: &tokio::runtime::Runtime, label: &str, target: &Target)
 where
-    for<'r> (i32,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+    for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
 {
     let conns = [
         ("steady", Rotation::Never),
@@ -252,6 +259,11 @@ fn bench(c: &mut Criterion) {
         let target = tokio.block_on(pg::roles_with_passwords(&url));
         cases::<sqlx::Postgres>(c, &tokio, "postgres", &target);
     }
+    #[cfg(feature = "mysql")]
+    if let Ok(url) = std::env::var("MYSQL_URL") {
+        let target = tokio.block_on(my::users_with_passwords(&url));
+        cases::<sqlx::MySql>(c, &tokio, "mysql", &target);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -296,6 +308,37 @@ mod pg {
                  server up ***"
             );
         }
+        let [one, two]: [(String, String); 2] = users.try_into().unwrap();
+        Target { url, users: [one, two] }
+    }
+}
+
+/// MariaDB/MySQL: the users the bench connects as (the server always checks passwords).
+#[cfg(feature = "mysql")]
+mod my {
+    use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
+
+    use super::Target;
+
+    /// Creates (or replaces) `connscope_rot_bench1` and `2` with fresh passwords, allowed to
+    /// read `url`'s database.
+    pub async fn users_with_passwords(url: &str) -> Target {
+        let mut admin = MySqlConnection::connect(url).await.expect("MYSQL_URL answers");
+        let opts: sqlx::mysql::MySqlConnectOptions = url.parse().unwrap();
+        let database = opts.get_database().unwrap_or("test").to_owned();
+        let mut users = Vec::new();
+        for n in 1..=2 {
+            let (user, password) =
+                (format!("connscope_rot_bench{n}"), format!("bench-{n}-{}", std::process::id()));
+            for sql in [
+                format!("create or replace user '{user}'@'%' identified by '{password}'"),
+                format!("grant select on `{database}`.* to '{user}'@'%'"),
+            ] {
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+            }
+            users.push((user, password));
+        }
+        let url = format!("mysql://{}:{}/{database}", opts.get_host(), opts.get_port());
         let [one, two]: [(String, String); 2] = users.try_into().unwrap();
         Target { url, users: [one, two] }
     }
