@@ -260,6 +260,79 @@ async fn many_users_across_many_swaps_never_fail_and_each_client_closes_once() {
     eprintln!("{uses} uses across {} rebuilds", c.rebuilds);
 }
 
+/// A provider whose renewals hand out credentials that have already expired.
+struct Stale {
+    renewals: AtomicU64,
+}
+
+impl Provider for Stale {
+    type Raw = ();
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+    async fn is_open(&self, _: &()) -> bool {
+        true
+    }
+    fn expires_at(&self, _: &()) -> Option<Instant> {
+        let renewed = self.renewals.load(Ordering::SeqCst) > 0;
+        Some(if renewed {
+            Instant::now() - Duration::from_secs(1)
+        } else {
+            Instant::now() + Duration::from_millis(100)
+        })
+    }
+    async fn renew(&self, _: &()) -> Result<connscope::Renewal, std::io::Error> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        Ok(connscope::Renewal::InPlace(Some(Instant::now() - Duration::from_secs(1))))
+    }
+}
+
+/// Renewed credentials that expire at once are asked for again after a growing backoff (50,
+/// 100, 200 ms…), not in a loop that would hammer the credential source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_renewed_already_expired_are_asked_again_after_a_backoff_not_in_a_loop() {
+    let conn = Conn::new("stale", Stale { renewals: AtomicU64::new(0) });
+    drop(conn.get().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let renewals = conn.provider().renewals.load(Ordering::SeqCst);
+    assert!((2..=6).contains(&renewals), "{renewals} renewals in 600 ms");
+    assert_eq!(conn.counters().renewals, renewals);
+    conn.close().await;
+}
+
+/// A provider whose clients' credentials have expired by the time they connect.
+struct ExpiredAtBirth {
+    connects: AtomicU64,
+}
+
+impl Provider for ExpiredAtBirth {
+    type Raw = ();
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<(), std::io::Error> {
+        self.connects.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn is_open(&self, _: &()) -> bool {
+        true
+    }
+    fn expires_at(&self, _: &()) -> Option<Instant> {
+        Some(Instant::now() - Duration::from_secs(1))
+    }
+}
+
+/// A client whose credentials expired as it connected is rebuilt after the backoff (50 ms),
+/// not at once in a loop of connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_expired_at_birth_is_rebuilt_after_a_backoff_not_in_a_loop() {
+    let conn = Conn::new("expired", ExpiredAtBirth { connects: AtomicU64::new(0) });
+    drop(conn.get().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let connects = conn.provider().connects.load(Ordering::SeqCst);
+    assert!((2..=14).contains(&connects), "{connects} connects in 600 ms");
+    conn.close().await;
+}
+
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;

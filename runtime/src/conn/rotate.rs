@@ -99,12 +99,18 @@ impl<P: Provider> Conn<P> {
         let poll = watched.then(|| self.poll_interval().max(Duration::from_millis(1)));
         let conn: Weak<ConnInner<P>> = Arc::downgrade(&self.inner);
         let target = Arc::downgrade(live);
+        let born = live.born;
         handle.spawn(async move {
             let mut expiry = expiry;
             let mut next_poll = poll.map(|p| Instant::now() + p);
             let mut backoff = first_backoff(expiry, period);
             // A failed attempt is retried at its backoff: the file is not polled meanwhile.
             let mut retry: Option<(Instant, Why)> = None;
+            if expiry.is_some_and(|(due, _)| due <= born) {
+                // A client whose credentials expired as it connected: rebuilt after the backoff,
+                // not at once in a loop of connects.
+                retry = Some((Instant::now() + backoff, Why::Expiry));
+            }
             loop {
                 let due = retry.or_else(|| {
                     earliest(expiry.map(|(d, _)| (d, Why::Expiry)), refresh.map(|r| (r, Why::Refresh)))
@@ -143,8 +149,21 @@ impl<P: Provider> Conn<P> {
                     Step::Renewed(expires) => {
                         let renewed = Instant::now();
                         expiry = expires.map(|e| (rebuild_due(renewed, e), e));
-                        retry = None;
-                        backoff = first_backoff(expiry, period);
+                        if expiry.is_some_and(|(due, _)| due <= renewed) {
+                            // Fresh credentials already due again (a source handing out expired
+                            // ones): asked again after a growing backoff, never in a loop.
+                            if let Some(inner) = conn.upgrade() {
+                                tracing::warn!(
+                                    connection = %inner.name,
+                                    "connscope: the renewed credentials expire at once; asking again after {backoff:?}"
+                                );
+                            }
+                            retry = Some((renewed + backoff, Why::Expiry));
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        } else {
+                            retry = None;
+                            backoff = first_backoff(expiry, period);
+                        }
                     }
                     Step::Rebuild | Step::Failed => {
                         // Failed: the same reason is tried again after the backoff.
