@@ -591,18 +591,56 @@ mod pg {
         exec(&mut admin, format!("drop role if exists {role}")).await;
     }
 
-    /// A password source whose current value the test sets; fetches counted.
-    fn password_source(
-        current: &Arc<Mutex<String>>,
-        fetches: &Arc<AtomicU64>,
-        lifetime: Duration,
-    ) -> CredentialSource {
-        let (current, fetches) = (Arc::clone(current), Arc::clone(fetches));
-        CredentialSource::from_fn(move || {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            let password = current.lock().unwrap().clone();
-            async move { Ok(Fetched::new(password).expires_in(lifetime)) }
-        })
+    /// A connection as `role` (created with `password`, checked by the server) whose credential
+    /// source hands out the password the test last set, declared to last `lifetime`; its
+    /// fetches counted, its backends named `app`. Connected once. `None` when the server does
+    /// not check the role's password.
+    struct Rotating {
+        conn: Conn<PostgresDb>,
+        role: &'static str,
+        current: Arc<Mutex<String>>,
+        fetches: Arc<AtomicU64>,
+        app: String,
+    }
+
+    impl Rotating {
+        async fn new(
+            admin: &mut PgConnection,
+            url: &str,
+            role: &'static str,
+            password: &str,
+            lifetime: Duration,
+            max_connections: u32,
+        ) -> Option<Rotating> {
+            if !role_with_password(admin, url, role, password).await {
+                return None;
+            }
+            let (current, fetches) = (Arc::new(Mutex::new(password.to_owned())), Arc::new(AtomicU64::new(0)));
+            let source = {
+                let (current, fetches) = (Arc::clone(&current), Arc::clone(&fetches));
+                CredentialSource::from_fn(move || {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    let password = current.lock().unwrap().clone();
+                    async move { Ok(Fetched::new(password).expires_in(lifetime)) }
+                })
+            };
+            let app = sql_support::unique(role);
+            let mut db = PostgresDb::new(as_role(url, role, &app)).with_credentials(source);
+            db.max_connections = max_connections;
+            let conn = Conn::new(role, db);
+            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+            Some(Rotating { conn, role, current, fetches, app })
+        }
+
+        /// Sets the role's password on the server, then in the source.
+        async fn rotate(&self, admin: &mut PgConnection, password: &str) {
+            exec(admin, format!("alter role {} password '{password}'", self.role)).await;
+            *self.current.lock().unwrap() = password.to_owned();
+        }
+
+        fn fetches(&self) -> u64 {
+            self.fetches.load(Ordering::SeqCst)
+        }
     }
 
     async fn end_backends(admin: &mut PgConnection, app: &str) {
@@ -628,30 +666,20 @@ mod pg {
         let Some(url) = sql_support::server_url("DATABASE_URL", "credentials renewal") else { return };
         let _ = logs();
         let mut admin = PgConnection::connect(&url).await.unwrap();
-        let role = "connscope_rot_renew";
-        if !role_with_password(&mut admin, &url, role, "tok-renew-1").await {
+        let lifetime = Duration::from_millis(600);
+        let Some(r) =
+            Rotating::new(&mut admin, &url, "connscope_rot_renew", "tok-renew-1", lifetime, 2).await
+        else {
             return;
-        }
-        let (current, fetches) =
-            (Arc::new(Mutex::new("tok-renew-1".to_owned())), Arc::new(AtomicU64::new(0)));
-        let app = sql_support::unique("renew");
-        let mut db = PostgresDb::new(as_role(&url, role, &app)).with_credentials(password_source(
-            &current,
-            &fetches,
-            Duration::from_millis(600),
-        ));
-        db.max_connections = 2;
-        let conn = Conn::new("renewed", db);
-        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-
-        exec(&mut admin, format!("alter role {role} password 'tok-renew-2'")).await;
-        *current.lock().unwrap() = "tok-renew-2".into();
+        };
+        let conn = &r.conn;
+        r.rotate(&mut admin, "tok-renew-2").await;
         let renewed = conn.counters().renewals;
         let again =
             sql_support::eventually(Duration::from_secs(5), async || conn.counters().renewals > renewed)
                 .await;
         assert!(again, "renewed after the rotation: {:?}", conn.counters());
-        end_backends(&mut admin, &app).await;
+        end_backends(&mut admin, &r.app).await;
         for _ in 0..4 {
             conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
         }
@@ -659,7 +687,7 @@ mod pg {
         assert_eq!((c.connects, c.rebuilds, c.rebuild_failures), (1, 0, 0), "{c:?}");
         assert!(sql.reconnects >= 1, "the queries reconnected: {sql:?}");
         conn.close().await;
-        exec(&mut admin, format!("drop role if exists {role}")).await;
+        exec(&mut admin, format!("drop role if exists {}", r.role)).await;
         no_secret_logged(&["tok-renew-1".into(), "tok-renew-2".into()]);
     }
 
@@ -671,51 +699,41 @@ mod pg {
         let Some(url) = sql_support::server_url("DATABASE_URL", "credentials refusal") else { return };
         let _ = logs();
         let mut admin = PgConnection::connect(&url).await.unwrap();
-        let role = "connscope_rot_refused";
-        if !role_with_password(&mut admin, &url, role, "tok-refused-1").await {
-            return;
-        }
-        let (current, fetches) =
-            (Arc::new(Mutex::new("tok-refused-1".to_owned())), Arc::new(AtomicU64::new(0)));
-        let app = sql_support::unique("refused");
         // Declared to last an hour: no renewal comes in this test.
-        let mut db = PostgresDb::new(as_role(&url, role, &app)).with_credentials(password_source(
-            &current,
-            &fetches,
-            Duration::from_secs(3600),
-        ));
-        db.max_connections = 1;
-        let conn = Conn::new("refused", db);
-        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        let lifetime = Duration::from_secs(3600);
+        let Some(r) =
+            Rotating::new(&mut admin, &url, "connscope_rot_refused", "tok-refused-1", lifetime, 1).await
+        else {
+            return;
+        };
+        let conn = &r.conn;
+        assert_eq!(r.fetches(), 1);
 
         // The pool's own connect: its one connection taken out and closed, the password
         // rotated; the next query makes the pool connect with the stale one.
         conn.get().await.unwrap().pool().acquire().await.unwrap().close().await.unwrap();
-        exec(&mut admin, format!("alter role {role} password 'tok-refused-2'")).await;
-        *current.lock().unwrap() = "tok-refused-2".into();
+        r.rotate(&mut admin, "tok-refused-2").await;
         conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-        assert_eq!(fetches.load(Ordering::SeqCst), 2, "fetched once more");
+        assert_eq!(r.fetches(), 2, "fetched once more");
 
         // A query's retry: its connection ended, the password rotated again; the retry's
         // direct connect is refused, and tried once more with fresh credentials.
-        exec(&mut admin, format!("alter role {role} password 'tok-refused-3'")).await;
-        *current.lock().unwrap() = "tok-refused-3".into();
-        end_backends(&mut admin, &app).await;
+        r.rotate(&mut admin, "tok-refused-3").await;
+        end_backends(&mut admin, &r.app).await;
         conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-        assert_eq!(fetches.load(Ordering::SeqCst), 3, "fetched once more");
+        assert_eq!(r.fetches(), 3, "fetched once more");
         let (c, sql) = (conn.counters(), conn.sql_stats());
         assert_eq!((c.connects, c.rebuilds), (1, 0), "{c:?}");
         assert_eq!((sql.retries, sql.errors), (1, 0), "{sql:?}");
 
         // Always refused: fetched once more, then the query reports `Auth`.
-        exec(&mut admin, format!("alter role {role} password 'tok-refused-4'")).await;
-        end_backends(&mut admin, &app).await;
+        exec(&mut admin, format!("alter role {} password 'tok-refused-4'", r.role)).await;
+        end_backends(&mut admin, &r.app).await;
         let err = conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap_err();
         assert_eq!(err.connect_cause(), Some(ConnectCause::Auth), "{err}");
-        assert_eq!(fetches.load(Ordering::SeqCst), 4);
+        assert_eq!(r.fetches(), 4);
         conn.close().await;
-        exec(&mut admin, format!("drop role if exists {role}")).await;
+        exec(&mut admin, format!("drop role if exists {}", r.role)).await;
         no_secret_logged(&[
             "tok-refused-1".into(),
             "tok-refused-2".into(),
@@ -733,26 +751,16 @@ mod pg {
         };
         let _ = logs();
         let mut admin = PgConnection::connect(&url).await.unwrap();
-        let role = "connscope_rot_herd";
-        if !role_with_password(&mut admin, &url, role, "tok-herd-1").await {
+        let lifetime = Duration::from_secs(3600);
+        let Some(r) = Rotating::new(&mut admin, &url, "connscope_rot_herd", "tok-herd-1", lifetime, 8).await
+        else {
             return;
-        }
-        let (current, fetches) = (Arc::new(Mutex::new("tok-herd-1".to_owned())), Arc::new(AtomicU64::new(0)));
-        let app = sql_support::unique("herd");
-        let mut db = PostgresDb::new(as_role(&url, role, &app)).with_credentials(password_source(
-            &current,
-            &fetches,
-            Duration::from_secs(3600),
-        ));
-        db.max_connections = 8;
-        let conn = Conn::new("herd", db);
-        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-        exec(&mut admin, format!("alter role {role} password 'tok-herd-2'")).await;
-        *current.lock().unwrap() = "tok-herd-2".into();
-        end_backends(&mut admin, &app).await;
+        };
+        r.rotate(&mut admin, "tok-herd-2").await;
+        end_backends(&mut admin, &r.app).await;
         let queries: Vec<_> = (0..8)
             .map(|_| {
-                let conn = conn.clone();
+                let conn = r.conn.clone();
                 tokio::spawn(async move {
                     conn.query("select 1").uncached().fetch_one::<(i32,)>().await.map(drop)
                 })
@@ -761,11 +769,11 @@ mod pg {
         for q in queries {
             q.await.unwrap().unwrap();
         }
-        assert_eq!(fetches.load(Ordering::SeqCst), 2, "the first connect, then one fetch for all");
-        let c = conn.counters();
+        assert_eq!(r.fetches(), 2, "the first connect, then one fetch for all");
+        let c = r.conn.counters();
         assert_eq!((c.connects, c.rebuilds), (1, 0), "{c:?}");
-        conn.close().await;
-        exec(&mut admin, format!("drop role if exists {role}")).await;
+        r.conn.close().await;
+        exec(&mut admin, format!("drop role if exists {}", r.role)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -423,10 +423,7 @@ async fn run_once_or_twice<P: SqlProvider, R>(
     retry: bool,
 ) -> Result<R, SqlError> {
     let counters = &conn.provider().state().counters;
-    let connection = || conn.name().to_owned();
-    let lost = |e: &sqlx::Error| is_connection_lost(e, <P::Db as Backend>::connection_lost);
     let limit = conn.provider().pool_settings().statement_timeout;
-    let timed_out = |after| SqlError::StatementTimeout { connection: connection(), after };
     let client = conn.get().await?;
     let error = match acquire(conn, &client).await {
         Ok(mut pooled) => {
@@ -435,28 +432,30 @@ async fn run_once_or_twice<P: SqlProvider, R>(
                 Err(after) => {
                     // Stopped mid-statement: the connection's state is unknown.
                     pooled.close_on_drop();
-                    return Err(timed_out(after));
+                    return Err(timed_out(conn, after));
                 }
                 Ok(Ok(r)) => return Ok(r),
-                Ok(Err(e)) if lost(&e) => {
+                Ok(Err(e)) if lost::<P>(&e) => {
                     // Never hand this one out again.
                     pooled.close_on_drop();
                     counters.connections_lost.fetch_add(1, Relaxed);
                     if !retry {
                         return Err(SqlError::ConnectionLost {
-                            connection: connection(),
+                            connection: conn.name().to_owned(),
                             retried: false,
                             source: e,
                         });
                     }
                     e
                 }
-                Ok(Err(e)) => return Err(SqlError::Database { connection: connection(), source: e }),
+                Ok(Err(e)) => {
+                    return Err(SqlError::Database { connection: conn.name().to_owned(), source: e });
+                }
             }
         }
         // A connection the pool was opening got cut: the statement was never sent, so even a
         // write can run on a fresh connection.
-        Err(e) if lost(&e) => {
+        Err(e) if lost::<P>(&e) => {
             counters.connections_lost.fetch_add(1, Relaxed);
             e
         }
@@ -475,10 +474,7 @@ async fn retry_on_fresh<P: SqlProvider, R>(
     error: sqlx::Error,
 ) -> Result<R, SqlError> {
     let counters = &conn.provider().state().counters;
-    let connection = || conn.name().to_owned();
-    let lost = |e: &sqlx::Error| is_connection_lost(e, <P::Db as Backend>::connection_lost);
     let limit = conn.provider().pool_settings().statement_timeout;
-    let timed_out = |after| SqlError::StatementTimeout { connection: connection(), after };
     tracing::info!(connection = %conn.name(), %error, "connscope: connection dropped; retrying on a fresh one");
     let timeout = conn.provider().pool_settings().connect_timeout;
     // Refused for authentication: tried once more with fresh credentials (see `acquire`).
@@ -511,15 +507,25 @@ async fn retry_on_fresh<P: SqlProvider, R>(
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), fresh.close()).await;
     });
-    match second.map_err(timed_out)? {
+    match second.map_err(|after| timed_out(conn, after))? {
         Ok(r) => Ok(r),
-        Err(e) if lost(&e) => {
+        Err(e) if lost::<P>(&e) => {
             // Twice in a row: the server itself may be gone; check the pool on next use.
             client.report_broken();
-            Err(SqlError::ConnectionLost { connection: connection(), retried: true, source: e })
+            Err(SqlError::ConnectionLost { connection: conn.name().to_owned(), retried: true, source: e })
         }
-        Err(e) => Err(SqlError::Database { connection: connection(), source: e }),
+        Err(e) => Err(SqlError::Database { connection: conn.name().to_owned(), source: e }),
     }
+}
+
+/// Whether `e` means the connection itself dropped (what a read is retried on).
+fn lost<P: SqlProvider>(e: &sqlx::Error) -> bool {
+    is_connection_lost(e, <P::Db as Backend>::connection_lost)
+}
+
+/// A statement stopped by `conn`'s `statement_timeout` after `after`.
+fn timed_out<P: SqlProvider>(conn: &Conn<P>, after: Duration) -> SqlError {
+    SqlError::StatementTimeout { connection: conn.name().to_owned(), after }
 }
 
 /// A pooled connection. A connect the pool made for it that the server refused for
