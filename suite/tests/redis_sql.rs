@@ -93,20 +93,29 @@ mod shared_sql {
         let Some(url) = redis_url() else { return };
         let c = Cluster::start("sql-once", 3, &url, "");
         create_items(&c).await;
-        let before = statements(&c).await;
+        let (before, failed) = (statements(&c).await, c.sum("failures").await);
         // The three miss the same slow read at once (a recursive count of 300 000 rows first).
         let (a, b, d) =
             tokio::join!(item(&c, 0, 1, 300_000), item(&c, 1, 1, 300_000), item(&c, 2, 1, 300_000));
         assert_eq!([a, b, d], ["a", "a", "a"]);
-        assert_eq!(statements(&c).await - before, 1, "one statement across the three instances");
-        assert_eq!(c.sum("stored").await, 1);
-        assert_eq!(c.sum("remote_hits").await, 2, "the two others read it from Redis");
+        // One statement across the three; or one more per Redis command that failed meanwhile
+        // (a 200 ms command timeout on a loaded machine: that caller runs its own, by design).
+        let ran = statements(&c).await - before;
+        let failed = c.sum("failures").await - failed;
+        assert!(
+            ran >= 1 && ran <= 1 + failed,
+            "{ran} statements across the instances, {failed} failed commands"
+        );
+        let (stored, remote) = (c.sum("stored").await, c.sum("remote_hits").await);
+        if failed == 0 {
+            assert_eq!((stored, remote), (1, 2), "stored once, the two others read it from Redis");
+        }
         // Then each answers from its local copy: no statement, no Redis.
         for i in 0..3 {
             assert_eq!(item(&c, i, 1, 300_000).await, "a");
         }
-        assert_eq!(statements(&c).await - before, 1);
-        assert_eq!(c.sum("remote_hits").await, 2);
+        assert_eq!(statements(&c).await - before, ran);
+        assert_eq!(c.sum("remote_hits").await, remote);
     }
 
     /// Writes on one instance (round robin), then measures how long each other instance keeps
