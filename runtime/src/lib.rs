@@ -46,8 +46,8 @@ pub use provider::{Connection, FieldKind, FormField, HealthCheck, Provider, Rene
 pub use redis::{RedisSettings, SharedSpec};
 pub use resource::{ReleaseFn, Resource};
 pub use runtime::{
-    DEFAULT_GRACE_PERIOD, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAINTENANCE_INTERVAL, DEFAULT_SESSION_LIFETIME,
-    Runtime, RuntimeBuilder,
+    DEFAULT_GRACE_PERIOD, DEFAULT_HOOK_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAINTENANCE_INTERVAL,
+    DEFAULT_SESSION_LIFETIME, Runtime, RuntimeBuilder,
 };
 pub use scope::{GlobalScope, Scope, ScopeKind, SessionScope};
 pub use secrets::{ENV_PREFIX, SECRETS_FILE_VAR, Secret};

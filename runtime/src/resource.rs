@@ -644,7 +644,12 @@ where
         Box::pin(async move {
             #[cfg(feature = "redis")]
             if let Some((tier, keys, key, codec)) = through {
-                return crate::redis::load(tier, keys, key, ttl, codec, loader).await;
+                // A value read from Redis is kept here no longer than Redis keeps it.
+                let (value, kept) = crate::redis::load_with_age(tier, keys, key, ttl, codec, loader).await?;
+                if let Some(kept) = kept {
+                    crate::cache::fresh_for_at_most(kept);
+                }
+                return Ok(value);
             }
             let _ = ttl;
             loader.await

@@ -26,6 +26,9 @@ use crate::stats::RemovalCause;
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
 /// Default time `Session::end` / `Runtime::shutdown` wait for in-flight users of a connection.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// How long one release hook or connection close may run by default; see
+/// [`RuntimeBuilder::hook_timeout`].
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default idle timeout of a session: ended after 30 minutes without activity.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute lifetime of a session (OWASP's absolute timeout): ended 8 hours after it
@@ -100,6 +103,7 @@ struct Settings {
     session_lifetime: Option<Duration>,
     maintenance_interval: Duration,
     grace_period: Duration,
+    hook_timeout: Duration,
     /// `None`: the secrets file is not watched.
     secrets_poll_interval: Option<Duration>,
     /// Redis as given in code (`None`: from `[redis]` or `REDIS_URL`; `Some(None)`: off).
@@ -140,6 +144,7 @@ impl Default for RuntimeBuilder {
                 session_lifetime: Some(DEFAULT_SESSION_LIFETIME),
                 maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
                 grace_period: DEFAULT_GRACE_PERIOD,
+                hook_timeout: DEFAULT_HOOK_TIMEOUT,
                 secrets_poll_interval: Some(crate::watch::DEFAULT_SECRETS_POLL_INTERVAL),
                 #[cfg(feature = "redis")]
                 redis: None,
@@ -188,6 +193,17 @@ impl RuntimeBuilder {
     /// before closing it anyway (default 10 s).
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.settings.grace_period = grace;
+        self
+    }
+
+    /// How long one release hook, or one connection's close, may run (default 30 s). One still
+    /// running then is dropped (cancelled at its current `.await`), reported as a failed
+    /// release ([`ReleaseReport`]'s `failures`, the cache's `release_failures`) or logged as a
+    /// warning for a connection: a hook that never finishes cannot hold up a session's end
+    /// or the shutdown. Counted from when the hook starts, after the grace period's wait for
+    /// users.
+    pub fn hook_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.hook_timeout = timeout;
         self
     }
 
@@ -267,7 +283,7 @@ impl RuntimeBuilder {
                 timers,
                 sessions: Mutex::new(Registry::default()),
                 releasers: Mutex::default(),
-                tracker: Arc::new(ReleaseTracker::default()),
+                tracker: Arc::new(ReleaseTracker::new(self.settings.hook_timeout)),
                 config: self.config.build(),
                 named: Default::default(),
                 next_secrets_poll: AtomicU64::new(0),

@@ -172,3 +172,39 @@ async fn a_failed_connect_is_an_error_naming_the_connection_and_stores_nothing()
     probe.fail_connect.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(c.get().await.unwrap().serial, 1, "works once the cause is fixed");
 }
+
+/// A provider whose close never finishes (a server that stopped answering mid-close).
+struct StuckClose(Arc<Probe>);
+
+impl connscope::Provider for StuckClose {
+    type Raw = support::Client;
+    type Error = support::Refused;
+    async fn connect(&self) -> Result<support::Client, support::Refused> {
+        connscope::Provider::connect(&ProbeProvider(self.0.clone())).await
+    }
+    async fn is_open(&self, _raw: &support::Client) -> bool {
+        true
+    }
+    async fn close(&self, _raw: &support::Client) {
+        self.0.closes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<()>().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_that_never_finishes_is_given_up_after_the_hook_timeout() {
+    let probe = Probe::new();
+    let c = Conn::with_policy(
+        "stuck",
+        StuckClose(probe.clone()),
+        HealthCheck::DEFAULT,
+        true,
+        Duration::from_secs(5),
+    );
+    c.get().await.unwrap();
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(3600), c.close()).await.expect("close returns");
+    assert_eq!(started.elapsed(), connscope::DEFAULT_HOOK_TIMEOUT, "after the default hook timeout");
+    assert_eq!((probe.closes(), c.counters().closes), (1, 1), "closed once, counted");
+    assert_eq!(c.get().await.unwrap().serial, 2, "the handle is usable again");
+}

@@ -79,6 +79,46 @@ mod tier {
         rt.shutdown().await;
     }
 
+    static KEPT_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    #[connscope::cached_resource(scope = "global", ttl = "10m", shared = true)]
+    async fn kept(k: u64) -> u64 {
+        k * 100 + KEPT_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_value_read_from_redis_is_kept_here_no_longer_than_redis_keeps_it() {
+        let Some(url) = redis_url() else { return };
+        let prefix = prefix("kept");
+        let rts = instances(2, RedisSettings::new(url.clone()).prefix(prefix.clone()));
+        let (a, b) = (&rts[0], &rts[1]);
+        assert_eq!(on(a, kept(1)).await, 101, "computed on a, stored in Redis for 10 minutes");
+        // Redis is told to keep it 300 ms more only (as if it had been stored long ago).
+        let client = redis::Client::open(url).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<Vec<u8>> =
+            redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut redis).await.unwrap();
+        let values: Vec<_> = keys.iter().filter(|k| k.windows(3).any(|w| w == b":v:")).collect();
+        let [value] = values[..] else { panic!("one stored value: {keys:?}") };
+        let _: i64 = redis::cmd("PEXPIRE").arg(value).arg(300).query_async(&mut redis).await.unwrap();
+        assert_eq!(on(b, kept(1)).await, 101, "read from Redis on b");
+        assert_eq!(on(b, kept(1)).await, 101, "then kept on b");
+        assert_eq!(b.redis_stats().unwrap().remote_hits, 1);
+        // Redis drops it; b's copy goes with it (give b's read its round trip): b computes anew.
+        let start = std::time::Instant::now();
+        while redis::cmd("EXISTS").arg(value).query_async::<i64>(&mut redis).await.unwrap() == 1 {
+            assert!(start.elapsed() < Duration::from_secs(5), "Redis kept the value");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(on(b, kept(1)).await, 102, "b no longer serves a copy Redis dropped");
+        assert_eq!(on(a, kept(1)).await, 101, "a's own copy keeps its full ttl");
+        assert_eq!(KEPT_RUNS.load(Ordering::SeqCst), 2);
+        for rt in rts {
+            rt.shutdown().await;
+        }
+    }
+
     static REFRESH_BODY_RUNS: AtomicU64 = AtomicU64::new(0);
 
     /// A shared value refreshed in the background: the refresh goes through the tier too.

@@ -202,3 +202,37 @@ async fn ten_thousand_expiries_release_each_value_exactly_once() {
     assert_eq!(values.len(), 10_000);
     assert!(values.iter().copied().eq(0..10_000u32), "each value once");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_hook_that_never_finishes_is_dropped_after_the_hook_timeout_and_reported() {
+    static STUCK: connscope::Resource<u32, u32> = connscope::Resource::new(
+        "STUCK",
+        Scope::Session,
+        None,
+        None,
+        Some(|_| Box::pin(std::future::pending())),
+    );
+    tracked_resource!(FINE, LOG, Scope::Session, None, None);
+    let rt = support::runtime().hook_timeout(Duration::from_secs(2)).build();
+    let (s, other) = (rt.session(), rt.session());
+    for s in [&s, &other] {
+        s.run(async {
+            STUCK.get_with(1, async { 1 }).await.unwrap();
+            FINE.get_with(1, async { 1 }).await.unwrap();
+        })
+        .await;
+    }
+    let started = tokio::time::Instant::now();
+    let report =
+        tokio::time::timeout(Duration::from_secs(3600), s.end()).await.expect("the session's end returns");
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "after the hook timeout, not before");
+    assert_eq!(report.released, 2, "{report:?}");
+    let [failure] = &report.failures[..] else { panic!("one failure: {report:?}") };
+    assert_eq!(&*failure.resource, "STUCK");
+    assert!(failure.message.contains("still running after 2s (the runtime's `hook_timeout`)"), "{failure}");
+    assert_eq!(LOG.values(), vec![1], "the other hook of the session ran");
+
+    let report =
+        tokio::time::timeout(Duration::from_secs(3600), rt.shutdown()).await.expect("shutdown returns");
+    assert_eq!((report.released, report.failures.len()), (2, 1), "{report:?}");
+}

@@ -18,6 +18,7 @@
 
 mod background;
 mod flight;
+mod freshness;
 mod index;
 mod outcome;
 mod own_error;
@@ -38,9 +39,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub(crate) use background::{own as own_runtime, spawn as spawn_background};
+#[cfg(feature = "redis")]
+pub(crate) use freshness::fresh_for_at_most;
 pub(crate) use outcome::Outcome;
 pub use release::{BoxFuture, HookError, ReleaseHook};
-pub(crate) use release::{ReleaseTracker, Releaser};
+pub(crate) use release::{ReleaseTracker, Releaser, unfinished, within};
 #[allow(unused_imports)]
 pub(crate) use set::CacheKey;
 pub(crate) use set::CacheSet;
@@ -431,7 +434,7 @@ where
     {
         self.inner.stats.load();
         let guard = Abandon { cache: self, key: &key, flight: &flight };
-        let result = loader.await;
+        let (result, fresh) = freshness::noting(loader).await;
         std::mem::forget(guard);
         let value = match result {
             Ok(value) => value,
@@ -447,7 +450,10 @@ where
             let mut state = self.lock(&key);
             match state.closed.as_deref().cloned() {
                 Some(closed) => Err(closed),
-                None => Ok(state.finish_flight(&key, flight.id, value.clone(), self.deadline())),
+                None => {
+                    let deadline = freshness::capped(self.deadline(), fresh, state.window());
+                    Ok(state.finish_flight(&key, flight.id, value.clone(), deadline))
+                }
             }
         };
         match stored {

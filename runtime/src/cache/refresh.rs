@@ -167,7 +167,7 @@ where
     {
         self.inner.stats.load();
         let guard = EndRefresh { cache: self, key: &key, id };
-        let result = loader.await;
+        let (result, fresh) = super::freshness::noting(loader).await;
         std::mem::forget(guard);
         let new = match result {
             Ok(v) => v,
@@ -187,7 +187,10 @@ where
                     state.end_refresh(&key, id);
                     Err(Some(closed))
                 }
-                None => state.finish_refresh(&key, id, new.clone(), self.deadline()).map_err(|_| None),
+                None => {
+                    let deadline = super::freshness::capped(self.deadline(), fresh, state.window());
+                    state.finish_refresh(&key, id, new.clone(), deadline).map_err(|_| None)
+                }
             }
         };
         match stored {

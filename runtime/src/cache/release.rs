@@ -28,11 +28,21 @@ pub type HookError = Box<dyn StdError + Send + Sync + 'static>;
 pub type ReleaseHook<V> = Arc<dyn Fn(V) -> BoxFuture<'static, Result<(), HookError>> + Send + Sync>;
 
 /// Counts work still running in the background (releases, session ends, connection closes), so
-/// shutdown can wait for it.
-#[derive(Debug, Default)]
+/// shutdown can wait for it; and bounds how long one release hook may run.
+#[derive(Debug)]
 pub(crate) struct ReleaseTracker {
     pending: AtomicUsize,
     idle: Notify,
+    /// How long one release hook may run before it is dropped and reported as failed (the
+    /// runtime's `hook_timeout`): a hook that never finishes cannot hold up a session's end or
+    /// the shutdown.
+    pub(crate) hook_limit: Duration,
+}
+
+impl Default for ReleaseTracker {
+    fn default() -> Self {
+        Self::new(crate::runtime::DEFAULT_HOOK_TIMEOUT)
+    }
 }
 
 /// Counted as pending until dropped.
@@ -47,6 +57,11 @@ impl Drop for Pending {
 }
 
 impl ReleaseTracker {
+    /// A tracker whose release hooks may each run for `hook_limit`.
+    pub(crate) fn new(hook_limit: Duration) -> Self {
+        ReleaseTracker { pending: AtomicUsize::new(0), idle: Notify::new(), hook_limit }
+    }
+
     /// Counts one piece of work as pending from now until the guard is dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> Pending {
         self.pending.fetch_add(1, Ordering::AcqRel);
@@ -217,12 +232,14 @@ impl<V: Send + 'static> Releaser<V> {
     /// polled, is caught and reported), counts and logs the outcome.
     async fn run(&self, stats: &CacheStats, value: V, cause: RemovalCause) -> Result<(), ReleaseFailure> {
         stats.evicted(cause);
+        let limit = self.tracker.hook_limit;
         let result = match &self.hook {
             None => Ok(()),
-            Some(hook) => match catch_unwind(hook, value).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(self.failure(e.to_string(), false)),
-                Err(panic) => Err(self.failure(panic, true)),
+            Some(hook) => match within(limit, catch_unwind(hook, value)).await {
+                Some(Ok(Ok(()))) => Ok(()),
+                Some(Ok(Err(e))) => Err(self.failure(e.to_string(), false)),
+                Some(Err(panic)) => Err(self.failure(panic, true)),
+                None => Err(self.failure(unfinished(limit), false)),
             },
         };
         stats.released(result.is_err());
@@ -238,6 +255,24 @@ impl<V: Send + 'static> Releaser<V> {
     fn failure(&self, message: String, panicked: bool) -> ReleaseFailure {
         ReleaseFailure { resource: Arc::clone(&self.resource), message, panicked }
     }
+}
+
+/// `fut`'s output, or `None` if it has not finished within `limit` (it is then dropped). Without
+/// a Tokio runtime there is no timer: awaited to its end.
+pub(crate) async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => tokio::time::timeout(limit, fut).await.ok(),
+        Err(_) => Some(fut.await),
+    }
+}
+
+/// What a hook that did not finish within `limit` is reported as.
+pub(crate) fn unfinished(limit: Duration) -> String {
+    format!(
+        "still running after {} (the runtime's `hook_timeout`); stopped and dropped: a hook must \
+         finish (give its own awaits a timeout)",
+        humantime::format_duration(limit)
+    )
 }
 
 /// How many values one release task handles (their hooks run concurrently within it).

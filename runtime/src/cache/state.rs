@@ -262,6 +262,11 @@ impl<K: Hash + Eq + Clone, V: Clone> State<K, V> {
         if stale { Found::Stale { value, id: ready.id.get() } } else { Found::Hit(value) }
     }
 
+    /// How long a stale value is still served (the refresh window; zero without refresh).
+    pub(super) fn window(&self) -> Duration {
+        Duration::from_nanos(self.refresh.as_ref().map_or(0, |r| r.window_nanos))
+    }
+
     /// Claims the refresh of `key`'s stale value `id`: true for the first caller only, until the
     /// refresh [ends](Self::end_refresh).
     pub(super) fn claim_refresh(&mut self, key: &K, id: u64) -> bool {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Conn, Home, Live};
-use crate::cache::ReleaseTracker;
+use crate::cache::{ReleaseTracker, unfinished, within};
 use crate::provider::Provider;
 
 impl<P: Provider> Conn<P> {
@@ -50,7 +50,7 @@ impl<P: Provider> Conn<P> {
         };
         // Without a Tokio runtime there is no timer for the grace period: close at once.
         let in_time = match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::time::timeout(self.inner.grace, drained).await.is_ok(),
+            Ok(_) => within(self.inner.grace, drained).await.is_some(),
             Err(_) => live.users.load(Ordering::Acquire) == 0,
         };
         if !in_time {
@@ -60,9 +60,19 @@ impl<P: Provider> Conn<P> {
                 "connscope: closing a connection still in use after the grace period"
             );
         }
-        self.inner.provider.close(&live.raw).await;
+        // A close that never finishes cannot hold up a shutdown: it gets the runtime's
+        // `hook_timeout`.
+        let limit = self.tracker().map_or(crate::runtime::DEFAULT_HOOK_TIMEOUT, |t| t.hook_limit);
+        let closed = within(limit, self.inner.provider.close(&live.raw)).await;
         self.inner.counters.closes.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(connection = %self.inner.name, "connscope: closed");
+        match closed {
+            Some(()) => tracing::info!(connection = %self.inner.name, "connscope: closed"),
+            None => tracing::warn!(
+                connection = %self.inner.name,
+                error = %unfinished(limit),
+                "connscope: the connection's close did not finish"
+            ),
+        }
     }
 }
 

@@ -52,25 +52,10 @@ impl<V> Clone for Codec<V> {
 }
 impl<V> Copy for Codec<V> {}
 
-/// The value of `key` from Redis, or from `body` run once across instances. `body` runs here
-/// when Redis fails or is away.
-pub(crate) async fn load<V, E, F>(
-    tier: Arc<Tier>,
-    keys: Keys,
-    key: Vec<u8>,
-    ttl: Option<Duration>,
-    codec: Codec<V>,
-    body: F,
-) -> Result<V, E>
-where
-    V: Send + 'static,
-    F: Future<Output = Result<V, E>>,
-{
-    load_with_age(tier, keys, key, ttl, codec, body).await.map(|(v, _)| v)
-}
-
-/// [`load`], with how long Redis still keeps a value it read from there (`None`: computed
-/// here, or kept without expiry): a local copy should not outlive the stored one.
+/// The value of `key` from Redis, or from `body` run once across instances (`body` runs here
+/// when Redis fails or is away), with how long Redis still keeps a value read from there
+/// (`None`: computed here, or kept without expiry): a local copy should not outlive the stored
+/// one.
 pub(crate) async fn load_with_age<V, E, F>(
     tier: Arc<Tier>,
     keys: Keys,

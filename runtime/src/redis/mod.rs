@@ -17,7 +17,7 @@ pub use settings::{
 pub use tier::{RedisState, RedisStats};
 
 pub(crate) use codec::{Keys, resource_id};
-pub(crate) use flight::{Codec, load, load_with_age};
+pub(crate) use flight::{Codec, load_with_age};
 #[cfg(feature = "axum")]
 pub(crate) use sessions::{Fetched, Record, SharedSessions, digest, unix_ms};
 pub(crate) use tier::Tier;
