@@ -17,6 +17,9 @@
 //!   from the replacement's connect start to the old pool's close, timed from connscope's own
 //!   events (the soak tests' rule, `suite/tests/rotation_support/phases.rs`), else *outside*:
 //!   p99 of each, and their ratio. Target for both ratios: ≤ 1.5. Plus the p99 of a cached hit.
+//! * side by side, printed: the same load through the swap users write by hand today (a plain
+//!   sqlx pool behind a lock, replaced for the other user every ~0.9 s, the old one closed with
+//!   `Pool::close`), timed by the same rule, and connscope's p99 during a swap over its own.
 //!
 //! PostgreSQL is reached as roles whose password the server checks (`connscope_rot_bench1`
 //! and `2`, members of `connscope_rotators`: `bash .ci/run` adds their `scram-sha-256` line to
@@ -28,8 +31,8 @@
 //! `cargo bench -p connscope-suite --bench rotation [--features postgres,mysql]`
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use connscope::sql::{Backend, SqlDb};
@@ -39,7 +42,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 #[path = "../tests/rotation_support/phases.rs"]
 mod phases;
-use phases::{Phases, SwapClock, pct, swaps_of};
+use phases::{Phases, Swap, SwapClock, pct, swaps_of};
 
 /// `select 1`, as a 64-bit integer on every backend.
 fn statement<DB: Backend>() -> &'static str {
@@ -97,29 +100,40 @@ where
 /// One call: when it started, how long it took, whether it was a cached hit.
 type Sample = (Instant, Duration, bool);
 
-/// 8 tasks calling through `conn` for `secs` seconds.
+/// 8 tasks calling through `conn` for `secs` seconds; every fourth call of half the tasks is a
+/// cached hit.
 async fn tail<DB: Backend>(conn: &Conn<SqlDb<DB>>, secs: u64) -> Vec<Sample>
 where
     for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
 {
     query(conn).await;
     hit(conn).await;
+    let conn = conn.clone();
+    load(secs, true, move |cached| {
+        let conn = conn.clone();
+        async move { if cached { hit(&conn).await } else { query(&conn).await } }
+    })
+    .await
+}
+
+/// 8 tasks making `call`s for `secs` seconds, a millisecond apart; with `hits`, every fourth
+/// call of half the tasks is `call(true)` (a cached hit), the others `call(false)`.
+async fn load<F, Fut>(secs: u64, hits: bool, call: F) -> Vec<Sample>
+where
+    F: Fn(bool) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let conn = conn.clone();
+        let call = call.clone();
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut n = 0u64;
             while Instant::now() < deadline {
-                // Every fourth call of half the tasks is a cached hit.
-                let cached = i % 2 == 0 && n.is_multiple_of(4);
+                let cached = hits && i % 2 == 0 && n.is_multiple_of(4);
                 let t0 = Instant::now();
-                if cached {
-                    hit(&conn).await
-                } else {
-                    query(&conn).await
-                }
+                call(cached).await;
                 samples.push((t0, t0.elapsed(), cached));
                 n += 1;
                 // Busy, not saturated (as in the soak test): the rebuild must get to run.
@@ -135,6 +149,61 @@ where
     samples
 }
 
+/// The swap users write by hand today, for comparison: a plain sqlx pool behind a lock, which a
+/// background task replaces every ~0.9 s with a pool for the other user (opened to as many
+/// connections as the old one has, one at a time, as connscope does), then closes the old one.
+/// The same 8 tasks query through whichever pool is current. Returns the queries and the swaps.
+async fn by_hand<DB: Backend>(target: &Target, secs: u64) -> (Vec<Sample>, Vec<Swap>)
+where
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
+{
+    let (url, users) = (target.url.clone(), target.users.clone());
+    let open = move |n: usize| {
+        let (user, password) = &users[n % 2];
+        let options = DB::options(&url, Some(user), Some(password)).unwrap();
+        sqlx::pool::PoolOptions::<DB>::new().max_connections(8).connect_lazy_with(options)
+    };
+    let current = Arc::new(RwLock::new(open(0)));
+    let query = {
+        let current = Arc::clone(&current);
+        move |_| {
+            let pool = current.read().unwrap().clone();
+            async move {
+                let row = sqlx::query_as::<DB, (i64,)>(statement::<DB>()).fetch_one(&pool).await.unwrap();
+                black_box(row);
+            }
+        }
+    };
+    query(false).await;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let swapper = tokio::spawn(async move {
+        let mut swaps = Vec::new();
+        for n in 1.. {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            if Instant::now() >= deadline {
+                break;
+            }
+            let started = Instant::now();
+            let new = open(n);
+            let size = current.read().unwrap().size().max(1);
+            let mut held = Vec::new();
+            for _ in 0..size {
+                held.push(new.acquire().await.unwrap());
+            }
+            drop(held);
+            let old = std::mem::replace(&mut *current.write().unwrap(), new);
+            let swapped = Instant::now();
+            old.close().await;
+            swaps.push(Swap { started, swapped, closed: Instant::now() });
+        }
+        swaps
+    });
+    let samples = load(secs, false, query).await;
+    (samples, swapper.await.unwrap())
+}
+
 /// The sorted durations of the queries (or of the cached hits) among `samples`.
 fn durations(samples: &[Sample], cached: bool) -> Vec<Duration> {
     let mut v: Vec<_> = samples.iter().filter(|s| s.2 == cached).map(|s| s.1).collect();
@@ -144,6 +213,8 @@ fn durations(samples: &[Sample], cached: bool) -> Vec<Duration> {
 
 fn tails<DB: Backend>(tokio: &tokio::runtime::Runtime, label: &str, target: &Target)
 where
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
     for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
 {
     let secs = std::env::var("ROTATION_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
@@ -188,10 +259,25 @@ where
         pct(&hits.outside, 99),
         pct(&hits.during(), 99),
     );
+    let (samples, swaps) = tokio.block_on(by_hand::<DB>(target, secs));
+    let plain: Vec<_> = samples.iter().map(|&(t0, d, _)| (t0, d)).collect();
+    let plain = Phases::of(&plain, &swaps);
+    println!(
+        "rotation/{label}, 8 tasks, {secs} s: by hand (a plain sqlx pool swapped for the other user every \
+         ~0.9 s, the old one closed at once): queries: {}",
+        plain.summary(&swaps),
+    );
+    println!(
+        "rotation/{label}: p99 during a swap, connscope / by hand = {:.2}; outside a swap {:.2}",
+        ratio(pct(&queries.during(), 99), pct(&plain.during(), 99)),
+        ratio(pct(&queries.outside, 99), pct(&plain.outside, 99)),
+    );
 }
 
 fn cases<DB: Backend>(c: &mut Criterion, tokio: &tokio::runtime::Runtime, label: &str, target: &Target)
 where
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
     for<'r> (i64,): sqlx::FromRow<'r, <DB as sqlx::Database>::Row>,
 {
     let conns = [
