@@ -26,9 +26,7 @@ use crate::stats::RemovalCause;
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
 /// Default time `Session::end` / `Runtime::shutdown` wait for in-flight users of a connection.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
-/// How long one release hook or connection close may run by default; see
-/// [`RuntimeBuilder::hook_timeout`].
-pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::cache::DEFAULT_HOOK_TIMEOUT;
 /// Default idle timeout of a session: ended after 30 minutes without activity.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute lifetime of a session (OWASP's absolute timeout): ended 8 hours after it

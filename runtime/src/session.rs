@@ -185,7 +185,9 @@ impl Session {
 
     /// Ends the session: releases every session-scoped value (connections are closed after their
     /// in-flight users let go, within the runtime's grace period) and returns once all their
-    /// release hooks have finished, with the report of what was released.
+    /// release hooks have finished, with the report of what was released. A hook still running
+    /// after the runtime's [`hook_timeout`](crate::RuntimeBuilder::hook_timeout) is dropped and
+    /// reported as a failure.
     ///
     /// The work runs in a task of its own: a caller that is dropped mid-way (a request timeout)
     /// stops waiting, nothing more. Calling it again, or concurrently, waits for the same end;

@@ -42,7 +42,7 @@ pub(crate) use background::{own as own_runtime, spawn as spawn_background};
 #[cfg(feature = "redis")]
 pub(crate) use freshness::fresh_for_at_most;
 pub(crate) use outcome::Outcome;
-pub use release::{BoxFuture, HookError, ReleaseHook};
+pub use release::{BoxFuture, DEFAULT_HOOK_TIMEOUT, HookError, ReleaseHook};
 pub(crate) use release::{ReleaseTracker, Releaser, unfinished, within};
 #[allow(unused_imports)]
 pub(crate) use set::CacheKey;

@@ -27,6 +27,10 @@ pub type HookError = Box<dyn StdError + Send + Sync + 'static>;
 /// A release hook: receives the value that left the cache, exactly once.
 pub type ReleaseHook<V> = Arc<dyn Fn(V) -> BoxFuture<'static, Result<(), HookError>> + Send + Sync>;
 
+/// How long one release hook or connection close may run by default; see
+/// [`RuntimeBuilder::hook_timeout`](crate::RuntimeBuilder::hook_timeout).
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Counts work still running in the background (releases, session ends, connection closes), so
 /// shutdown can wait for it; and bounds how long one release hook may run.
 #[derive(Debug)]
@@ -41,7 +45,7 @@ pub(crate) struct ReleaseTracker {
 
 impl Default for ReleaseTracker {
     fn default() -> Self {
-        Self::new(crate::runtime::DEFAULT_HOOK_TIMEOUT)
+        Self::new(DEFAULT_HOOK_TIMEOUT)
     }
 }
 

@@ -62,7 +62,7 @@ impl<P: Provider> Conn<P> {
         }
         // A close that never finishes cannot hold up a shutdown: it gets the runtime's
         // `hook_timeout`.
-        let limit = self.tracker().map_or(crate::runtime::DEFAULT_HOOK_TIMEOUT, |t| t.hook_limit);
+        let limit = self.tracker().map_or(crate::cache::DEFAULT_HOOK_TIMEOUT, |t| t.hook_limit);
         let closed = within(limit, self.inner.provider.close(&live.raw)).await;
         self.inner.counters.closes.fetch_add(1, Ordering::Relaxed);
         match closed {
