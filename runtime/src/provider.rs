@@ -135,9 +135,10 @@ pub trait Provider: Send + Sync + 'static {
     /// [`CredentialSource::file`](crate::CredentialSource::file), e.g. a Kubernetes-mounted
     /// secret). A connection that can reconnect polls it (every
     /// [`RuntimeBuilder::secrets_poll_interval`](crate::RuntimeBuilder::secrets_poll_interval),
-    /// 1 s by default) and, when it changed, rebuilds the client the way it is rebuilt ahead of
-    /// expiry. The default: none.
-    fn watched_file<'a>(&self, raw: &'a Self::Raw) -> Option<&'a crate::FileStamp> {
+    /// 1 s by default) and, when it changed, renews the client's credentials the way they are
+    /// renewed ahead of expiry: [`renew`](Self::renew) first (which re-reads the file and
+    /// stamps it anew), else a rebuild. The default: none.
+    fn watched_file(&self, raw: &Self::Raw) -> Option<crate::FileStamp> {
         let _ = raw;
         None
     }

@@ -691,6 +691,49 @@ mod pg {
         no_secret_logged(&["tok-renew-1".into(), "tok-renew-2".into()]);
     }
 
+    /// A Kubernetes-mounted secret rotated: the password file changes, and the pool's
+    /// credentials are renewed in place from it (no rebuild: no session opened or closed for
+    /// it); connections opened later log in with the new password.
+    #[tokio::test]
+    async fn a_changed_password_file_renews_the_pool_in_place() {
+        let Some(url) = sql_support::server_url("DATABASE_URL", "password file renewal") else { return };
+        let _ = logs();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let role = "connscope_rot_file";
+        if !role_with_password(&mut admin, &url, role, "file-pw-7101").await {
+            return;
+        }
+        let file = std::env::temp_dir().join(format!("connscope-pwfile-{}", std::process::id()));
+        std::fs::write(&file, "file-pw-7101\n").unwrap();
+        let app = sql_support::unique(role);
+        let mut db =
+            PostgresDb::new(as_role(&url, role, &app)).with_credentials(CredentialSource::file(&file));
+        db.max_connections = 2;
+        let conn = Conn::new(role, db);
+        conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+
+        exec(&mut admin, format!("alter role {role} password 'file-pw-7102'")).await;
+        let next = file.with_extension("next");
+        std::fs::write(&next, "file-pw-7102\n").unwrap();
+        std::fs::rename(&next, &file).unwrap();
+        // Polled every second (the default): renewed within a few.
+        let renewed =
+            sql_support::eventually(Duration::from_secs(10), async || conn.counters().renewals == 1).await;
+        assert!(renewed, "renewed after the file changed: {:?}", conn.counters());
+        end_backends(&mut admin, &app).await;
+        for _ in 0..4 {
+            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+        }
+        let (c, sql) = (conn.counters(), conn.sql_stats());
+        assert_eq!((c.connects, c.rebuilds, c.closes, c.rebuild_failures), (1, 0, 0, 0), "{c:?}");
+        assert!(sql.reconnects >= 1, "the queries reconnected, with the new password: {sql:?}");
+        conn.close().await;
+        exec(&mut admin, format!("drop role if exists {role}")).await;
+        let _ = std::fs::remove_file(&file);
+        assert!(log_text().contains("credentials renewed in place because its credentials file changed"));
+        no_secret_logged(&["file-pw-7101".into(), "file-pw-7102".into()]);
+    }
+
     /// Credentials rotated away before their declared expiry: a connect the pool makes later is
     /// refused, and connscope fetches fresh credentials once and tries again, for the pool's
     /// own connects and for a query's retry on a fresh connection alike.

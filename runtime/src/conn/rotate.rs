@@ -1,10 +1,10 @@
 //! Keeping a live client's credentials fresh while it is in use. Ahead of their expiry
-//! ([`Provider::expires_at`]: expiry minus 10% of the client's lifetime, at most one minute) the
-//! provider is first asked to renew them in place ([`Provider::renew`]: the client keeps its
-//! open connections, later ones use the fresh credentials; nothing is connected, swapped or
-//! closed). Where it cannot (the default; a SQL pool whose user name changed), and every
-//! `refresh` period ([`Connection::REFRESH`](crate::Connection::REFRESH)), and when the file its
-//! credentials came from changed ([`Provider::watched_file`]), the client is rebuilt: the
+//! ([`Provider::expires_at`]: expiry minus 10% of the client's lifetime, at most one minute),
+//! and when the file they came from changed ([`Provider::watched_file`]), the provider is first
+//! asked to renew them in place ([`Provider::renew`]: the client keeps its open connections,
+//! later ones use the fresh credentials; nothing is connected, swapped or closed). Where it
+//! cannot (the default; a SQL pool whose user name changed), and every `refresh` period
+//! ([`Connection::REFRESH`](crate::Connection::REFRESH)), the client is rebuilt: the
 //! replacement connects first, under the connect lock, while users keep the current client; it
 //! is then swapped into the slot in one step (no `.await` between the connect's result and the
 //! swap), new users get it, and the old client is closed by the same path as any client taken
@@ -139,7 +139,10 @@ impl<P: Provider> Conn<P> {
                     }
                 }
                 let Some(why) = why else { continue };
-                let mut step = if let Why::Expiry = why { this.renew(&live).await } else { Step::Rebuild };
+                let mut step = match why {
+                    Why::Expiry | Why::FileChanged => this.renew(&live, why).await,
+                    Why::Refresh => Step::Rebuild,
+                };
                 if let Step::Rebuild = step {
                     step = this.rebuild(live, why).await;
                 }
@@ -176,7 +179,7 @@ impl<P: Provider> Conn<P> {
     }
 
     /// Renews `live`'s credentials in place, if it is still the live client and the provider can.
-    async fn renew(&self, live: &Arc<Live<P::Raw>>) -> Step {
+    async fn renew(&self, live: &Arc<Live<P::Raw>>, why: Why) -> Step {
         // Serialized with every connect, as a rebuild is.
         let _guard = self.inner.connect_lock.lock().await;
         if self.inner.released.load(Ordering::Acquire) || !self.holds(live) {
@@ -188,7 +191,7 @@ impl<P: Provider> Conn<P> {
                 tracing::info!(
                     connection = %self.inner.name,
                     "connscope: credentials renewed in place {}",
-                    Why::Expiry.text()
+                    why.text()
                 );
                 Step::Renewed(expires)
             }
@@ -201,7 +204,7 @@ impl<P: Provider> Conn<P> {
                     error = %e,
                     expired,
                     "connscope: renewing the credentials {} failed; keeping the current ones and retrying",
-                    Why::Expiry.text()
+                    why.text()
                 );
                 Step::Failed
             }
@@ -216,7 +219,7 @@ impl<P: Provider> Conn<P> {
     /// Whether the credentials file `live` was built from changed since (read off the async
     /// threads).
     async fn file_changed(&self, live: &Arc<Live<P::Raw>>) -> bool {
-        let Some(stamp) = self.inner.provider.watched_file(&live.raw).cloned() else { return false };
+        let Some(stamp) = self.inner.provider.watched_file(&live.raw) else { return false };
         crate::credentials::blocking(move || stamp.changed()).await.unwrap_or(false)
     }
 

@@ -32,8 +32,9 @@ pub struct SqlClient<DB: Backend> {
     renewing: tokio::sync::Mutex<()>,
     /// How many times the pool's connect options were renewed.
     generation: AtomicU64,
-    /// The file the credentials were read from (`password_file`): the pool is rebuilt when it changes.
-    stamp: Option<crate::FileStamp>,
+    /// The file the credentials were read from (`password_file`), as it was then: when it
+    /// changes, the pool's credentials are renewed in place from it (stamped anew).
+    stamp: std::sync::Mutex<Option<crate::FileStamp>>,
 }
 
 impl<DB: Backend> SqlClient<DB> {
@@ -291,7 +292,7 @@ async fn connect_with<P: SqlProvider>(
         pool,
         anchor,
         expires_at: std::sync::Mutex::new(expires_at),
-        stamp,
+        stamp: std::sync::Mutex::new(stamp),
         user,
         renewing: tokio::sync::Mutex::new(()),
         generation: AtomicU64::new(0),
@@ -334,16 +335,17 @@ async fn renew<P: SqlProvider>(p: &P, client: &SqlClient<P::Db>) -> Result<Renew
 
 /// [`renew`], its lock held.
 async fn renew_locked<P: SqlProvider>(p: &P, client: &SqlClient<P::Db>) -> Result<Renewal, ConnectError> {
-    if client.stamp.is_some() {
-        return Ok(Renewal::Rebuild);
-    }
     let creds = credentials(p).await?;
-    if creds.user != client.user || creds.stamp.is_some() {
+    if creds.user != client.user {
         return Ok(Renewal::Rebuild);
     }
     let options = options_with(p, &creds)?;
     client.pool.set_connect_options(options);
     *client.expires_at.lock().unwrap_or_else(|p| p.into_inner()) = creds.expires_at;
+    if creds.stamp.is_some() {
+        // Re-read from its file: the file as it is now is what the next change is seen against.
+        *client.stamp.lock().unwrap_or_else(|p| p.into_inner()) = creds.stamp;
+    }
     client.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(Renewal::InPlace(creds.expires_at))
 }
@@ -524,8 +526,8 @@ impl<DB: Backend> Provider for SqlDb<DB> {
     async fn renew(&self, raw: &SqlClient<DB>) -> Result<Renewal, ConnectError> {
         renew(self, raw).await
     }
-    fn watched_file<'a>(&self, raw: &'a SqlClient<DB>) -> Option<&'a crate::FileStamp> {
-        raw.stamp.as_ref()
+    fn watched_file(&self, raw: &SqlClient<DB>) -> Option<crate::FileStamp> {
+        raw.stamp.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
