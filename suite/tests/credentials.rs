@@ -658,6 +658,21 @@ mod pg {
         assert!(gone, "the pool's backends ended");
     }
 
+    /// Ends every backend of the pool named `app`, then queries through `conn`: the queries
+    /// reconnect, so they log in with the credentials the pool holds now.
+    async fn reconnect_after_every_backend_ended(
+        admin: &mut PgConnection,
+        conn: &Conn<PostgresDb>,
+        app: &str,
+    ) {
+        end_backends(admin, app).await;
+        for _ in 0..4 {
+            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
+        }
+        let sql = conn.sql_stats();
+        assert!(sql.reconnects >= 1, "the queries reconnected: {sql:?}");
+    }
+
     /// Renewed in place, the pool keeps its connections and opens later ones with the fresh
     /// password: after a rotation and a renewal, every backend is ended, and the queries that
     /// follow reconnect with the new password, without a rebuild.
@@ -679,13 +694,9 @@ mod pg {
             sql_support::eventually(Duration::from_secs(5), async || conn.counters().renewals > renewed)
                 .await;
         assert!(again, "renewed after the rotation: {:?}", conn.counters());
-        end_backends(&mut admin, &r.app).await;
-        for _ in 0..4 {
-            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-        }
-        let (c, sql) = (conn.counters(), conn.sql_stats());
+        reconnect_after_every_backend_ended(&mut admin, conn, &r.app).await;
+        let c = conn.counters();
         assert_eq!((c.connects, c.rebuilds, c.rebuild_failures), (1, 0, 0), "{c:?}");
-        assert!(sql.reconnects >= 1, "the queries reconnected: {sql:?}");
         conn.close().await;
         exec(&mut admin, format!("drop role if exists {}", r.role)).await;
         no_secret_logged(&["tok-renew-1".into(), "tok-renew-2".into()]);
@@ -720,13 +731,9 @@ mod pg {
         let renewed =
             sql_support::eventually(Duration::from_secs(10), async || conn.counters().renewals == 1).await;
         assert!(renewed, "renewed after the file changed: {:?}", conn.counters());
-        end_backends(&mut admin, &app).await;
-        for _ in 0..4 {
-            conn.query("select 1").uncached().fetch_one::<(i32,)>().await.unwrap();
-        }
-        let (c, sql) = (conn.counters(), conn.sql_stats());
+        reconnect_after_every_backend_ended(&mut admin, &conn, &app).await;
+        let c = conn.counters();
         assert_eq!((c.connects, c.rebuilds, c.closes, c.rebuild_failures), (1, 0, 0, 0), "{c:?}");
-        assert!(sql.reconnects >= 1, "the queries reconnected, with the new password: {sql:?}");
         conn.close().await;
         exec(&mut admin, format!("drop role if exists {role}")).await;
         let _ = std::fs::remove_file(&file);

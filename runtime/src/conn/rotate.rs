@@ -196,19 +196,22 @@ impl<P: Provider> Conn<P> {
                 Step::Renewed(expires)
             }
             Ok(Renewal::Rebuild) => Step::Rebuild,
-            Err(e) => {
-                self.inner.counters.rebuild_failures.fetch_add(1, Ordering::Relaxed);
-                let expired = self.expired(live);
-                tracing::warn!(
-                    connection = %self.inner.name,
-                    error = %e,
-                    expired,
-                    "connscope: renewing the credentials {} failed; keeping the current ones and retrying",
-                    why.text()
-                );
-                Step::Failed
-            }
+            Err(e) => self.not_renewed(live, &e, "renewing the credentials", "ones", why),
         }
+    }
+
+    /// A renewal or rebuild of `live` that failed (`doing`, for the log): counted, logged with
+    /// whether the credentials in use have expired meanwhile; `live` stays, retried later.
+    fn not_renewed(&self, live: &Live<P::Raw>, e: &P::Error, doing: &str, kept: &str, why: Why) -> Step {
+        self.inner.counters.rebuild_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            connection = %self.inner.name,
+            error = %e,
+            expired = self.expired(live),
+            "connscope: {doing} {} failed; keeping the current {kept} and retrying",
+            why.text()
+        );
+        Step::Failed
     }
 
     /// Whether `live`'s credentials have expired already.
@@ -240,18 +243,7 @@ impl<P: Provider> Conn<P> {
         tracing::debug!(connection = %self.inner.name, "connscope: rebuilding the connection {}", why.text());
         let raw = match self.inner.provider.replace(&old.raw).await {
             Ok(raw) => raw,
-            Err(e) => {
-                self.inner.counters.rebuild_failures.fetch_add(1, Ordering::Relaxed);
-                let expired = self.expired(&old);
-                tracing::warn!(
-                    connection = %self.inner.name,
-                    error = %e,
-                    expired,
-                    "connscope: rebuilding the connection {} failed; keeping the current one and retrying",
-                    why.text()
-                );
-                return Step::Failed;
-            }
+            Err(e) => return self.not_renewed(&old, &e, "rebuilding the connection", "one", why),
         };
         let fresh = Arc::new(Live::new(raw));
         self.inner.counters.connects.fetch_add(1, Ordering::Relaxed);
